@@ -1,0 +1,213 @@
+"""``Checkpointer``: protect state, checkpoint it into other ranks' RAM, rebuild it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from mpi4py import MPI
+
+from . import testing
+from .checksum import checksum
+from .errors import ProcessFailure
+from .layout import choose_backups, owners_of
+from .memstore import Held, MemStore, PieceHeader
+from .planning import Report, Sources, rebuild_sources
+from .schemes import Scheme, get_scheme
+from .state import State, restore_value, unpack
+from .transport import CHUNK, send_pieces, stream_pieces
+
+T = TypeVar("T")
+
+
+class Checkpointer:
+    """In-memory redundant checkpoints of the protected state of every rank of ``comm``.
+
+    ``scheme`` is a :class:`~mpickpt.schemes.Scheme`, or an id (``"parity"``, ``"mirror"``,
+    ``"stripe"``) with its parameters as keywords. ``domains`` gives the failure domain of every
+    rank (default: one per rank). All methods but :meth:`protect` are collective.
+    """
+
+    def __init__(
+        self,
+        comm: MPI.Comm | None = None,
+        scheme: str | Scheme = "parity",
+        *,
+        domains: Sequence[int] | None = None,
+        chunk: int = CHUNK,
+        **params: Any,
+    ) -> None:
+        self.scheme = get_scheme(scheme, **params)
+        self.chunk = chunk
+        self.state = State()
+        self.store = MemStore()
+        self.step = 0  # the next step to run after a restore
+        self.restored: dict[str, Any] = {}
+        self.comm: MPI.Comm = MPI.COMM_NULL
+        if comm is not None:
+            base = comm.Dup()
+            size = base.Get_size()
+            self.attach(base, list(domains) if domains is not None else list(range(size)))
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def attach(self, comm: MPI.Comm, domains: Sequence[int]) -> None:
+        """Work over ``comm`` (owned from now on) whose ranks live in ``domains``."""
+        comm.Set_errhandler(MPI.ERRORS_RETURN)
+        self.comm = comm
+        self.domains = list(domains)
+        size = comm.Get_size()
+        if size > 1:
+            self.backups = choose_backups(self.domains, self.scheme.backups)
+            self.owners = owners_of(self.backups)
+        else:  # a single rank has nobody to back it up: keep the local copy only
+            self.backups, self.owners = [[]], [[]]
+
+    @property
+    def rank(self) -> int:
+        return int(self.comm.Get_rank())
+
+    @property
+    def version(self) -> int:
+        """The newest committed version (-1 before the first checkpoint)."""
+        return self.store.committed
+
+    # -- state ------------------------------------------------------------------------------
+
+    def protect(self, name: str, obj: T) -> T:
+        """Register ``obj`` under ``name``; return the value to use from now on.
+
+        Arrays are kept by reference and, after a recovery, restored in place (the same array
+        comes back). Other objects are pickled at each checkpoint; after a recovery the restored
+        object is returned, so write ``x = ckpt.protect("x", x)``. Rebind immutable values with
+        ``ckpt[name] = value`` before the next checkpoint.
+        """
+        if name in self.restored:
+            obj = restore_value(name, obj, self.restored.pop(name))
+        self.state[name] = obj
+        return obj
+
+    def __getitem__(self, name: str) -> Any:
+        return self.state[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.state[name] = value
+
+    # -- checkpoint -------------------------------------------------------------------------
+
+    def checkpoint(self, step: int) -> int:
+        """Store a new version of every rank's state in its backups' RAM; return it.
+
+        ``step`` is the step to resume from when this version is restored. Two-phase: the
+        version is committed only once every rank holds its pieces; a failure before that leaves
+        the previous version intact everywhere and raises :class:`ProcessFailure` on every rank.
+        """
+        version = self.store.committed + 1
+        seg = self.state.snapshot(step, {"version": version, "rank": self.rank})
+        try:
+            if self.comm.Get_size() > 1:
+                held = stream_pieces(
+                    self.comm, self.scheme, seg, [self.backups[self.rank][j] for j in
+                                                 range(self.scheme.backups)],
+                    self.owners[self.rank], version, self.chunk,
+                )
+                self.store.stage(version, held)
+            testing.maybe_kill("checkpoint", step)
+            self.comm.Agree(1)  # commit point: uniform over the survivors
+        except MPI.Exception as e:
+            raise ProcessFailure(f"checkpoint of version {version} failed: {e}") from e
+        self.store.commit(version)
+        self.store.keep_local(version, seg)
+        self.step = step
+        testing.maybe_kill("commit", step)
+        return version
+
+    # -- rebuild ----------------------------------------------------------------------------
+
+    def report(self, done: bool = False, logical: int | None = None, domain: int = 0) -> Report:
+        """What this rank holds, for planning a rebuild (only pieces that pass their checksum)."""
+        holdings: dict[int, dict[int, tuple[int, dict[str, int]]]] = {}
+        for v, by_owner in self.store.versions.items():
+            for owner, pieces in by_owner.items():
+                good = {n: h.header.checksum for n, h in pieces.items() if _intact(h)}
+                nbytes = next(iter(pieces.values())).header.nbytes
+                holdings.setdefault(v, {})[owner] = (nbytes, good)
+        return Report(logical, domain, self.store.committed, self.store.local_version,
+                      holdings, done)
+
+    def rebuild(self, lost: Iterable[int] | None = None) -> np.ndarray | None:
+        """Rebuild committed segments from the pieces held by *other* ranks, as if the ranks in
+        ``lost`` had failed (default: every rank's segment, each without its owner's copy).
+
+        Collective. Each rebuilt segment is delivered to its owner's rank, which gets it back
+        (the others get ``None``). Raises the same :class:`UnrecoverableError` on every rank
+        when the loss is beyond the scheme's tolerance, before any data moves.
+        """
+        size = self.comm.Get_size()
+        owners = sorted(set(lost)) if lost is not None else list(range(size))
+        gone = set(owners) if lost is not None else set()
+        reports = self.comm.allgather(self.report(logical=self.rank))
+        alive = [r if i not in gone else Report(r.logical, r.domain, r.committed, -1)
+                 for i, r in enumerate(reports)]
+        sources = rebuild_sources(alive, owners, self.version, self.scheme, tuple(owners))
+        got = fetch_segment(self.comm, self.store, self.scheme, self.version, sources,
+                            {o: o for o in owners})
+        return got.get(self.rank)
+
+    def restore_from(self, segment: np.ndarray) -> int:
+        """Take ``segment`` as this rank's state: values come back through :meth:`protect`."""
+        manifest, values = unpack(segment)
+        self.restored = values
+        for name in list(values):
+            if name in self.state:
+                self.state[name] = restore_value(name, self.state[name], values.pop(name))
+        self.step = int(manifest["step"])
+        return self.step
+
+    def close(self) -> None:
+        """Free the communicator and drop every piece."""
+        if self.comm != MPI.COMM_NULL:
+            try:
+                self.comm.Free()
+            except MPI.Exception:
+                pass
+            self.comm = MPI.COMM_NULL
+        self.store = MemStore()
+
+
+def _intact(h: Held) -> bool:
+    return checksum(h.data) == h.header.checksum
+
+
+def fetch_segment(
+    comm: MPI.Comm,
+    store: MemStore,
+    scheme: Scheme,
+    version: int,
+    sources: dict[int, Sources],
+    dest: dict[int, int],
+) -> dict[int, np.ndarray]:
+    """Move the pieces named in ``sources`` to the rank ``dest[owner]`` and decode them there;
+    return the segments decoded on this rank. Checksums are verified before decoding."""
+    me = comm.Get_rank()
+    sends: list[tuple[int, Held]] = []
+    recvs: list[tuple[int, PieceHeader]] = []
+    for owner, (nbytes, names) in sorted(sources.items()):
+        size = scheme.piece_size(nbytes)
+        for holder, name, digest in names:
+            if holder == me:
+                sends.append((dest[owner], store.pieces(version, owner)[name]))
+            if dest[owner] == me:
+                recvs.append((holder, PieceHeader(owner, version, name, 0, 0, size, digest,
+                                                  nbytes)))
+    got = send_pieces(comm, sends, recvs)
+    out: dict[int, np.ndarray] = {}
+    for owner, (nbytes, _) in sources.items():
+        if dest[owner] != me:
+            continue
+        pieces = {h.header.name: h for h in got if h.header.owner == owner}
+        for h in pieces.values():
+            h.verify()
+        out[owner] = scheme.decode({n: h.data for n, h in pieces.items()}, nbytes)
+    return out

@@ -1,0 +1,46 @@
+"""Failure domains: which ranks go down together (a node, or a declared virtual node)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from mpi4py import MPI
+
+ENV_RANKS_PER_NODE = "MPICKPT_RANKS_PER_NODE"
+
+
+class DomainWarning(UserWarning):
+    """The placement cannot cover the loss of a whole node."""
+
+
+def failure_domains(world: MPI.Comm) -> list[int]:
+    """The failure domain of every rank of ``world`` (collective; same list everywhere).
+
+    ``MPICKPT_RANKS_PER_NODE=k`` declares virtual nodes of ``k`` consecutive ranks (tests on one
+    host). Otherwise ranks that share memory form a domain; if that is the whole job (a laptop,
+    a CI runner), every rank becomes its own domain and a warning says a node loss is not
+    covered.
+    """
+    rank, size = world.Get_rank(), world.Get_size()
+    per = os.environ.get(ENV_RANKS_PER_NODE)
+    if per:
+        k = int(per)
+        if k < 1:
+            raise ValueError(f"{ENV_RANKS_PER_NODE} must be a positive integer, got {per!r}")
+        return [r // k for r in range(size)]
+    node = world.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+    leader = node.allreduce(rank, op=MPI.MIN)
+    node.Free()
+    domains = world.allgather(leader)
+    if len(set(domains)) == 1 and size > 1:
+        if rank == 0:
+            warnings.warn(
+                "all ranks share one node: using one failure domain per rank, so the loss of "
+                f"the whole node is not covered (set {ENV_RANKS_PER_NODE} to declare virtual "
+                "nodes)",
+                DomainWarning,
+                stacklevel=2,
+            )
+        return list(range(size))
+    return domains

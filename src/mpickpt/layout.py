@@ -1,0 +1,166 @@
+"""Placement math: subsegments, stripes, pieces, backups over failure domains.
+
+Pure functions, no MPI. A *piece* is the XOR of one or more subsegments (one source for a data
+piece or a mirror copy, ``group`` sources for a parity block) and lives on one backup, counted
+``0..backups-1`` relative to its owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .errors import ConfigError, DecodeError
+
+ALIGN = 8
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One stored block: ``name`` is ``d<k>`` (subsegment k), ``p<s>`` (parity of stripe s)
+    or ``m<c>`` (mirror copy c, all subsegments)."""
+
+    name: str
+    sources: tuple[int, ...]
+    backup: int
+    stripe: int
+    index: int
+
+
+def subsegment_size(nbytes: int, subsegments: int) -> int:
+    """Size of each subsegment of an ``nbytes`` segment: equal, a multiple of 8, last padded."""
+    if subsegments < 1:
+        raise ConfigError(f"subsegments must be >= 1, got {subsegments}")
+    per = -(-max(nbytes, 1) // subsegments)
+    return -(-per // ALIGN) * ALIGN
+
+
+def parity_pieces(subsegments: int, group: int, backups: int) -> list[Piece]:
+    """The patent's striping (Figure 3): piece ``j`` of stripe ``s`` (data ``0..group-1``,
+    parity last) goes to backup ``(s + j) mod backups``."""
+    if subsegments % group:
+        raise ConfigError(
+            f"parity needs subsegments to be a multiple of group: {subsegments} is not a "
+            f"multiple of {group}; use {subsegments + group - subsegments % group}"
+        )
+    pieces = []
+    for s in range(subsegments // group):
+        members = tuple(range(s * group, (s + 1) * group))
+        for j, k in enumerate(members):
+            pieces.append(Piece(f"d{k}", (k,), (s + j) % backups, s, j))
+        pieces.append(Piece(f"p{s}", members, (s + group) % backups, s, group))
+    return pieces
+
+
+def stripe_pieces(subsegments: int, backups: int) -> list[Piece]:
+    """Striping without parity: subsegment ``k`` goes to backup ``k mod backups``."""
+    return [Piece(f"d{k}", (k,), k % backups, k, 0) for k in range(subsegments)]
+
+
+def mirror_pieces(copies: int) -> list[Piece]:
+    """Mirroring: backup ``c`` holds a full copy of the segment (one subsegment)."""
+    return [Piece(f"m{c}", (0,), c, 0, c) for c in range(copies)]
+
+
+def by_backup(pieces: Iterable[Piece], backups: int) -> list[list[Piece]]:
+    """The pieces each backup holds, in piece order."""
+    held: list[list[Piece]] = [[] for _ in range(backups)]
+    for p in pieces:
+        held[p.backup].append(p)
+    return held
+
+
+def decode_plan(
+    pieces: Sequence[Piece], subsegments: int, available: Iterable[str]
+) -> list[tuple[int, Piece, tuple[int, ...]]]:
+    """How to rebuild every subsegment from the ``available`` piece names.
+
+    Returns steps ``(subsegment, piece, others)``: subsegment = piece XOR the already rebuilt
+    ``others``. A peeling decoder: works for every scheme built from XOR pieces. Raises
+    :class:`DecodeError` naming the subsegments that cannot be rebuilt.
+    """
+    have = {p.name: p for p in pieces if p.name in set(available)}
+    done: set[int] = set()
+    steps: list[tuple[int, Piece, tuple[int, ...]]] = []
+    progress = True
+    while len(done) < subsegments and progress:
+        progress = False
+        for p in have.values():
+            missing = [k for k in p.sources if k not in done]
+            if len(missing) == 1:
+                k = missing[0]
+                steps.append((k, p, tuple(s for s in p.sources if s != k)))
+                done.add(k)
+                progress = True
+    if len(done) < subsegments:
+        lost = sorted(set(range(subsegments)) - done)
+        raise DecodeError(f"subsegments {lost} cannot be rebuilt from pieces {sorted(have)}")
+    return steps
+
+
+def domain_order(domains: Sequence[int]) -> list[int]:
+    """Ranks ordered so that consecutive ranks sit in different failure domains.
+
+    Deals ranks round-robin from the domains, largest domain first, so that a window of ``k``
+    consecutive ranks spans ``k`` domains whenever the domains allow it.
+    """
+    members: dict[int, list[int]] = {}
+    for rank, d in enumerate(domains):
+        members.setdefault(d, []).append(rank)
+    queues = sorted(members.values(), key=lambda m: (-len(m), m[0]))
+    order: list[int] = []
+    depth = 0
+    while len(order) < len(domains):
+        order.extend(q[depth] for q in queues if depth < len(q))
+        depth += 1
+    return order
+
+
+def choose_backups(domains: Sequence[int], backups: int) -> list[list[int]]:
+    """For each owner rank, its ``backups`` backup ranks, on failure domains that differ from
+    the owner's and from each other. Rotating over :func:`domain_order`, so every rank backs up
+    exactly ``backups`` owners (memory and traffic balanced).
+
+    Raises :class:`ConfigError` when the domains cannot satisfy this.
+    """
+    n = len(domains)
+    ndom = len(set(domains))
+    if backups < 1:
+        raise ConfigError(f"backups must be >= 1, got {backups}")
+    if backups + 1 > ndom:
+        raise ConfigError(
+            f"each owner needs {backups} backups on {backups} other failure domains, but the "
+            f"workers span only {ndom} failure domain(s) ({n} workers); use fewer backups "
+            f"(at most {ndom - 1}), more nodes, or smaller virtual nodes (MPICKPT_RANKS_PER_NODE)"
+        )
+    order = domain_order(domains)
+    pos = {rank: i for i, rank in enumerate(order)}
+    result = []
+    for owner in range(n):
+        mine = [order[(pos[owner] + j) % n] for j in range(1, backups + 1)]
+        doms = [domains[owner]] + [domains[b] for b in mine]
+        if len(set(doms)) != len(doms):
+            raise ConfigError(
+                f"failure domains are too uneven to place {backups} backups of rank {owner} "
+                f"on distinct other domains (domain sizes "
+                f"{sorted(domains.count(d) for d in set(domains))}); balance the ranks per node "
+                f"or use fewer backups"
+            )
+        result.append(mine)
+    return result
+
+
+def domains_lost(domains: Sequence[int], lost_domains: Iterable[int]) -> list[int]:
+    """Ranks that live in the given failure domains."""
+    gone = set(lost_domains)
+    return [r for r, d in enumerate(domains) if d in gone]
+
+
+def owners_of(backups: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Inverse of :func:`choose_backups`: for each rank, the owners whose pieces it holds,
+    with the backup slot (``(owner, slot)``) flattened as owner order."""
+    held: list[list[int]] = [[] for _ in backups]
+    for owner, mine in enumerate(backups):
+        for b in mine:
+            held[b].append(owner)
+    return held

@@ -1,0 +1,90 @@
+"""Versioned pieces in RAM: what this rank holds for its owners, plus its own committed segment.
+
+A version is *staged* while the checkpoint that writes it is in flight, and *committed* once
+every worker agreed it is complete; only then is the previous version dropped. At most two
+versions are ever held.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .checksum import checksum
+from .errors import IntegrityError
+from .state import SegmentView
+
+
+@dataclass(frozen=True)
+class PieceHeader:
+    """What travels with a piece: enough to place, check and decode it."""
+
+    owner: int
+    version: int
+    name: str
+    stripe: int
+    index: int
+    length: int
+    checksum: int
+    nbytes: int  # of the owner's whole segment
+
+
+@dataclass
+class Held:
+    """One stored piece."""
+
+    header: PieceHeader
+    data: np.ndarray
+
+    def verify(self) -> None:
+        """Raise :class:`IntegrityError` if the data does not match its checksum."""
+        if checksum(self.data) != self.header.checksum:
+            h = self.header
+            raise IntegrityError(
+                f"piece {h.name} of owner {h.owner} version {h.version} failed its checksum"
+            )
+
+
+@dataclass
+class MemStore:
+    """Pieces by version and owner; the committed version and an optional staged one."""
+
+    versions: dict[int, dict[int, dict[str, Held]]] = field(default_factory=dict)
+    committed: int = -1
+    local: np.ndarray | None = None  # this rank's own segment at ``local_version``
+    local_version: int = -1
+
+    def stage(self, version: int, pieces: list[Held]) -> None:
+        """Hold ``pieces`` of ``version`` beside the committed one."""
+        slot = self.versions.setdefault(version, {})
+        for p in pieces:
+            slot.setdefault(p.header.owner, {})[p.header.name] = p
+
+    def commit(self, version: int) -> None:
+        """Make ``version`` the committed one and drop every other."""
+        self.versions = {version: self.versions.get(version, {})}
+        self.committed = version
+
+    def discard_after(self, version: int) -> None:
+        """Drop staged versions newer than ``version`` (an aborted checkpoint)."""
+        self.versions = {v: p for v, p in self.versions.items() if v <= version}
+
+    def keep_local(self, version: int, segment: SegmentView) -> None:
+        """Remember this rank's own segment of ``version`` (one copy, reusing the old buffer)."""
+        if self.local is None or self.local.size != segment.nbytes:
+            self.local = np.empty(segment.nbytes, dtype=np.uint8)
+        segment.read_into(0, self.local)
+        self.local_version = version
+
+    def holdings(self, version: int) -> dict[int, list[str]]:
+        """Piece names held for each owner at ``version``."""
+        return {o: sorted(p) for o, p in self.versions.get(version, {}).items()}
+
+    def pieces(self, version: int, owner: int) -> dict[str, Held]:
+        return self.versions.get(version, {}).get(owner, {})
+
+    def nbytes(self) -> int:
+        """Bytes held in pieces (all versions)."""
+        return sum(h.data.nbytes for v in self.versions.values() for o in v.values()
+                   for h in o.values())

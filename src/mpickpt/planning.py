@@ -1,0 +1,117 @@
+"""Recovery planning: pure decisions from what every surviving process reported.
+
+Every process runs :func:`plan_recovery` on the same all-gathered reports, so every process
+reaches the same plan, or raises the same error, without another round of messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .errors import DecodeError, NoSparesError, UnrecoverableError
+from .layout import decode_plan
+from .schemes import Scheme
+
+
+# owner -> (segment nbytes, [(holder, piece name, checksum), ...]): what to move for a rebuild
+Sources = tuple[int, list[tuple[int, str, int]]]
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one surviving process says about itself at the start of a recovery."""
+
+    logical: int | None  # worker id, or None for an idle spare
+    domain: int
+    committed: int  # newest version this process committed (-1: none)
+    local_version: int  # version of its own segment it keeps (-1: none)
+    # version -> owner -> (segment nbytes, {name: checksum} of the intact pieces held)
+    holdings: dict[int, dict[int, tuple[int, dict[str, int]]]] = field(default_factory=dict)
+    done: bool = False
+
+
+@dataclass
+class Plan:
+    """What a recovery does: ``assign[logical]`` is the process index that plays that worker."""
+
+    version: int
+    assign: list[int]
+    dead: tuple[int, ...]
+    finish: bool = False
+    rebuild: dict[int, Sources] = field(default_factory=dict)
+
+    def role(self, proc: int, reports: Sequence[Report]) -> str:
+        """``survivor`` or ``recovered`` for a worker, ``spare`` for a process left idle."""
+        if proc not in self.assign:
+            return "spare"
+        was = reports[proc].logical
+        return "survivor" if was is not None and self.assign[was] == proc else "recovered"
+
+
+def plan_recovery(reports: Sequence[Report], nworkers: int, scheme: Scheme) -> Plan:
+    """Decide version, spare promotion and piece transfers, or raise the same error everywhere.
+
+    Raises :class:`UnrecoverableError` when a lost segment cannot be rebuilt and
+    :class:`NoSparesError` when dead workers outnumber the idle spares.
+    """
+    where = {r.logical: i for i, r in enumerate(reports) if r.logical is not None}
+    dead = tuple(w for w in range(nworkers) if w not in where)
+    workers = [r for r in reports if r.logical is not None]
+    if not dead and workers and all(r.done for r in workers):
+        return Plan(-1, [where[w] for w in range(nworkers)], dead, finish=True)
+
+    version = max((r.committed for r in workers), default=-1)
+    spares = [i for i, r in enumerate(reports) if r.logical is None]
+    if len(spares) < len(dead):
+        raise NoSparesError(
+            f"workers {list(dead)} failed and only {len(spares)} spare(s) are left; relaunch "
+            f"with more spares (or from the spill)",
+            lost=dead,
+        )
+    assign = [where[w] if w in where else -1 for w in range(nworkers)]
+    for w, s in zip(dead, spares, strict=False):
+        assign[w] = s
+    plan = Plan(version, assign, dead)
+    if version < 0:
+        return plan  # nothing committed yet: every worker starts from its initial state
+
+    need = [w for w in range(nworkers) if w in dead or reports[where[w]].local_version != version]
+    plan.rebuild = rebuild_sources(reports, need, version, scheme, dead)
+    return plan
+
+
+def rebuild_sources(
+    reports: Sequence[Report],
+    owners: Sequence[int] | range,
+    version: int,
+    scheme: Scheme,
+    dead: tuple[int, ...],
+) -> dict[int, Sources]:
+    """For each owner, the pieces (and their holders) that rebuild its segment at ``version``.
+
+    Raises :class:`UnrecoverableError` if any owner's surviving pieces are not enough.
+    """
+    result: dict[int, Sources] = {}
+    for owner in owners:
+        found: dict[str, tuple[int, int]] = {}
+        nbytes = 0
+        for i, r in enumerate(reports):
+            entry = r.holdings.get(version, {}).get(owner)
+            if entry is not None:
+                nbytes = entry[0]
+                for name, digest in entry[1].items():
+                    found.setdefault(name, (i, digest))
+        try:
+            steps = decode_plan(scheme.pieces(), scheme.subsegments, found)
+        except DecodeError as e:
+            raise UnrecoverableError(
+                f"cannot rebuild worker {owner} at version {version} after losing workers "
+                f"{list(dead)}: the loss is beyond the tolerance of {scheme!r} "
+                f"(owner + {scheme.tolerance} backup(s)); {e}",
+                lost=dead,
+                version=version,
+            ) from None
+        used = sorted({piece.name for _, piece, _ in steps})
+        result[owner] = (nbytes, [(found[n][0], n, found[n][1]) for n in used])
+    return result

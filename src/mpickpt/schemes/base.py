@@ -1,0 +1,106 @@
+"""The scheme interface: how a segment becomes pieces on backups, and back."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..layout import Piece, by_backup, decode_plan, subsegment_size
+
+Buffer = bytes | bytearray | memoryview | np.ndarray
+
+
+def xor_into(out: np.ndarray, *srcs: Buffer) -> np.ndarray:
+    """``out ^= src`` for every source, on 64-bit words (sizes are multiples of 8)."""
+    o = out.view(np.uint64)
+    for s in srcs:
+        np.bitwise_xor(o, np.frombuffer(s, dtype=np.uint64, count=o.size), out=o)
+    return out
+
+
+class Scheme(ABC):
+    """A redundancy scheme: a codec from one segment to pieces placed on ``backups`` backups.
+
+    Subclasses define the pieces (pure placement math) and their tolerance; encoding and
+    decoding are shared, since every piece is an XOR of subsegments.
+    """
+
+    scheme_id: ClassVar[str]
+    backups: int
+    subsegments: int
+
+    @abstractmethod
+    def pieces(self) -> list[Piece]:
+        """Every piece of one segment, with its backup."""
+
+    @property
+    @abstractmethod
+    def tolerance(self) -> int:
+        """How many backups may be lost together with the owner."""
+
+    @abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """JSON-safe configuration; ``from_config(get_config())`` gives an equal scheme."""
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Scheme:
+        cfg = dict(config)
+        if cfg.pop("id", cls.scheme_id) != cls.scheme_id:
+            raise ConfigError(f"config {config!r} is not for scheme {cls.scheme_id!r}")
+        return cls(**cfg)
+
+    @property
+    def overhead(self) -> float:
+        """Bytes stored on backups per byte of segment (ignoring padding)."""
+        return len(self.pieces()) / self.subsegments
+
+    def held(self) -> list[list[Piece]]:
+        """The pieces each backup holds."""
+        return by_backup(self.pieces(), self.backups)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Scheme) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.get_config().items())))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "id")
+        return f"{type(self).__name__}({args})"
+
+    # -- whole-segment encode / decode (the chunked transport uses the same pieces) --
+
+    def piece_size(self, nbytes: int) -> int:
+        return subsegment_size(nbytes, self.subsegments)
+
+    def encode(self, segment: Buffer) -> dict[str, np.ndarray]:
+        """All pieces of ``segment`` by name."""
+        size = self.piece_size(len(memoryview(segment).cast("B")))
+        padded = np.zeros(size * self.subsegments, dtype=np.uint8)
+        src = np.frombuffer(segment, dtype=np.uint8)
+        padded[: src.size] = src
+        subs = padded.reshape(self.subsegments, size)
+        out = {}
+        for p in self.pieces():
+            buf = subs[p.sources[0]].copy()
+            xor_into(buf, *(subs[k] for k in p.sources[1:]))
+            out[p.name] = buf
+        return out
+
+    def decode(self, available: Mapping[str, Buffer], nbytes: int) -> np.ndarray:
+        """Rebuild an ``nbytes`` segment from the ``available`` pieces.
+
+        Raises :class:`~mpickpt.errors.DecodeError` when they are not enough.
+        """
+        size = self.piece_size(nbytes)
+        steps = decode_plan(self.pieces(), self.subsegments, available.keys())
+        padded = np.empty(size * self.subsegments, dtype=np.uint8)
+        subs = padded.reshape(self.subsegments, size)
+        for k, piece, others in steps:
+            subs[k] = np.frombuffer(available[piece.name], dtype=np.uint8, count=size)
+            xor_into(subs[k], *(subs[o] for o in others))
+        return padded[:nbytes]

@@ -1,0 +1,78 @@
+"""Fault injection for tests and demos: real ``SIGKILL`` of rank processes.
+
+``MPICKPT_KILL="RANK@STEP[:PHASE],..."`` kills the process whose ``COMM_WORLD`` rank is RANK
+when it reaches STEP in PHASE: ``compute`` (default: at the start of the step, outside MPI),
+``halo`` (inside the application's exchange, where it calls :func:`maybe_kill`),
+``checkpoint`` (pieces sent, before the commit) or ``commit`` (just after it). ``RANK@recovery``
+kills RANK as it enters its first recovery. ``MPICKPT_PIDDIR=DIR`` makes every process write
+``DIR/rank<N>.pid`` so that a test can kill it from outside at any time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from functools import cache
+
+ENV_KILL = "MPICKPT_KILL"
+ENV_PIDDIR = "MPICKPT_PIDDIR"
+PHASES = ("compute", "halo", "checkpoint", "commit", "recovery")
+
+
+def parse_kills(spec: str) -> list[tuple[int, int, str]]:
+    """``"1@5,2@7:commit,3@recovery"`` -> ``[(1, 5, "compute"), (2, 7, "commit"),
+    (3, -1, "recovery")]``."""
+    kills = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        try:
+            rank, rest = item.split("@")
+            step, _, phase = rest.partition(":")
+            if step == "recovery":
+                step, phase = "-1", "recovery"
+            phase = phase or "compute"
+            if phase not in PHASES:
+                raise ValueError(phase)
+            kills.append((int(rank), int(step), phase))
+        except ValueError:
+            raise ValueError(
+                f"bad {ENV_KILL} entry {item!r}: use RANK@STEP[:PHASE] with PHASE one of "
+                f"{', '.join(PHASES)}, or RANK@recovery"
+            ) from None
+    return kills
+
+
+@cache
+def _world_rank() -> int:
+    from mpi4py import MPI
+
+    return int(MPI.COMM_WORLD.Get_rank())
+
+
+@cache
+def _my_kills() -> list[tuple[int, str]]:
+    me = _world_rank()
+    return [(s, p) for r, s, p in parse_kills(os.environ.get(ENV_KILL, "")) if r == me]
+
+
+def die() -> None:
+    """End this process the way a node failure would: ``SIGKILL``, no clean-up."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def maybe_kill(phase: str, step: int = -1) -> None:
+    """Die here if ``MPICKPT_KILL`` asks for this rank at this step and phase."""
+    for s, p in _my_kills():
+        if p == phase and (s == step or phase == "recovery"):
+            die()
+
+
+def write_pidfile() -> None:
+    """Write ``$MPICKPT_PIDDIR/rank<N>.pid`` if asked to."""
+    d = os.environ.get(ENV_PIDDIR)
+    if d:
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"rank{_world_rank()}.pid"), "w") as f:
+            f.write(f"{os.getpid()}\n")

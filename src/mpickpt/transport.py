@@ -1,0 +1,125 @@
+"""Piece exchange over MPI: the checkpoint stream (chunked, bounded memory) and the rebuild
+transfers. Every function here is collective over ``comm`` and raises ``MPI.Exception`` on a
+peer failure; callers turn that into :class:`~mpickpt.errors.ProcessFailure`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from mpi4py import MPI
+
+from .checksum import hasher
+from .layout import Piece
+from .memstore import Held, PieceHeader
+from .schemes import Scheme, xor_into
+from .state import SegmentView
+
+CHUNK = 4 << 20  # bytes per message: large enough for bandwidth, small enough to bound staging
+TAG_STREAM = 0x6D70
+TAG_REBUILD = 0x6D71
+
+
+def all_true(flag: bool, comm: MPI.Comm) -> bool:
+    """Whether ``flag`` holds on every rank; the same answer everywhere."""
+    return bool(comm.allreduce(int(bool(flag)), op=MPI.MIN))
+
+
+def _chunks(size: int, chunk: int) -> list[tuple[int, int]]:
+    return [(a, min(chunk, size - a)) for a in range(0, size, chunk)]
+
+
+def _fill(piece: Piece, seg: SegmentView, size: int, a: int, n: int) -> np.ndarray:
+    """Chunk ``[a, a+n)`` of ``piece``: a zero-copy view for plain data where possible."""
+    if len(piece.sources) == 1:
+        mv = seg.view(piece.sources[0] * size + a, n)
+        if mv is not None:
+            return np.frombuffer(mv, dtype=np.uint8)
+    out = seg.read_into(piece.sources[0] * size + a, np.empty(n, dtype=np.uint8))
+    tmp = np.empty(n, dtype=np.uint8)
+    for k in piece.sources[1:]:
+        xor_into(out, seg.read_into(k * size + a, tmp))
+    return out
+
+
+def stream_pieces(
+    comm: MPI.Comm,
+    scheme: Scheme,
+    seg: SegmentView,
+    backups: Sequence[int],
+    owners: Sequence[int],
+    version: int,
+    chunk: int = CHUNK,
+) -> list[Held]:
+    """Send this rank's pieces to its ``backups`` and receive the pieces of ``owners``.
+
+    ``backups[j]`` is the rank of this rank's backup slot ``j``; ``owners`` are the ranks this
+    rank backs up (``backups_of[o]`` must name this rank). Returns the received pieces, checksums
+    attached. At most two rounds of chunks are staged at once on the sender.
+    """
+    me = comm.Get_rank()
+    sizes = comm.allgather(seg.nbytes)
+    held = scheme.held()
+    backups_of = comm.allgather(list(backups))
+
+    received: list[Held] = []
+    recvs: list[MPI.Request] = []
+    for o in owners:
+        slot = backups_of[o].index(me)
+        size = scheme.piece_size(sizes[o])
+        bufs = [np.empty(size, dtype=np.uint8) for _ in held[slot]]
+        for a, n in _chunks(size, chunk):
+            for buf in bufs:
+                recvs.append(comm.Irecv([buf[a : a + n], MPI.BYTE], o, TAG_STREAM))
+        received += [
+            Held(PieceHeader(o, version, p.name, p.stripe, p.index, size, 0, sizes[o]), buf)
+            for p, buf in zip(held[slot], bufs, strict=True)
+        ]
+
+    size = scheme.piece_size(seg.nbytes)
+    hashes = {p.name: hasher() for p in scheme.pieces()}
+    inflight: list[list[MPI.Request]] = []
+    for a, n in _chunks(size, chunk):
+        reqs = []
+        for slot, dest in enumerate(backups):
+            for p in held[slot]:
+                data = _fill(p, seg, size, a, n)
+                hashes[p.name].update(data)
+                reqs.append(comm.Isend([data, MPI.BYTE], dest, TAG_STREAM))
+        inflight.append(reqs)
+        if len(inflight) > 2:  # bound the staging memory: wait for the oldest round
+            MPI.Request.Waitall(inflight.pop(0))
+    for reqs in inflight:
+        MPI.Request.Waitall(reqs)
+    MPI.Request.Waitall(recvs)
+
+    # checksums travel after the data: one small all-to-all
+    outgoing: list[dict[str, int]] = [{} for _ in range(comm.Get_size())]
+    for slot, dest in enumerate(backups):
+        outgoing[dest] = {p.name: hashes[p.name].intdigest() for p in held[slot]}
+    incoming = comm.alltoall(outgoing)
+    for i, h in enumerate(received):
+        sums = incoming[h.header.owner]
+        received[i] = Held(_with_checksum(h.header, sums[h.header.name]), h.data)
+    return received
+
+
+def _with_checksum(h: PieceHeader, value: int) -> PieceHeader:
+    return PieceHeader(h.owner, h.version, h.name, h.stripe, h.index, h.length, value, h.nbytes)
+
+
+def send_pieces(
+    comm: MPI.Comm, sends: Sequence[tuple[int, Held]], recvs: Sequence[tuple[int, PieceHeader]]
+) -> list[Held]:
+    """Point-to-point transfer of whole pieces: ``sends`` are ``(dest, piece)``, ``recvs`` are
+    ``(source, header)`` in the order the source sends them. Returns the received pieces."""
+    reqs = []
+    got = []
+    for src, h in recvs:
+        buf = np.empty(h.length, dtype=np.uint8)
+        reqs.append(comm.Irecv([buf, MPI.BYTE], src, TAG_REBUILD))
+        got.append(Held(h, buf))
+    for dest, held in sends:
+        reqs.append(comm.Isend([held.data, MPI.BYTE], dest, TAG_REBUILD))
+    MPI.Request.Waitall(reqs)
+    return got
