@@ -7,6 +7,7 @@ the loop resumes from the last committed step.
 
 from __future__ import annotations
 
+from .api import EXIT_NO_SPARES, EXIT_UNRECOVERABLE, Context, resilient
 from .checkpointer import Checkpointer
 from .errors import (
     ConfigError,
@@ -23,6 +24,10 @@ from .schemes import Mirror, Parity, Scheme, Stripe, get_scheme
 __version__ = "0.1.0"
 
 __all__ = [
+    "EXIT_NO_SPARES",
+    "EXIT_UNRECOVERABLE",
+    "Context",
+    "resilient",
     "Checkpointer",
     "ConfigError",
     "DecodeError",

@@ -105,18 +105,23 @@ class Checkpointer:
         """
         version = self.store.committed + 1
         seg = self.state.snapshot(step, {"version": version, "rank": self.rank})
+        ok = 1
         try:
             if self.comm.Get_size() > 1:
-                held = stream_pieces(
-                    self.comm, self.scheme, seg, [self.backups[self.rank][j] for j in
-                                                 range(self.scheme.backups)],
-                    self.owners[self.rank], version, self.chunk,
-                )
+                mine = [self.backups[self.rank][j] for j in range(self.scheme.backups)]
+                held = stream_pieces(self.comm, self.scheme, seg, mine,
+                                     self.owners[self.rank], version, self.chunk)
                 self.store.stage(version, held)
             testing.maybe_kill("checkpoint", step)
-            self.comm.Agree(1)  # commit point: uniform over the survivors
-        except MPI.Exception as e:
-            raise ProcessFailure(f"checkpoint of version {version} failed: {e}") from e
+        except MPI.Exception:
+            ok = 0
+            self.comm.Revoke()
+        try:  # the commit point: every worker gets here and gets the same answer
+            committed = self.comm.Agree(ok)
+        except MPI.Exception:
+            committed = 0
+        if not committed:
+            raise ProcessFailure(f"checkpoint of version {version} failed: a worker is lost")
         self.store.commit(version)
         self.store.keep_local(version, seg)
         self.step = step
@@ -156,12 +161,10 @@ class Checkpointer:
         return got.get(self.rank)
 
     def restore_from(self, segment: np.ndarray) -> int:
-        """Take ``segment`` as this rank's state: values come back through :meth:`protect`."""
-        manifest, values = unpack(segment)
-        self.restored = values
-        for name in list(values):
-            if name in self.state:
-                self.state[name] = restore_value(name, self.state[name], values.pop(name))
+        """Take ``segment`` as this rank's state: from now on :meth:`protect` hands back the
+        saved values (arrays copied in place into the arrays it is given)."""
+        manifest, self.restored = unpack(segment)
+        self.state = State()
         self.step = int(manifest["step"])
         return self.step
 

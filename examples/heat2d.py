@@ -1,0 +1,29 @@
+"""2-D heat equation that survives rank failures (compare with heat2d_plain.py).
+
+    mpiexec --with-ft ulfm -n 9 python examples/heat2d.py --steps 200 --size 256 --spares 1
+
+Kill any worker at any time (or set MPICKPT_KILL=RANK@STEP[:PHASE]): a spare takes its place
+and the printed checksum is the same as without the failure.
+"""
+
+import mpickpt  # first: it turns off MPI_Finalize, which can hang after a failure
+from mpickpt.testing import maybe_kill
+
+from heat import Grid, arguments, scheme_params
+
+
+def simulate(ctx, steps, size):
+    grid = Grid(ctx.comm, size)
+    u = ctx.protect("u", grid.initial_field())
+    for step in ctx.steps(steps):
+        grid.advance(u, inside=lambda: maybe_kill("halo", step))
+    return grid.checksum(u)
+
+
+if __name__ == "__main__":
+    args = arguments(__doc__)
+    resilient = mpickpt.resilient(args.scheme, spares=args.spares, every=args.every,
+                                  **scheme_params(args))
+    checksum = resilient(simulate)(args.steps, args.size)
+    if checksum is not None:
+        print(f"checksum: {checksum}", flush=True)

@@ -1,0 +1,141 @@
+"""The ``resilient`` decorator and the context a protected function receives."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import mpi4py
+
+mpi4py.rc.finalize = False  # MPI_Finalize can hang after a failure (open-mpi/ompi#11404)
+
+from mpi4py import MPI  # noqa: E402
+
+from . import testing  # noqa: E402
+from .checkpointer import Checkpointer  # noqa: E402
+from .errors import NoSparesError, ProcessFailure, UnrecoverableError  # noqa: E402
+from .recovery import Runtime, fatal_excepthook  # noqa: E402
+from .schemes import Scheme  # noqa: E402
+
+T = TypeVar("T")
+
+EXIT_UNRECOVERABLE = 3  # the loss is beyond the redundancy (and the spill)
+EXIT_NO_SPARES = 75  # workers were lost and no spare was left: relaunch (from the spill)
+
+
+class Context:
+    """What a protected function works with: ``comm`` (use it instead of ``COMM_WORLD``),
+    ``role`` (``initial``, ``survivor`` or ``recovered``), :meth:`protect` and :meth:`steps`."""
+
+    def __init__(self, runtime: Runtime, role: str, every: int) -> None:
+        self.runtime = runtime
+        self.checkpointer = runtime.ckpt
+        self.role = role
+        self.every = every
+        self.comm: MPI.Comm = runtime.ckpt.comm
+        self.rank: int = self.comm.Get_rank()
+        self.size: int = self.comm.Get_size()
+
+    def protect(self, name: str, obj: T) -> T:
+        """Register state under ``name``; after a recovery the saved value comes back
+        (arrays restored in place). See :meth:`Checkpointer.protect`."""
+        return self.checkpointer.protect(name, obj)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.checkpointer[name] = value
+
+    def __getitem__(self, name: str) -> Any:
+        return self.checkpointer[name]
+
+    def steps(self, n: int) -> Iterator[int]:
+        """Steps ``start..n-1``, where ``start`` follows the restored checkpoint (0 at first).
+
+        Checkpoints when it starts (after a recovery this re-protects at once: the pieces the
+        dead held are gone), then after every ``every``-th step and after the last one.
+        """
+        ckpt = self.checkpointer
+        start = ckpt.step
+        if self.role != "initial":
+            self.runtime.timeline.mark(f"resumed at step {start}")
+        ckpt.checkpoint(start)
+        for step in range(start, n):
+            testing.maybe_kill("compute", step)
+            yield step
+            if (step + 1) % self.every == 0 or step + 1 == n:
+                ckpt.checkpoint(step + 1)
+
+    def check(self) -> None:
+        """Collective: raise :class:`ProcessFailure` if a worker has failed. For long phases
+        without communication, so that the others do not compute on for nothing."""
+        try:
+            alive = self.comm.Agree(1)
+        except MPI.Exception:
+            alive = 0
+        if not alive:
+            raise ProcessFailure("a worker failed")
+
+
+def run(fn: Callable[..., T], runtime: Runtime, every: int, *args: Any, **kwargs: Any) -> T | None:
+    """Run ``fn(ctx, *args, **kwargs)`` on the workers until it completes on all of them,
+    recovering from failures on the way. Idle spares return ``None``."""
+    role = "initial" if runtime.is_worker else runtime.wait_as_spare()
+    result: T | None = None
+    while role != "finished":
+        try:
+            result = fn(Context(runtime, role, every), *args, **kwargs)
+            role = runtime.finish()
+        except ProcessFailure:  # raised after the workers' decision point
+            role = runtime.recover(done=False)
+        except MPI.Exception:  # seen in the application's own communication
+            runtime.leave()
+            role = runtime.recover(done=False)
+        if role == "spare":  # pragma: no cover - a worker never becomes a spare
+            role = runtime.wait_as_spare()
+    return result if runtime.is_worker else None
+
+
+def resilient(
+    scheme: str | Scheme = "parity",
+    *,
+    spares: int = 0,
+    every: int = 10,
+    exit_on_error: bool = True,
+    **params: Any,
+) -> Callable[[Callable[..., T]], Callable[..., T | None]]:
+    """Make a time-step function survive rank failures.
+
+    The function is called as ``fn(ctx, *args, **kwargs)`` on the workers (the first
+    ``size - spares`` ranks); the last ``spares`` ranks wait idle and replace failed workers.
+    State registered with ``ctx.protect`` is checkpointed into other ranks' RAM with ``scheme``
+    (``parity``: ``group``, ``backups``; ``mirror``: ``copies``; ``stripe``: ``backups``)
+    every ``every`` steps of ``ctx.steps``. Spares return ``None``.
+
+    When recovery is impossible every surviving rank raises the same
+    :class:`UnrecoverableError` (or :class:`NoSparesError`); with ``exit_on_error`` (default)
+    it is printed once and the job exits with :data:`EXIT_UNRECOVERABLE` (or
+    :data:`EXIT_NO_SPARES`).
+    """
+
+    def decorate(fn: Callable[..., T]) -> Callable[..., T | None]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> T | None:
+            sys.excepthook = fatal_excepthook
+            runtime = Runtime(lambda: Checkpointer(None, scheme, **params), spares)
+            try:
+                result = run(fn, runtime, every, *args, **kwargs)
+            except (UnrecoverableError, NoSparesError) as e:
+                if not exit_on_error:
+                    raise
+                code = EXIT_NO_SPARES if isinstance(e, NoSparesError) else EXIT_UNRECOVERABLE
+                print(f"mpickpt: rank {MPI.COMM_WORLD.Get_rank()}: {type(e).__name__}: {e}",
+                      file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(code)  # every survivor exits: nobody is left waiting
+            return result
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,247 @@
+"""Online recovery over ULFM: workers, spares, roles, and the rebuild transaction.
+
+A :class:`Runtime` owns ``world`` (every process, workers first, spares last) and the
+:class:`~mpickpt.checkpointer.Checkpointer` of the workers. On a failure every surviving
+process runs :meth:`Runtime.recover`: revoke, shrink, agree on the reports, plan (pure, the same
+on every process), move pieces, decode, agree, and only then switch to the new communicators.
+Any exception inside starts the transaction again on a smaller world.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpi4py import MPI
+
+from . import testing
+from .checkpointer import Checkpointer, fetch_segment
+from .errors import (
+    ConfigError,
+    IntegrityError,
+    MpickptError,
+    NoSparesError,
+    UnrecoverableError,
+)
+from .planning import Plan, Report, plan_recovery
+from .state import State
+
+SPARE_POLL = 0.005  # seconds between tests of the idle spares' barrier (~0 CPU while idle)
+
+
+class UlfmWarning(UserWarning):
+    """The MPI library cannot keep the job alive through a failure."""
+
+
+def ulfm_available() -> bool:
+    """Whether the job runs with ULFM fault tolerance enabled (Open MPI ``--with-ft ulfm``)."""
+    if "Open MPI" not in MPI.Get_library_version():
+        return False
+    return os.environ.get("OMPI_MCA_mpi_ft_enable", "0").lower() in ("1", "true", "yes")
+
+
+@dataclass
+class Event:
+    """One line of the recovery timeline (seconds since the failure was seen)."""
+
+    what: str
+    at: float
+
+
+@dataclass
+class Timeline:
+    """What the last recoveries did and when, for the demo and the benchmark."""
+
+    events: list[Event] = field(default_factory=list)
+    t0: float = 0.0
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+        self.events.append(Event("failure detected", 0.0))
+
+    def mark(self, what: str) -> None:
+        self.events.append(Event(what, time.perf_counter() - self.t0))
+
+
+class Runtime:
+    """Workers and spares of one job; survives worker failures while spares and the
+    redundancy allow."""
+
+    def __init__(self, make_checkpointer: Callable[[], Checkpointer], spares: int = 0) -> None:
+        self.world = MPI.COMM_WORLD.Dup()
+        self.world.Set_errhandler(MPI.ERRORS_RETURN)
+        size = self.world.Get_size()
+        self.nworkers = size - spares
+        if self.nworkers < 1:
+            raise ConfigError(
+                f"{spares} spare(s) leave no worker among {size} processes; launch more "
+                f"processes (mpiexec -n {spares + 1} or more) or ask for fewer spares"
+            )
+        self.ulfm = ulfm_available()
+        if not self.ulfm and self.world.Get_rank() == 0:
+            warnings.warn(
+                "ULFM fault tolerance is not enabled (Open MPI: mpiexec --with-ft ulfm); "
+                "checkpoints are taken, but a failed rank ends the job as MPI decides",
+                UlfmWarning,
+                stacklevel=2,
+            )
+        testing.write_pidfile()
+        from .domains import failure_domains
+
+        self.domains = failure_domains(self.world)
+        rank = self.world.Get_rank()
+        self.domain = self.domains[rank]
+        self.logical: int | None = rank if rank < self.nworkers else None
+        self.ckpt = make_checkpointer()
+        self.timeline = Timeline()
+        self.recoveries = 0
+        comm = self.world.Split(0 if self.logical is not None else MPI.UNDEFINED, key=rank)
+        if self.logical is not None:
+            self.ckpt.attach(comm, self.domains[: self.nworkers])
+
+    @property
+    def is_worker(self) -> bool:
+        return self.logical is not None
+
+    # -- idle spares ------------------------------------------------------------------------
+
+    def wait_as_spare(self) -> str:
+        """Idle until needed: ``recovered`` once promoted to a worker, ``finished`` at the end."""
+        while True:
+            req = self.world.Ibarrier()  # matched by the workers' barrier at the end
+            try:
+                while not req.Test():
+                    time.sleep(SPARE_POLL)
+                return "finished"
+            except MPI.Exception:
+                role = self.recover(done=False)
+                if role != "spare":
+                    return role
+
+    # -- end of the job ---------------------------------------------------------------------
+
+    def finish(self) -> str:
+        """Workers, after the protected function returned: agree that every worker completed,
+        then release the spares. Returns ``finished``, or the role to re-enter with."""
+        try:
+            completed = self.ckpt.comm.Agree(1)
+        except MPI.Exception:
+            completed = 0
+        if not completed:
+            return self.recover(done=False)
+        try:
+            req = self.world.Ibarrier()
+            while not req.Test():
+                time.sleep(SPARE_POLL)
+            return "finished"
+        except MPI.Exception:
+            return self.recover(done=True)  # e.g. a spare died while idle
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    def leave(self) -> None:
+        """A worker that saw a failure in its own code: revoke the workers' communicator and
+        take part in its uniform decision point, as every other worker will."""
+        try:
+            self.ckpt.comm.Revoke()
+            self.ckpt.comm.Agree(0)
+        except MPI.Exception:
+            pass
+
+    def recover(self, done: bool) -> str:
+        """The recovery transaction; returns this process's role afterwards (``survivor``,
+        ``recovered``, ``spare`` or ``finished``). Raises the same ``UnrecoverableError`` /
+        ``NoSparesError`` on every surviving process when it cannot recover."""
+        self.timeline = Timeline()
+        self.timeline.start()
+        testing.maybe_kill("recovery")
+        while True:
+            try:
+                self.world.Revoke()  # wakes idle spares and anyone still on the old world
+            except MPI.Exception:
+                pass
+            try:
+                return self._attempt(done)
+            except MPI.Exception:
+                self.timeline.mark("failure during recovery: again")
+
+    def _attempt(self, done: bool) -> str:
+        world = self.world.Shrink()
+        world.Set_errhandler(MPI.ERRORS_RETURN)
+        self.world = world
+        self.timeline.mark(f"shrunk to {world.Get_size()} processes")
+        me = world.Get_rank()
+        plan: Plan | None = None
+        failure: MpickptError | None = None
+        segments: dict[int, Any] = {}
+        comm = MPI.COMM_NULL
+        ok = 1
+        try:
+            reports = world.allgather(self.ckpt.report(done, self.logical, self.domain))
+            try:
+                plan = plan_recovery(reports, self.nworkers, self.ckpt.scheme)
+            except (UnrecoverableError, NoSparesError) as e:
+                failure = e
+            if plan is not None and not plan.finish:
+                segments = fetch_segment(
+                    world, self.ckpt.store, self.ckpt.scheme, plan.version, plan.rebuild,
+                    {owner: plan.assign[owner] for owner in plan.rebuild},
+                )
+                self.timeline.mark(self._rebuilt(plan))
+                mine = plan.assign.index(me) if me in plan.assign else None
+                comm = world.Split(0 if mine is not None else MPI.UNDEFINED, key=mine or 0)
+        except MPI.Exception:
+            ok = 0
+            world.Revoke()
+        except IntegrityError as e:  # damaged in transfer: the same error everywhere
+            failure, ok = UnrecoverableError(str(e)), 1
+        # the uniform decision point: the transaction commits only if it completed everywhere
+        if not world.Agree(ok):
+            raise MPI.Exception(MPI.ERR_OTHER)
+        if failure is not None:
+            raise failure
+        assert plan is not None
+        if plan.finish:
+            return "finished"
+        mine = plan.assign.index(me) if me in plan.assign else None
+        self._commit(plan, reports, mine, comm, segments.get(mine) if mine is not None else None)
+        self.recoveries += 1
+        self.timeline.mark("recovered")
+        return plan.role(me, reports)
+
+    @staticmethod
+    def _rebuilt(plan: Plan) -> str:
+        nbytes = sum(n for n, _ in plan.rebuild.values())
+        ranks = {h for _, src in plan.rebuild.values() for h, _, _ in src}
+        return (f"rebuilt {nbytes / 2**20:.1f} MiB for worker(s) {sorted(plan.rebuild)} "
+                f"from {len(ranks)} rank(s)")
+
+    def _commit(self, plan: Plan, reports: list[Report], logical: int | None,
+                comm: MPI.Comm, segment: Any) -> None:
+        self.logical = logical
+        if logical is None:
+            self.ckpt.comm = MPI.COMM_NULL
+            return
+        self.ckpt.attach(comm, [reports[p].domain for p in plan.assign])
+        if plan.version < 0:  # nothing was committed: start again from the initial state
+            self.ckpt.restored, self.ckpt.step = {}, 0
+            self.ckpt.state = State()
+            return
+        store = self.ckpt.store
+        if segment is None:  # a survivor with its own copy of that version
+            segment = store.local
+        store.commit(plan.version)
+        store.local, store.local_version = segment, plan.version
+        self.ckpt.restore_from(segment)
+
+
+def fatal_excepthook(exc_type: Any, exc: BaseException, tb: Any) -> None:
+    """Print the traceback, then die by ``SIGKILL``: an MPI process that merely exits with an
+    error is not seen as failed by the others, which would wait for it forever."""
+    sys.__excepthook__(exc_type, exc, tb)
+    testing.die()
