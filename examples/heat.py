@@ -73,14 +73,18 @@ class Grid:
     def exchange(self, u: np.ndarray, inside=None) -> None:
         """Halo exchange with the four neighbours on ``self.comm``."""
         for dy, dx, send, recv in (
-            (-1, 0, u[1, 1:-1], u[0, 1:-1]),
-            (1, 0, u[-2, 1:-1], u[-1, 1:-1]),
-            (0, -1, u[1:-1, 1], u[1:-1, 0]),
-            (0, 1, u[1:-1, -2], u[1:-1, -1]),
+            # send my edge facing (dy, dx); receive the opposite neighbour's into my halo
+            (-1, 0, u[1, 1:-1], u[-1, 1:-1]),
+            (1, 0, u[-2, 1:-1], u[0, 1:-1]),
+            (0, -1, u[1:-1, 1], u[1:-1, -1]),
+            (0, 1, u[1:-1, -2], u[1:-1, 0]),
         ):
             buf = np.empty_like(recv)
-            self.comm.Sendrecv(np.ascontiguousarray(send), self.neighbour(dy, dx), 7,
-                               buf, self.neighbour(-dy, -dx), 7)
+            # Irecv/Isend, not Sendrecv: Open MPI 5.0's MPI_Sendrecv can crash when the peer
+            # has just died (seen here); the non-blocking pair returns an error instead
+            reqs = [self.comm.Irecv(buf, self.neighbour(-dy, -dx), 7),
+                    self.comm.Isend(np.ascontiguousarray(send), self.neighbour(dy, dx), 7)]
+            MPI.Request.Waitall(reqs)
             if self.neighbour(-dy, -dx) != MPI.PROC_NULL:
                 recv[...] = buf
             if inside is not None:

@@ -58,9 +58,10 @@ class Context:
         """
         ckpt = self.checkpointer
         start = ckpt.step
-        if self.role != "initial":
-            self.runtime.timeline.mark(f"resumed at step {start}")
         ckpt.checkpoint(start)
+        if self.role != "initial":
+            self.runtime.timeline.mark(f"re-protected; resuming at step {start}")
+            self.runtime.timeline.report(self.rank)
         for step in range(start, n):
             testing.maybe_kill("compute", step)
             yield step

@@ -31,6 +31,7 @@ from .errors import (
 from .planning import Plan, Report, plan_recovery
 from .state import State
 
+ENV_VERBOSE = "MPICKPT_VERBOSE"
 SPARE_POLL = 0.005  # seconds between tests of the idle spares' barrier (~0 CPU while idle)
 
 
@@ -46,26 +47,25 @@ def ulfm_available() -> bool:
 
 
 @dataclass
-class Event:
-    """One line of the recovery timeline (seconds since the failure was seen)."""
-
-    what: str
-    at: float
-
-
-@dataclass
 class Timeline:
-    """What the last recoveries did and when, for the demo and the benchmark."""
+    """What a recovery did and when (``time.time()`` stamps), for the demo and the benchmark.
 
-    events: list[Event] = field(default_factory=list)
-    t0: float = 0.0
+    With ``MPICKPT_VERBOSE=1`` the first worker prints it once the loop has resumed.
+    """
 
-    def start(self) -> None:
-        self.t0 = time.perf_counter()
-        self.events.append(Event("failure detected", 0.0))
+    events: list[tuple[float, str]] = field(default_factory=list)
 
     def mark(self, what: str) -> None:
-        self.events.append(Event(what, time.perf_counter() - self.t0))
+        self.events.append((time.time(), what))
+
+    def format(self) -> str:
+        t0 = self.events[0][0] if self.events else 0.0
+        return "\n".join(f"  +{t - t0:8.3f} s  {what}" for t, what in self.events)
+
+    def report(self, rank: int) -> None:
+        if rank == 0 and self.events and os.environ.get(ENV_VERBOSE, "0") not in ("", "0"):
+            print(f"mpickpt: recovery timeline (t0 = {self.events[0][0]:.6f}):\n"
+                  f"{self.format()}", file=sys.stderr, flush=True)
 
 
 class Runtime:
@@ -158,7 +158,7 @@ class Runtime:
         ``recovered``, ``spare`` or ``finished``). Raises the same ``UnrecoverableError`` /
         ``NoSparesError`` on every surviving process when it cannot recover."""
         self.timeline = Timeline()
-        self.timeline.start()
+        self.timeline.mark("failure detected")
         testing.maybe_kill("recovery")
         while True:
             try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from functools import cache
 
 ENV_KILL = "MPICKPT_KILL"
@@ -57,6 +58,10 @@ def _my_kills() -> list[tuple[int, str]]:
 
 def die() -> None:
     """End this process the way a node failure would: ``SIGKILL``, no clean-up."""
+    d = os.environ.get(ENV_PIDDIR)
+    if d:  # when it died, for the demo's and the benchmark's timelines
+        with open(os.path.join(d, f"killed-rank{_world_rank()}.time"), "w") as f:
+            f.write(f"{time.time():.6f}\n")
     sys.stdout.flush()
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
