@@ -1,0 +1,430 @@
+"""HDF5 spill: format, atomic commit, damage detection, pruning, background writer (no MPI)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+
+from mpickpt import spill
+from mpickpt.checksum import checksum
+from mpickpt.errors import MpickptError
+from mpickpt.spill import SpillError, SpillWriter
+from mpickpt.state import State, unpack
+
+NW = 3
+SCHEME = {"id": "parity", "group": 3, "backups": 4}
+
+
+def make_segment(rank: int, step: int, n: int = 1000) -> np.ndarray:
+    """A real segment: arrays of several dtypes, a dict and an RNG state."""
+    rng = np.random.default_rng(1000 * rank + step)
+    st = State()
+    st["u"] = rng.standard_normal((n // 10, 10))
+    st["counts"] = np.arange(n, dtype=np.int32) * (rank + 1)
+    st["mask"] = rng.random(17) > 0.5
+    st["big/endian"] = np.arange(5, dtype=">f8")
+    st["scalar"] = np.array(step, dtype=np.float32)
+    st["empty"] = np.zeros((0, 3))
+    st["when"] = np.array(["2024-01-01", "2025-06-30"], dtype="<M8[s]")
+    st["labels"] = np.array(["a", "bcd"], dtype="<U3")
+    st["params"] = {"dt": 0.1 * step, "name": f"rank{rank}", "list": [1, 2, 3]}
+    st["rng"] = rng.bit_generator.state
+    return st.snapshot(step, {"rank": rank}).tobytes()
+
+
+def write_version(
+    directory: Path, version: int, step: int, n: int = 1000, commit: bool = True
+) -> list[np.ndarray]:
+    segs = [make_segment(r, step, n) for r in range(NW)]
+    writers = [SpillWriter(directory, r, NW, SCHEME, keep=10) for r in range(NW)]
+    try:
+        for w, s in zip(writers, segs, strict=True):
+            w.submit(version, s)
+        assert all(w.wait(version) for w in writers)
+        if commit:
+            writers[0].commit(version, [w.info(version) for w in writers])
+    finally:
+        for w in writers:
+            w.close()
+    return segs
+
+
+def flip_byte_in_dataset(path: str, dataset: str, at: int = 3) -> None:
+    with h5py.File(path, "r") as f:
+        offset = f[dataset].id.get_offset()
+    assert offset is not None
+    with open(path, "r+b") as fh:
+        fh.seek(offset + at)
+        b = fh.read(1)
+        fh.seek(offset + at)
+        fh.write(bytes([b[0] ^ 0x40]))
+
+
+@pytest.fixture
+def two_versions(tmp_path: Path) -> tuple[Path, list[np.ndarray], list[np.ndarray]]:
+    a = write_version(tmp_path, 1, 10)
+    b = write_version(tmp_path, 2, 20)
+    return tmp_path, a, b
+
+
+def test_load_is_byte_identical(two_versions: Any) -> None:
+    d, a, b = two_versions
+    assert spill.complete_versions(d) == [2, 1]
+    for v, segs in ((1, a), (2, b)):
+        for r in range(NW):
+            got = spill.load(d, v, r)
+            assert got.dtype == np.uint8
+            assert got.tobytes() == segs[r].tobytes()
+    assert spill.verify(d) == []
+    assert spill.find_restart(d, NW) == (2, [])
+
+
+def test_files_readable_with_plain_h5py(two_versions: Any) -> None:
+    d, _, b = two_versions
+    path = os.path.join(d, "v00000002", "rank00001.h5")
+    manifest, values = unpack(b[1])
+    with h5py.File(path, "r") as f:
+        a = f.attrs
+        assert (a["version"], a["step"], a["rank"], a["nworkers"]) == (2, 20, 1, NW)
+        assert json.loads(a["scheme"]) == SCHEME
+        assert a["mpickpt_version"]
+        assert a["time"] > 0 and "T" in a["time_iso"]
+        assert a["segment_checksum"] == format(checksum(b[1]), "016x")
+        assert json.loads(a["manifest"]) == manifest
+        for name in ("u", "counts", "mask", "scalar", "empty"):
+            ds = f["arrays"][name]
+            assert ds.dtype == values[name].dtype and ds.shape == values[name].shape
+            np.testing.assert_array_equal(ds[()], values[name])
+            assert ds.attrs["name"] == name and ds.attrs["kind"] == "array"
+            assert ds.attrs["storage"] == "typed"
+        # '/' in a protected name is escaped in the link name, kept in the attribute
+        ds = f["arrays"]["big%2Fendian"]
+        assert ds.attrs["name"] == "big/endian"
+        np.testing.assert_array_equal(ds[()], values["big/endian"])
+        # dtypes HDF5 cannot hold are kept as raw bytes with their numpy dtype
+        when = f["arrays"]["when"]
+        assert when.attrs["storage"] == "raw" and when.attrs["dtype"] == "<M8[s]"
+        np.testing.assert_array_equal(when[()].view("<M8[s]"), values["when"])
+        obj = f["objects"]["params"]
+        assert obj.dtype == np.uint8 and obj.attrs["kind"] == "object"
+        import pickle
+
+        assert pickle.loads(obj[()].tobytes()) == values["params"]
+
+
+def test_restored_values_equal(two_versions: Any) -> None:
+    d, _, b = two_versions
+    _, values = unpack(spill.load(d, 2, 2))
+    _, want = unpack(b[2])
+    assert values["params"] == want["params"]
+    assert values["rng"] == want["rng"]
+    np.testing.assert_array_equal(values["u"], want["u"])
+
+
+def test_flipped_byte_detected_and_previous_version_used(two_versions: Any) -> None:
+    d, _, _ = two_versions
+    path = os.path.join(d, "v00000002", "rank00002.h5")
+    flip_byte_in_dataset(path, "arrays/u")
+    bad = spill.verify(d)
+    assert len(bad) == 1 and path in bad[0] and "arrays/u" in bad[0]
+    with pytest.raises(SpillError, match="checksum") as e:
+        spill.load(d, 2, 2)
+    assert e.value.paths == [path]
+    version, problems = spill.find_restart(d, NW)
+    assert version == 1
+    assert len(problems) == 1 and path in problems[0]
+    assert spill.main_verify([str(d)]) == 1
+
+
+def test_flipped_byte_in_object_detected(two_versions: Any) -> None:
+    d, _, _ = two_versions
+    path = os.path.join(d, "v00000002", "rank00000.h5")
+    flip_byte_in_dataset(path, "objects/params", at=10)
+    assert spill.find_restart(d, NW)[0] == 1
+    assert [path in p for p in spill.verify(d)] == [True]
+
+
+@pytest.mark.parametrize("keep_fraction", [0.5, 0.99, 0.0])
+def test_truncated_file_detected(two_versions: Any, keep_fraction: float) -> None:
+    d, _, _ = two_versions
+    path = os.path.join(d, "v00000002", "rank00000.h5")
+    size = os.path.getsize(path)
+    os.truncate(path, int(size * keep_fraction))
+    with pytest.raises(SpillError) as e:
+        spill.load(d, 2, 0)
+    assert path in str(e.value)
+    assert not isinstance(e.value.__cause__, SpillError)
+    assert [path in p for p in spill.verify(d)] == [True]
+    assert spill.find_restart(d, NW)[0] == 1
+
+
+def test_missing_file_detected(two_versions: Any) -> None:
+    d, _, _ = two_versions
+    path = os.path.join(d, "v00000002", "rank00001.h5")
+    os.unlink(path)
+    assert any("missing" in p and path in p for p in spill.verify(d))
+    assert spill.find_restart(d, NW)[0] == 1
+
+
+def test_no_usable_version_lists_bad_files(two_versions: Any) -> None:
+    d, _, _ = two_versions
+    p1 = os.path.join(d, "v00000001", "rank00001.h5")
+    p2 = os.path.join(d, "v00000002", "rank00000.h5")
+    flip_byte_in_dataset(p1, "arrays/counts")
+    os.truncate(p2, 100)
+    with pytest.raises(SpillError, match="no usable version") as e:
+        spill.find_restart(d, NW)
+    assert isinstance(e.value, MpickptError)
+    assert p1 in str(e.value) and p2 in str(e.value)
+    assert sorted(e.value.paths) == sorted([p1, p2])
+
+
+def test_different_worker_count_is_a_clear_error(two_versions: Any) -> None:
+    d, _, _ = two_versions
+    with pytest.raises(SpillError, match=r"written by 3 workers, but this job has 4") as e:
+        spill.find_restart(d, 4)
+    assert "relaunch with 3 workers" in str(e.value)
+
+
+def test_empty_or_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(SpillError, match="no complete version"):
+        spill.find_restart(tmp_path, NW)
+    with pytest.raises(SpillError, match="no spill directory"):
+        spill.find_restart(tmp_path / "nope", NW)
+    assert spill.main_verify([str(tmp_path)]) == 2
+    assert spill.main_verify([str(tmp_path / "nope")]) == 2
+    assert spill.next_version(tmp_path) == 0
+
+
+def test_version_without_index_is_not_complete(two_versions: Any) -> None:
+    d, _, _ = two_versions
+    write_version(d, 3, 30, commit=False)
+    assert sorted(os.listdir(os.path.join(d, "v00000003"))) == [
+        f"rank{r:05d}.h5" for r in range(NW)
+    ]
+    assert spill.complete_versions(d) == [2, 1]
+    assert spill.find_restart(d, NW) == (2, [])
+    with pytest.raises(SpillError, match="not complete"):
+        spill.load(d, 3, 0)
+    assert spill.verify(d) == []
+    assert "incomplete (3 of 3 files, no index)" in spill.inspect(d)
+    assert spill.next_version(d) == 4
+
+
+def test_corrupt_index_is_reported(two_versions: Any) -> None:
+    d, _, _ = two_versions
+    ipath = os.path.join(d, "v00000002", "INDEX.json")
+    Path(ipath).write_text('{"format": "mpickpt-spill-index", "vers')
+    assert spill.complete_versions(d) == [1]
+    assert [ipath in p for p in spill.verify(d)] == [True]
+    version, problems = spill.find_restart(d, NW)
+    assert version == 1 and ipath in problems[0]
+    assert "BAD INDEX" in spill.inspect(d)
+
+
+def test_stale_file_not_matching_index(two_versions: Any) -> None:
+    d, _, _ = two_versions
+    src = os.path.join(d, "v00000001", "rank00001.h5")
+    dst = os.path.join(d, "v00000002", "rank00001.h5")
+    os.replace(src, dst)
+    with pytest.raises(SpillError, match="does not match its index"):
+        spill.load(d, 2, 1)
+
+
+def test_rewriting_a_complete_version_uncommits_it_first(two_versions: Any) -> None:
+    d, _, _ = two_versions
+    with SpillWriter(d, 0, NW, SCHEME) as w:
+        w.submit(2, make_segment(0, 99))
+        assert w.wait(2)
+    assert spill.complete_versions(d) == [1]
+
+
+def test_prune_keeps_last_k(tmp_path: Path) -> None:
+    for v in range(1, 6):
+        write_version(tmp_path, v, 10 * v, n=100)
+    write_version(tmp_path, 0, 0, n=100, commit=False)  # incomplete, older than newest
+    write_version(tmp_path, 7, 70, n=100, commit=False)  # incomplete, newer: maybe in flight
+    removed = spill.prune(tmp_path, keep=2)
+    assert sorted(removed) == [0, 1, 2, 3]
+    assert spill.complete_versions(tmp_path) == [5, 4]
+    assert sorted(os.listdir(tmp_path)) == ["v00000004", "v00000005", "v00000007"]
+    with pytest.raises(SpillError):
+        spill.prune(tmp_path, keep=0)
+
+
+def test_writer_commit_prunes(tmp_path: Path) -> None:
+    writers = [SpillWriter(tmp_path, r, NW, SCHEME, keep=2) for r in range(NW)]
+    for v in range(4):
+        for w in writers:
+            w.submit(v, make_segment(w.rank, v, 100))
+        assert all(w.wait(v, raise_errors=False) for w in writers)
+        writers[0].commit(v, [w.info(v) for w in writers])
+    for w in writers:
+        w.close()
+    assert spill.complete_versions(tmp_path) == [3, 2]
+    assert sorted(os.listdir(tmp_path)) == ["v00000002", "v00000003"]
+    assert json.loads((tmp_path / "v00000003" / "INDEX.json").read_text())["step"] == 3
+
+
+def test_commit_index_refuses_missing_file(tmp_path: Path) -> None:
+    with SpillWriter(tmp_path, 0, NW, SCHEME) as w:
+        w.submit(1, make_segment(0, 1))
+        info = w.info(1)
+    fake = [dict(info, rank=r, file=f"rank{r:05d}.h5") for r in range(NW)]
+    with pytest.raises(SpillError, match="missing"):
+        spill.commit_index(tmp_path, 1, NW, 1, SCHEME, fake)
+    with pytest.raises(SpillError, match="one file per rank"):
+        spill.commit_index(tmp_path, 1, NW, 1, SCHEME, [info])
+    assert spill.complete_versions(tmp_path) == []
+
+
+def test_submit_copies_the_callers_buffer(tmp_path: Path) -> None:
+    seg = make_segment(0, 5, n=200_000)
+    want = seg.copy()
+    with SpillWriter(tmp_path, 0, 1, SCHEME) as w:
+        w.submit(1, seg)
+        seg[:] = 0xFF  # the caller reuses its buffer at once
+        assert w.wait(1)
+        spill.commit_index(tmp_path, 1, 1, 5, SCHEME, [w.info(1)])
+    assert spill.load(tmp_path, 1, 0).tobytes() == want.tobytes()
+
+
+def test_back_to_back_submits_reuse_buffers_correctly(tmp_path: Path) -> None:
+    sizes = [50_000, 40_000, 50_000, 90_000, 30_000, 50_000]
+    segs = [make_segment(0, v, n) for v, n in enumerate(sizes)]
+    with SpillWriter(tmp_path, 0, 1, SCHEME, keep=10) as w:
+        for v, seg in enumerate(segs):
+            w.submit(v, seg)  # no wait: blocks only when two writes are pending
+        assert w.flush()
+        for v in range(len(segs)):
+            spill.commit_index(tmp_path, v, 1, v, SCHEME, [w.info(v)])
+    for v, seg in enumerate(segs):
+        assert spill.load(tmp_path, v, 0).tobytes() == seg.tobytes()
+
+
+def test_submit_accepts_segment_view(tmp_path: Path) -> None:
+    st = State()
+    st["x"] = np.arange(10.0)
+    view = st.snapshot(3)
+    want = view.tobytes()
+    with SpillWriter(tmp_path, 0, 1, SCHEME) as w:
+        w.submit(4, view)
+        st["x"][:] = -1
+        assert w.wait(4)
+        spill.commit_index(tmp_path, 4, 1, 3, SCHEME, [w.info(4)])
+    assert spill.load(tmp_path, 4, 0).tobytes() == want.tobytes()
+
+
+def test_write_happens_in_background(tmp_path: Path) -> None:
+    seg = make_segment(0, 1, n=4_000_000)  # ~40 MB
+    path = spill.rank_file(tmp_path, 1, 0)
+    with SpillWriter(tmp_path, 0, 1, SCHEME) as w:
+        job = w.submit(1, seg)
+        finished_at_submit = job.done()
+        assert job.wait() and w.wait(1) and w.flush()
+        assert os.path.exists(path) and not os.path.exists(path + ".tmp")
+    # on any sane disk, 40 MB plus fsync take longer than returning from submit
+    assert not finished_at_submit
+
+
+def test_writer_error_is_raised_on_wait(tmp_path: Path) -> None:
+    blocker = tmp_path / "v00000001"
+    blocker.write_text("a file where the version directory should be")
+    with SpillWriter(tmp_path, 0, 1, SCHEME) as w:
+        w.submit(1, make_segment(0, 1, 100))
+        assert w.wait(1, raise_errors=False) is False
+        with pytest.raises(SpillError, match="spill of version 1"):
+            w.wait(1)
+        # the writer keeps working for later versions; flush reports each error once
+        w.submit(2, make_segment(0, 2, 100))
+        assert w.flush()
+        assert w.wait(2)
+    with pytest.raises(SpillError, match="not submitted"):
+        w.wait(3)
+    with pytest.raises(SpillError, match="closed"):
+        w.submit(3, make_segment(0, 3, 100))
+
+
+def test_inspect_and_cli(two_versions: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    d, _, _ = two_versions
+    text = spill.inspect(d)
+    lines = text.splitlines()
+    assert lines[1].split()[:3] == ["version", "step", "workers"]
+    row2 = next(ln for ln in lines if ln.split()[0] == "2")
+    assert row2.split()[1:3] == ["20", "3"]
+    assert "parity(backups=4, group=3)" in row2 and "complete" in row2
+    assert spill.main_inspect([str(d), "-v"]) == 0
+    assert "rank00002.h5" in capsys.readouterr().out
+    assert spill.main_verify([str(d)]) == 0
+    assert "OK: 2 complete version(s)" in capsys.readouterr().out
+
+
+def test_spill_module_does_not_import_mpi4py() -> None:
+    tree = ast.parse(Path(spill.__file__).read_text())
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [n for n in names if n.startswith("mpi4py")]
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from mpickpt import spill
+    from mpickpt.state import State
+    d, nw = sys.argv[1], 3
+    writers = [spill.SpillWriter(d, r, nw, {"id": "mirror", "copies": 2}) for r in range(nw)]
+    for v in range(100):
+        n = 100 if v == 0 else 6_000_000  # v0 small, then ~48 MB per rank
+        for w in writers:
+            st = State()
+            st["x"] = np.full(n, float(v + w.rank))
+            w.submit(v, st.snapshot(v))
+        assert all(w.wait(v) for w in writers)
+        writers[0].commit(v, [w.info(v) for w in writers])
+        print("committed", v, flush=True)
+    """
+)
+
+
+def test_kill_during_spill_never_leaves_a_false_complete_version(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().split() == ["committed", "0"]
+        # wait until a big version is being written, then kill mid-write
+        deadline = time.monotonic() + 60
+        while not any(
+            p.name.endswith(".h5.tmp") and "v00000000" not in str(p)
+            for p in tmp_path.glob("v*/*.tmp")
+        ):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    complete = spill.complete_versions(tmp_path)
+    assert complete and complete[0] == spill._versions(str(tmp_path))[0] - 1
+    in_flight = spill.version_dir(tmp_path, complete[0] + 1)
+    assert not os.path.exists(os.path.join(in_flight, "INDEX.json"))
+    # every version that looks complete is complete; the interrupted one is never used
+    assert spill.verify(tmp_path) == []
+    assert spill.find_restart(tmp_path, NW) == (complete[0], [])
+    assert spill.next_version(tmp_path) == complete[0] + 2
+    assert "incomplete" in spill.inspect(tmp_path)
