@@ -7,8 +7,8 @@ the loop resumes from the last committed step.
 
 from __future__ import annotations
 
-from .api import EXIT_NO_SPARES, EXIT_UNRECOVERABLE, Context, resilient
-from .checkpointer import Checkpointer
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ConfigError,
     DecodeError,
@@ -22,6 +22,30 @@ from .errors import (
 from .schemes import Mirror, Parity, Scheme, Stripe, get_scheme
 
 __version__ = "0.1.0"
+
+# The MPI-facing names are imported on first use, so that ``import mpickpt`` (the schemes, the
+# layout, the spill tools) does not start MPI.
+_LAZY = {
+    "Checkpointer": "checkpointer",
+    "Context": "api",
+    "EXIT_NO_SPARES": "api",
+    "EXIT_UNRECOVERABLE": "api",
+    "resilient": "api",
+}
+
+if TYPE_CHECKING:
+    from .api import EXIT_NO_SPARES, EXIT_UNRECOVERABLE, Context, resilient
+    from .checkpointer import Checkpointer
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        # api first: it switches off MPI_Finalize before mpi4py initializes MPI
+        importlib.import_module(".api", __name__)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'mpickpt' has no attribute {name!r}")
 
 __all__ = [
     "EXIT_NO_SPARES",
