@@ -39,8 +39,9 @@ def scheme_params(args: argparse.Namespace) -> dict:
 class Grid:
     """This rank's block of the global ``size x size`` grid, with a one-cell halo."""
 
-    def __init__(self, comm: MPI.Comm, size: int) -> None:
+    def __init__(self, comm: MPI.Comm, size: int, waitall=MPI.Request.Waitall) -> None:
         self.comm = comm
+        self.waitall = waitall
         self.py, self.px = MPI.Compute_dims(comm.Get_size(), 2)
         rank = comm.Get_rank()
         self.cy, self.cx = divmod(rank, self.px)
@@ -84,7 +85,7 @@ class Grid:
             # has just died (seen here); the non-blocking pair returns an error instead
             reqs = [self.comm.Irecv(buf, self.neighbour(-dy, -dx), 7),
                     self.comm.Isend(np.ascontiguousarray(send), self.neighbour(dy, dx), 7)]
-            MPI.Request.Waitall(reqs)
+            self.waitall(reqs)
             if self.neighbour(-dy, -dx) != MPI.PROC_NULL:
                 recv[...] = buf
             if inside is not None:

@@ -13,7 +13,7 @@ from heat import Grid, arguments, scheme_params
 
 
 def simulate(ctx, steps, size):
-    grid = Grid(ctx.comm, size)
+    grid = Grid(ctx.comm, size, waitall=mpickpt.waitall)  # survives a failed peer
     u = ctx.protect("u", grid.initial_field())
     for step in ctx.steps(steps):
         grid.advance(u, inside=lambda: maybe_kill("halo", step))

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import mpi4py
+
+# MPI_Finalize can hang after a failure (open-mpi/ompi#11404); this only takes effect if
+# mpickpt is imported before mpi4py.MPI, which is why examples import mpickpt first.
+mpi4py.rc.finalize = False
+
 from .errors import (
     ConfigError,
     DecodeError,
@@ -31,11 +37,13 @@ _LAZY = {
     "EXIT_NO_SPARES": "api",
     "EXIT_UNRECOVERABLE": "api",
     "resilient": "api",
+    "waitall": "transport",
 }
 
 if TYPE_CHECKING:
     from .api import EXIT_NO_SPARES, EXIT_UNRECOVERABLE, Context, resilient
     from .checkpointer import Checkpointer
+    from .transport import waitall
 
 
 def __getattr__(name: str) -> Any:
@@ -52,6 +60,7 @@ __all__ = [
     "EXIT_UNRECOVERABLE",
     "Context",
     "resilient",
+    "waitall",
     "Checkpointer",
     "ConfigError",
     "DecodeError",

@@ -5,20 +5,18 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import mpi4py
+from mpi4py import MPI
 
-mpi4py.rc.finalize = False  # MPI_Finalize can hang after a failure (open-mpi/ompi#11404)
-
-from mpi4py import MPI  # noqa: E402
-
-from . import testing  # noqa: E402
-from .checkpointer import Checkpointer  # noqa: E402
-from .errors import NoSparesError, ProcessFailure, UnrecoverableError  # noqa: E402
-from .recovery import Runtime, fatal_excepthook  # noqa: E402
-from .schemes import Scheme  # noqa: E402
+from . import testing
+from .checkpointer import Checkpointer
+from .errors import NoSparesError, ProcessFailure, UnrecoverableError
+from .recovery import Runtime, fatal_excepthook
+from .schemes import Scheme
 
 T = TypeVar("T")
 
@@ -124,6 +122,10 @@ def resilient(
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> T | None:
             sys.excepthook = fatal_excepthook
+            if mpi4py.rc.finalize:
+                warnings.warn("mpi4py.MPI was imported before mpickpt: MPI_Finalize will run "
+                              "at exit and can hang after a failure; import mpickpt first",
+                              stacklevel=2)
             runtime = Runtime(lambda: Checkpointer(None, scheme, **params), spares)
             try:
                 result = run(fn, runtime, every, *args, **kwargs)
@@ -134,7 +136,8 @@ def resilient(
                 print(f"mpickpt: rank {MPI.COMM_WORLD.Get_rank()}: {type(e).__name__}: {e}",
                       file=sys.stderr, flush=True)
                 sys.stdout.flush()
-                os._exit(code)  # every survivor exits: nobody is left waiting
+                runtime.settle()  # every survivor has said it before any of them exits
+                os._exit(code)
             return result
 
         return wrapper

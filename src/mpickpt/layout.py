@@ -99,21 +99,20 @@ def decode_plan(
 
 
 def domain_order(domains: Sequence[int]) -> list[int]:
-    """Ranks ordered so that consecutive ranks sit in different failure domains.
+    """Ranks in a cyclic order in which ranks of one failure domain stand far apart.
 
-    Deals ranks round-robin from the domains, largest domain first, so that a window of ``k``
-    consecutive ranks spans ``k`` domains whenever the domains allow it.
+    Ranks are listed domain by domain (largest first) and dealt into as many rows as the
+    largest domain has ranks; the rows are then read one after the other. Members of a domain
+    land in different rows, so consecutive ranks differ in domain whenever the sizes allow.
     """
     members: dict[int, list[int]] = {}
     for rank, d in enumerate(domains):
         members.setdefault(d, []).append(rank)
-    queues = sorted(members.values(), key=lambda m: (-len(m), m[0]))
-    order: list[int] = []
-    depth = 0
-    while len(order) < len(domains):
-        order.extend(q[depth] for q in queues if depth < len(q))
-        depth += 1
-    return order
+    groups = sorted(members.values(), key=lambda m: (-len(m), m[0]))
+    rows: list[list[int]] = [[] for _ in range(len(groups[0]) if groups else 0)]
+    for k, rank in enumerate(r for g in groups for r in g):
+        rows[k % len(rows)].append(rank)
+    return [rank for row in rows for rank in row]
 
 
 def choose_backups(domains: Sequence[int], backups: int) -> list[list[int]]:

@@ -9,6 +9,7 @@ Any exception inside starts the transaction again on a smaller world.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import time
@@ -91,6 +92,8 @@ class Runtime:
                 stacklevel=2,
             )
         testing.write_pidfile()
+        self.failures_seen = False
+        atexit.register(self._finalize)
         from .domains import failure_domains
 
         self.domains = failure_domains(self.world)
@@ -142,6 +145,19 @@ class Runtime:
         except MPI.Exception:
             return self.recover(done=True)  # e.g. a spare died while idle
 
+    def _finalize(self) -> None:
+        """At exit: ``MPI_Finalize`` after a clean run (mpiexec expects it), but never after a
+        failure, when it can hang (open-mpi/ompi#11404)."""
+        if not self.failures_seen and not MPI.Is_finalized():
+            MPI.Finalize()
+
+    def settle(self) -> None:
+        """Wait until every surviving process got here (best effort: a failure ends the wait)."""
+        try:
+            self.world.Agree(1)
+        except MPI.Exception:
+            pass
+
     # -- recovery ---------------------------------------------------------------------------
 
     def leave(self) -> None:
@@ -157,6 +173,7 @@ class Runtime:
         """The recovery transaction; returns this process's role afterwards (``survivor``,
         ``recovered``, ``spare`` or ``finished``). Raises the same ``UnrecoverableError`` /
         ``NoSparesError`` on every surviving process when it cannot recover."""
+        self.failures_seen = True
         self.timeline = Timeline()
         self.timeline.mark("failure detected")
         testing.maybe_kill("recovery")

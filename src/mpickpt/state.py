@@ -79,12 +79,13 @@ class State:
         items: list[dict[str, Any]] = []
         bodies: list[memoryview] = []
         for name, obj in self.entries.items():
-            if isinstance(obj, np.ndarray):
+            if type(obj) is np.ndarray:  # subclasses (masked arrays...) go by pickle
                 if obj.dtype.hasobject:
                     raise ConfigError(f"array {name!r} has dtype object; protect it as an object")
                 arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)
                 body = memoryview(arr.reshape(-1).view(np.uint8))
-                items.append({"name": name, "kind": "array", "dtype": arr.dtype.str,
+                items.append({"name": name, "kind": "array",
+                              "dtype": np.lib.format.dtype_to_descr(arr.dtype),
                               "shape": list(arr.shape)})
             else:
                 body = memoryview(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
@@ -125,23 +126,29 @@ def unpack(segment: np.ndarray | bytes | memoryview) -> tuple[dict[str, Any], di
     for it in manifest["entries"]:
         raw = buf[it["offset"] : it["offset"] + it["nbytes"]]
         if it["kind"] == "array":
-            values[it["name"]] = raw.view(np.dtype(it["dtype"])).reshape(it["shape"])
+            dtype = np.lib.format.descr_to_dtype(_tuples(it["dtype"]))
+            values[it["name"]] = raw.view(dtype).reshape(it["shape"])
         else:
             values[it["name"]] = pickle.loads(raw.tobytes())
     return manifest, values
 
 
+def _tuples(descr: Any) -> Any:
+    """JSON turned the tuples of a structured dtype's description into lists: undo that."""
+    if isinstance(descr, list):
+        return [tuple(_tuples(x) for x in field) if isinstance(field, list) else field
+                for field in descr]
+    return descr
+
+
 def restore_value(name: str, current: Any, saved: Any) -> Any:
-    """The value to hand back for ``name``: arrays are copied into ``current`` in place."""
+    """The value to hand back for ``name``: the saved one, copied in place into ``current``
+    when that is an array of the same shape and dtype (so references to it stay valid),
+    otherwise a fresh copy (an array that changed length, an object)."""
     if isinstance(saved, np.ndarray):
-        if not isinstance(current, np.ndarray):
-            return saved.copy()
-        if current.shape != saved.shape or current.dtype != saved.dtype:
-            raise ConfigError(
-                f"protected array {name!r} is {current.dtype}{list(current.shape)} but the "
-                f"checkpoint holds {saved.dtype}{list(saved.shape)}; protect it with the same "
-                f"shape and dtype as when it was checkpointed"
-            )
-        np.copyto(current, saved)
-        return current
+        if (isinstance(current, np.ndarray) and current.shape == saved.shape
+                and current.dtype == saved.dtype and current.flags.writeable):
+            np.copyto(current, saved)
+            return current
+        return saved.copy()
     return saved

@@ -4,6 +4,7 @@ peer failure; callers turn that into :class:`~mpickpt.errors.ProcessFailure`."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +19,22 @@ from .state import SegmentView
 CHUNK = 4 << 20  # bytes per message: large enough for bandwidth, small enough to bound staging
 TAG_STREAM = 0x6D70
 TAG_REBUILD = 0x6D71
+
+
+# Requests still pending when a wait failed. Open MPI aborts the process when a freed request
+# later completes with an error ("Send error after request freed"), so they are never freed.
+_orphans: list[MPI.Request] = []
+
+
+def waitall(requests: Sequence[MPI.Request]) -> None:
+    """``MPI.Request.Waitall``, except that if it raises (a peer failed), the requests are
+    kept alive instead of freed: Open MPI would abort the process when a freed request later
+    completes with an error. Use it for your own non-blocking calls in a protected function."""
+    try:
+        MPI.Request.Waitall(list(requests))
+    except MPI.Exception:
+        _orphans.extend(requests)
+        raise
 
 
 def all_true(flag: bool, comm: MPI.Comm) -> bool:
@@ -78,20 +95,25 @@ def stream_pieces(
 
     size = scheme.piece_size(seg.nbytes)
     hashes = {p.name: hasher() for p in scheme.pieces()}
-    inflight: list[list[MPI.Request]] = []
-    for a, n in _chunks(size, chunk):
-        reqs = []
-        for slot, dest in enumerate(backups):
-            for p in held[slot]:
-                data = _fill(p, seg, size, a, n)
-                hashes[p.name].update(data)
-                reqs.append(comm.Isend([data, MPI.BYTE], dest, TAG_STREAM))
-        inflight.append(reqs)
-        if len(inflight) > 2:  # bound the staging memory: wait for the oldest round
-            MPI.Request.Waitall(inflight.pop(0))
-    for reqs in inflight:
-        MPI.Request.Waitall(reqs)
-    MPI.Request.Waitall(recvs)
+    rounds: deque[list[MPI.Request]] = deque()
+    try:
+        for a, n in _chunks(size, chunk):
+            reqs = []
+            for slot, dest in enumerate(backups):
+                for p in held[slot]:
+                    data = _fill(p, seg, size, a, n)
+                    hashes[p.name].update(data)
+                    reqs.append(comm.Isend([data, MPI.BYTE], dest, TAG_STREAM))
+            rounds.append(reqs)
+            if len(rounds) > 2:  # bound the staging memory: wait for the oldest round
+                MPI.Request.Waitall(rounds[0])
+                rounds.popleft()
+        for reqs in rounds:
+            MPI.Request.Waitall(reqs)
+        MPI.Request.Waitall(recvs)
+    except MPI.Exception:
+        _orphans.extend(r for reqs in (recvs, *rounds) for r in reqs)
+        raise
 
     # checksums travel after the data: one small all-to-all
     outgoing: list[dict[str, int]] = [{} for _ in range(comm.Get_size())]
@@ -121,5 +143,5 @@ def send_pieces(
         got.append(Held(h, buf))
     for dest, held in sends:
         reqs.append(comm.Isend([held.data, MPI.BYTE], dest, TAG_REBUILD))
-    MPI.Request.Waitall(reqs)
+    waitall(reqs)
     return got

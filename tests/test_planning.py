@@ -1,0 +1,238 @@
+"""Recovery planning from hand-built reports: spares, version, what to rebuild, errors.
+
+The reports are realistic: segments are really encoded and placed with ``choose_backups``, so
+the planned piece transfers can be decoded here and compared byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from mpickpt import Mirror, NoSparesError, Parity, Scheme, Stripe, UnrecoverableError
+from mpickpt.checksum import checksum
+from mpickpt.layout import choose_backups
+from mpickpt.planning import Plan, Report, plan_recovery, rebuild_sources
+
+
+@dataclass
+class Job:
+    """``nworkers`` workers that checkpointed ``version`` with ``scheme``, plus idle spares."""
+
+    scheme: Scheme
+    nworkers: int
+    version: int = 3
+
+    def __post_init__(self) -> None:
+        self.backups = choose_backups(list(range(self.nworkers)), self.scheme.backups)
+        rng = np.random.default_rng(self.nworkers)
+        # segments of different sizes, not multiples of 8
+        self.segments = [rng.bytes(200 + 37 * w) for w in range(self.nworkers)]
+        self.pieces = [self.scheme.encode(s) for s in self.segments]
+
+    def holder(self, owner: int, name: str) -> int:
+        """The worker holding piece ``name`` of ``owner``."""
+        slot = next(p.backup for p in self.scheme.pieces() if p.name == name)
+        return self.backups[owner][slot]
+
+    def holdings(self, worker: int) -> dict[int, dict[int, tuple[int, dict[str, int]]]]:
+        held: dict[int, tuple[int, dict[str, int]]] = {}
+        for owner in range(self.nworkers):
+            names = {
+                n: checksum(b)
+                for n, b in self.pieces[owner].items()
+                if self.holder(owner, n) == worker
+            }
+            if names:
+                held[owner] = (len(self.segments[owner]), names)
+        return {self.version: held}
+
+    def reports(
+        self,
+        dead: Sequence[int] = (),
+        spares: int = 1,
+        committed: dict[int, int] | None = None,
+        stale: Sequence[int] = (),
+        done: Sequence[int] = (),
+    ) -> list[Report]:
+        """Reports of the surviving workers (in worker order), then of the spares.
+
+        ``committed`` overrides a worker's committed version; workers in ``stale`` lost their
+        own segment (local version -1).
+        """
+        committed = committed or {}
+        out = [
+            Report(
+                logical=w,
+                domain=w,
+                committed=committed.get(w, self.version),
+                local_version=-1 if w in stale else self.version,
+                holdings=self.holdings(w),
+                done=w in done,
+            )
+            for w in range(self.nworkers)
+            if w not in dead
+        ]
+        out += [Report(None, self.nworkers + i, -1, -1) for i in range(spares)]
+        return out
+
+    def plan(self, **kwargs) -> tuple[Plan, list[Report]]:
+        reports = self.reports(**kwargs)
+        return plan_recovery(reports, self.nworkers, self.scheme), reports
+
+    def assert_rebuilds(self, plan: Plan, reports: Sequence[Report]) -> None:
+        """Decoding the planned pieces, fetched from their holders, gives each segment back."""
+        for owner, (nbytes, sources) in plan.rebuild.items():
+            assert nbytes == len(self.segments[owner])
+            got = {}
+            for proc, name, digest in sources:
+                worker = reports[proc].logical
+                assert worker is not None and worker != owner, "pieces come from other workers"
+                assert self.holder(owner, name) == worker
+                got[name] = self.pieces[owner][name]
+                assert digest == checksum(got[name])
+            assert self.scheme.decode(got, nbytes).tobytes() == self.segments[owner]
+
+
+SCHEMES = [Parity(2, 3), Parity(3, 4, subsegments=6), Mirror(2), Mirror(3)]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=repr)
+@pytest.mark.parametrize("dead", [0, 3, 5])
+def test_dead_worker_gets_lowest_spare_and_is_rebuilt(scheme, dead):
+    job = Job(scheme, 6)
+    plan, reports = job.plan(dead=[dead], spares=2)
+    first_spare = next(i for i, r in enumerate(reports) if r.logical is None)
+    assert plan.dead == (dead,)
+    assert plan.assign[dead] == first_spare
+    for w in range(6):
+        if w != dead:  # survivors keep their ids, on their own process
+            assert reports[plan.assign[w]].logical == w
+    assert plan.version == job.version
+    assert not plan.finish
+    assert set(plan.rebuild) == {dead}  # survivors kept their own segment
+    job.assert_rebuilds(plan, reports)
+    assert plan.role(first_spare, reports) == "recovered"
+    assert plan.role(first_spare + 1, reports) == "spare"
+    assert plan.role(plan.assign[(dead + 1) % 6], reports) == "survivor"
+
+
+def test_owner_and_one_of_its_backups_within_parity_tolerance():
+    job = Job(Parity(2, 3), 6)
+    owner = 2
+    dead = sorted([owner, job.backups[owner][1]])
+    plan, reports = job.plan(dead=dead, spares=2)
+    spares = [i for i, r in enumerate(reports) if r.logical is None]
+    assert [plan.assign[d] for d in dead] == spares  # in order: lower dead id, lower spare
+    assert set(plan.rebuild) == set(dead)
+    job.assert_rebuilds(plan, reports)
+
+
+def test_stripe_rebuilds_the_owner_alone():
+    job = Job(Stripe(2), 4)
+    plan, reports = job.plan(dead=[1])
+    job.assert_rebuilds(plan, reports)
+
+
+def test_version_is_newest_committed_and_stale_owners_are_rebuilt():
+    job = Job(Parity(2, 3), 5, version=4)
+    plan, reports = job.plan(dead=[0], committed={1: 3, 2: 3}, stale=[3])
+    assert plan.version == 4
+    assert set(plan.rebuild) == {0, 3}
+    job.assert_rebuilds(plan, reports)
+
+
+def test_spares_do_not_count_for_the_version():
+    job = Job(Mirror(2), 4, version=2)
+    reports = job.reports(dead=[1])
+    reports[-1] = Report(None, 9, committed=7, local_version=7)
+    assert plan_recovery(reports, 4, job.scheme).version == 2
+
+
+@pytest.mark.parametrize(
+    ("scheme", "extra"), [(Parity(2, 3), 2), (Mirror(2), 2), (Stripe(2), 1)], ids=repr
+)
+def test_beyond_tolerance_is_unrecoverable(scheme, extra):
+    job = Job(scheme, 6)
+    owner = 4
+    dead = tuple(sorted([owner, *job.backups[owner][:extra]]))
+    with pytest.raises(UnrecoverableError) as info:
+        job.plan(dead=dead, spares=len(dead))
+    err = info.value
+    assert err.lost == dead
+    assert err.version == job.version
+    msg = str(err)
+    assert f"losing workers {list(dead)}" in msg
+    assert f"at version {job.version}" in msg
+    assert repr(scheme) in msg
+
+
+def test_unrecoverable_is_the_same_from_the_same_reports():
+    job = Job(Parity(2, 3), 6)
+    dead = [0, *job.backups[0][:2]]
+    messages = set()
+    for _ in range(3):
+        with pytest.raises(UnrecoverableError) as info:
+            job.plan(dead=dead, spares=3)
+        messages.add(str(info.value))
+    assert len(messages) == 1
+
+
+def test_not_enough_spares():
+    job = Job(Parity(2, 3), 6)
+    with pytest.raises(NoSparesError, match=r"workers \[1, 4\] failed and only 1 spare") as info:
+        job.plan(dead=[1, 4], spares=1)
+    assert info.value.lost == (1, 4)
+
+
+def test_no_spare_needed_when_nobody_died():
+    job = Job(Mirror(2), 4)
+    plan, reports = job.plan(spares=0, stale=[2])
+    assert plan.dead == ()
+    assert plan.assign == [0, 1, 2, 3]
+    assert set(plan.rebuild) == {2}
+    job.assert_rebuilds(plan, reports)
+
+
+def test_all_done_finishes():
+    job = Job(Parity(2, 3), 4)
+    plan, _ = job.plan(done=range(4), spares=1)
+    assert plan.finish
+    assert plan.assign == [0, 1, 2, 3]
+    assert plan.rebuild == {}
+
+
+def test_done_with_a_dead_worker_still_recovers():
+    job = Job(Parity(2, 3), 4)
+    plan, reports = job.plan(dead=[2], done=[0, 1, 3])
+    assert not plan.finish
+    assert set(plan.rebuild) == {2}
+    job.assert_rebuilds(plan, reports)
+
+
+def test_nothing_committed_means_initial_state():
+    job = Job(Parity(2, 3), 4)
+    reports = [Report(w, w, -1, -1) for w in (0, 2, 3)] + [Report(None, 4, -1, -1)]
+    plan = plan_recovery(reports, 4, job.scheme)
+    assert plan.version == -1
+    assert plan.assign == [0, 3, 1, 2]
+    assert plan.rebuild == {}
+
+
+def test_rebuild_sources_skip_pieces_not_reported():
+    # a holder that dropped a piece (failed checksum) is not asked for it
+    job = Job(Mirror(2), 4)
+    reports = job.reports(dead=[0], spares=0)
+    first = job.backups[0][0]
+    i = next(i for i, r in enumerate(reports) if r.logical == first)
+    held = {
+        v: {o: (n, {}) if o == 0 else (n, names) for o, (n, names) in by.items()}
+        for v, by in reports[i].holdings.items()
+    }
+    reports[i] = Report(first, first, job.version, job.version, held)
+    sources = rebuild_sources(reports, [0], job.version, job.scheme, (0,))
+    ((_, names),) = sources.values()
+    assert [(reports[p].logical, n) for p, n, _ in names] == [(job.backups[0][1], "m1")]
