@@ -16,7 +16,7 @@ from .memstore import Held, MemStore, PieceHeader
 from .planning import Report, Sources, rebuild_sources
 from .schemes import Scheme, get_scheme
 from .state import State, restore_value, unpack
-from .transport import CHUNK, send_pieces, stream_pieces
+from .transport import CHUNK, send_pieces, stream_pieces, uniformly
 
 T = TypeVar("T")
 
@@ -105,23 +105,15 @@ class Checkpointer:
         """
         version = self.store.committed + 1
         seg = self.state.snapshot(step, {"version": version, "rank": self.rank})
-        ok = 1
-        try:
+        def stream() -> None:
             if self.comm.Get_size() > 1:
                 mine = [self.backups[self.rank][j] for j in range(self.scheme.backups)]
-                held = stream_pieces(self.comm, self.scheme, seg, mine,
-                                     self.owners[self.rank], version, self.chunk)
-                self.store.stage(version, held)
+                self.store.stage(version, stream_pieces(
+                    self.comm, self.scheme, seg, mine, self.owners[self.rank], version,
+                    self.chunk))
             testing.maybe_kill("checkpoint", step)
-        except MPI.Exception:
-            ok = 0
-            self.comm.Revoke()
-        try:  # the commit point: every worker gets here and gets the same answer
-            committed = self.comm.Agree(ok)
-        except MPI.Exception:
-            committed = 0
-        if not committed:
-            raise ProcessFailure(f"checkpoint of version {version} failed: a worker is lost")
+
+        uniformly(self.comm, stream, f"checkpoint of version {version}")  # the commit point
         self.store.commit(version)
         self.store.keep_local(version, seg)
         self.step = step

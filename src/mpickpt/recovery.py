@@ -24,12 +24,13 @@ from . import testing
 from .checkpointer import Checkpointer, fetch_segment
 from .errors import (
     ConfigError,
-    IntegrityError,
     MpickptError,
     NoSparesError,
+    ProcessFailure,
     UnrecoverableError,
 )
 from .planning import Plan, Report, plan_recovery
+from .transport import uniformly
 from .state import State
 
 ENV_VERBOSE = "MPICKPT_VERBOSE"
@@ -184,7 +185,7 @@ class Runtime:
                 pass
             try:
                 return self._attempt(done)
-            except MPI.Exception:
+            except (MPI.Exception, ProcessFailure):
                 self.timeline.mark("failure during recovery: again")
 
     def _attempt(self, done: bool) -> str:
@@ -193,33 +194,27 @@ class Runtime:
         self.world = world
         self.timeline.mark(f"shrunk to {world.Get_size()} processes")
         me = world.Get_rank()
-        plan: Plan | None = None
-        failure: MpickptError | None = None
-        segments: dict[int, Any] = {}
-        comm = MPI.COMM_NULL
-        ok = 1
-        try:
+
+        def transaction() -> tuple[list[Report], Plan | None, MpickptError | None,
+                                   dict[int, Any], MPI.Comm]:
             reports = world.allgather(self.ckpt.report(done, self.logical, self.domain))
             try:
                 plan = plan_recovery(reports, self.nworkers, self.ckpt.scheme)
             except (UnrecoverableError, NoSparesError) as e:
-                failure = e
-            if plan is not None and not plan.finish:
-                segments = fetch_segment(
-                    world, self.ckpt.store, self.ckpt.scheme, plan.version, plan.rebuild,
-                    {owner: plan.assign[owner] for owner in plan.rebuild},
-                )
-                self.timeline.mark(self._rebuilt(plan))
-                mine = plan.assign.index(me) if me in plan.assign else None
-                comm = world.Split(0 if mine is not None else MPI.UNDEFINED, key=mine or 0)
-        except MPI.Exception:
-            ok = 0
-            world.Revoke()
-        except IntegrityError as e:  # damaged in transfer: the same error everywhere
-            failure, ok = UnrecoverableError(str(e)), 1
-        # the uniform decision point: the transaction commits only if it completed everywhere
-        if not world.Agree(ok):
-            raise MPI.Exception(MPI.ERR_OTHER)
+                return reports, None, e, {}, MPI.COMM_NULL
+            if plan.finish:
+                return reports, plan, None, {}, MPI.COMM_NULL
+            segments = fetch_segment(
+                world, self.ckpt.store, self.ckpt.scheme, plan.version, plan.rebuild,
+                {owner: plan.assign[owner] for owner in plan.rebuild},
+            )
+            self.timeline.mark(self._rebuilt(plan))
+            mine = plan.assign.index(me) if me in plan.assign else None
+            comm = world.Split(0 if mine is not None else MPI.UNDEFINED, key=mine or 0)
+            return reports, plan, None, segments, comm
+
+        # the transaction commits only if it completed everywhere; else ProcessFailure: again
+        reports, plan, failure, segments, comm = uniformly(world, transaction, "recovery")
         if failure is not None:
             raise failure
         assert plan is not None

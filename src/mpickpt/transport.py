@@ -5,12 +5,14 @@ peer failure; callers turn that into :class:`~mpickpt.errors.ProcessFailure`."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 from mpi4py import MPI
 
 from .checksum import hasher
+from .errors import ProcessFailure
 from .layout import Piece
 from .memstore import Held, PieceHeader
 from .schemes import Scheme, xor_into
@@ -19,6 +21,7 @@ from .state import SegmentView
 CHUNK = 4 << 20  # bytes per message: large enough for bandwidth, small enough to bound staging
 TAG_STREAM = 0x6D70
 TAG_REBUILD = 0x6D71
+T = TypeVar("T")
 
 
 # Requests still pending when a wait failed. Open MPI aborts the process when a freed request
@@ -35,6 +38,37 @@ def waitall(requests: Sequence[MPI.Request]) -> None:
     except MPI.Exception:
         _orphans.extend(requests)
         raise
+
+
+def uniformly(comm: MPI.Comm, step: Callable[[], T], what: str) -> T:
+    """Run ``step()`` then agree over ``comm`` that it succeeded on every rank.
+
+    Returns its result when it did. Otherwise every rank raises :class:`ProcessFailure` (a
+    peer failed or the communicator was revoked); a rank whose step raised something else
+    re-raises it when no failure explains it, since that is a bug, not a lost peer. Any error
+    counts: after a failure, Open MPI may also hand a collective garbage instead of an error.
+    """
+    error: Exception | None = None
+    result: T | None = None
+    ok = 1
+    try:
+        result = step()
+    except Exception as e:
+        ok, error = 0, None if isinstance(e, MPI.Exception) else e
+        try:
+            comm.Revoke()
+        except MPI.Exception:
+            pass
+    failed = False
+    try:
+        agreed = comm.Agree(ok)
+    except MPI.Exception:
+        agreed, failed = 0, True
+    if agreed:
+        return result  # type: ignore[return-value]
+    if error is not None and not failed:
+        raise error
+    raise ProcessFailure(f"{what} failed: a process was lost")
 
 
 def all_true(flag: bool, comm: MPI.Comm) -> bool:
