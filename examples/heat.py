@@ -21,6 +21,8 @@ def arguments(description: str) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=256, help="global grid is SIZE x SIZE")
     p.add_argument("--every", type=int, default=10, help="checkpoint every N steps")
     p.add_argument("--spares", type=int, default=1, help="idle spare ranks (the last ones)")
+    p.add_argument("--spill", default=None, help="also spill checkpoints to HDF5 in DIR")
+    p.add_argument("--spill-every", type=int, default=1, help="spill every K-th checkpoint")
     p.add_argument("--scheme", default="parity", choices=["parity", "mirror", "stripe"])
     p.add_argument("--group", type=int, default=2, help="parity: subsegments per stripe")
     p.add_argument("--backups", type=int, default=3, help="parity/stripe: backups per owner")

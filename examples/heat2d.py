@@ -23,6 +23,7 @@ def simulate(ctx, steps, size):
 if __name__ == "__main__":
     args = arguments(__doc__)
     resilient = mpickpt.resilient(args.scheme, spares=args.spares, every=args.every,
+                                  spill=args.spill, spill_every=args.spill_every,
                                   **scheme_params(args))
     checksum = resilient(simulate)(args.steps, args.size)
     if checksum is not None:

@@ -22,6 +22,8 @@ def arguments(description: str) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=20000, help="walkers per rank at the start")
     p.add_argument("--every", type=int, default=10, help="checkpoint every N steps")
     p.add_argument("--spares", type=int, default=1, help="idle spare ranks (the last ones)")
+    p.add_argument("--spill", default=None, help="also spill checkpoints to HDF5 in DIR")
+    p.add_argument("--spill-every", type=int, default=1, help="spill every K-th checkpoint")
     p.add_argument("--seed", type=int, default=2024)
     return p.parse_args()
 

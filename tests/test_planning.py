@@ -15,7 +15,7 @@ import pytest
 from mpickpt import Mirror, NoSparesError, Parity, Scheme, Stripe, UnrecoverableError
 from mpickpt.checksum import checksum
 from mpickpt.layout import choose_backups
-from mpickpt.planning import Plan, Report, plan_recovery, rebuild_sources
+from mpickpt.planning import save_plan, Plan, Report, plan_recovery, rebuild_sources
 
 
 @dataclass
@@ -205,12 +205,39 @@ def test_all_done_finishes():
     assert plan.rebuild == {}
 
 
-def test_done_with_a_dead_worker_still_recovers():
+def test_done_with_a_dead_worker_finishes():
+    # "done" is only reported after every worker agreed it completed: one dying afterwards
+    # takes nothing away from the result
     job = Job(Parity(2, 3), 4)
-    plan, reports = job.plan(dead=[2], done=[0, 1, 3])
+    plan, _ = job.plan(dead=[2], done=[0, 1, 3])
+    assert plan.finish
+
+
+def test_some_not_done_recovers():
+    job = Job(Parity(2, 3), 4)
+    plan, reports = job.plan(dead=[2], done=[0, 1])
     assert not plan.finish
     assert set(plan.rebuild) == {2}
     job.assert_rebuilds(plan, reports)
+
+
+def test_beyond_tolerance_with_a_spill_falls_back_to_disk():
+    job = Job(Parity(2, 3), 5)
+    reports = job.reports(dead=[1, 2, 3], spares=3)
+    with pytest.raises(UnrecoverableError):
+        plan_recovery(reports, 5, job.scheme)
+    plan = plan_recovery(reports, 5, job.scheme, fallback=True)
+    assert plan.from_disk and plan.rebuild == {}
+    assert plan.assign == [0, 2, 3, 4, 1]  # survivors keep their place, spares fill in order
+
+
+def test_save_plan_rebuilds_the_dead_on_survivors():
+    job = Job(Parity(2, 3), 5)
+    reports = job.reports(dead=[1, 3], spares=0)
+    version, sources, dest = save_plan(reports, 5, job.scheme)
+    assert version == job.version and set(sources) == {1, 3}
+    assert dest == {1: 0, 3: 1}  # survivors (by process index) in turn
+    job.assert_rebuilds(Plan(version, [0, -1, 1, -1, 2], (1, 3), rebuild=sources), reports)
 
 
 def test_nothing_committed_means_initial_state():

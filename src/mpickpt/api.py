@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -14,14 +15,31 @@ from mpi4py import MPI
 
 from . import testing
 from .checkpointer import Checkpointer
+from .disk import DiskTier
 from .errors import NoSparesError, ProcessFailure, UnrecoverableError
 from .recovery import Runtime, fatal_excepthook
 from .schemes import Scheme
+from .spill import SpillError
 
 T = TypeVar("T")
 
-EXIT_UNRECOVERABLE = 3  # the loss is beyond the redundancy (and the spill)
+EXIT_CONFIG = 2  # bad configuration or spill (the message says what to change)
+EXIT_UNRECOVERABLE = 3  # the loss is beyond the redundancy and there is no spill to fall back to
 EXIT_NO_SPARES = 75  # workers were lost and no spare was left: relaunch (from the spill)
+EXIT_PREEMPTED = 76  # stopped on SIGTERM/SIGUSR1 after a final spill: requeue to continue
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Preempted(Exception):
+    """The job was asked to stop (SIGTERM/SIGUSR1); its state is on disk."""
+
+
+_stop_requested = False
+
+
+def _request_stop(signum: int, frame: Any) -> None:
+    global _stop_requested
+    _stop_requested = True
 
 
 class Context:
@@ -52,19 +70,26 @@ class Context:
         """Steps ``start..n-1``, where ``start`` follows the restored checkpoint (0 at first).
 
         Checkpoints when it starts (after a recovery this re-protects at once: the pieces the
-        dead held are gone), then after every ``every``-th step and after the last one.
+        dead held are gone), then after every ``every``-th step and after the last one, whose
+        spill (if any) is waited for. On SIGTERM/SIGUSR1 it stops after the current step with
+        a final checkpoint and spill (:class:`Preempted`).
         """
         ckpt = self.checkpointer
         start = ckpt.step
         ckpt.checkpoint(start)
-        if self.role != "initial":
+        if self.role in ("survivor", "recovered"):
             self.runtime.timeline.mark(f"re-protected; resuming at step {start}")
             self.runtime.timeline.report(self.rank)
         for step in range(start, n):
             testing.maybe_kill("compute", step)
             yield step
-            if (step + 1) % self.every == 0 or step + 1 == n:
+            stop = ckpt.disk is not None and self.comm.allreduce(int(_stop_requested), MPI.MAX)
+            if stop or (step + 1) % self.every == 0 or step + 1 == n:
                 ckpt.checkpoint(step + 1)
+            if stop:
+                ckpt.flush()
+                raise Preempted(f"stopped after step {step} on a signal; state saved")
+        ckpt.flush()
 
     def check(self) -> None:
         """Collective: raise :class:`ProcessFailure` if a worker has failed. For long phases
@@ -80,7 +105,7 @@ class Context:
 def run(fn: Callable[..., T], runtime: Runtime, every: int, *args: Any, **kwargs: Any) -> T | None:
     """Run ``fn(ctx, *args, **kwargs)`` on the workers until it completes on all of them,
     recovering from failures on the way. Idle spares return ``None``."""
-    role = "initial" if runtime.is_worker else runtime.wait_as_spare()
+    role = runtime.start() if runtime.is_worker else runtime.wait_as_spare()
     result: T | None = None
     while role != "finished":
         try:
@@ -101,6 +126,9 @@ def resilient(
     *,
     spares: int = 0,
     every: int = 10,
+    spill: str | os.PathLike[str] | None = None,
+    spill_every: int = 1,
+    keep: int = 2,
     exit_on_error: bool = True,
     **params: Any,
 ) -> Callable[[Callable[..., T]], Callable[..., T | None]]:
@@ -111,6 +139,13 @@ def resilient(
     State registered with ``ctx.protect`` is checkpointed into other ranks' RAM with ``scheme``
     (``parity``: ``group``, ``backups``; ``mirror``: ``copies``; ``stripe``: ``backups``)
     every ``every`` steps of ``ctx.steps``. Spares return ``None``.
+
+    With ``spill="DIR"`` every ``spill_every``-th committed version is also written to HDF5
+    in the background (the last ``keep`` versions are kept). A job that finds a complete
+    version there resumes from it (role ``restarted``); a loss beyond the RAM tolerance rolls
+    every worker back to it; with no spare left the survivors save the newest version of all
+    workers there and exit with :data:`EXIT_NO_SPARES`; SIGTERM/SIGUSR1 stop the job after a
+    final spill with :data:`EXIT_PREEMPTED`.
 
     When recovery is impossible every surviving rank raises the same
     :class:`UnrecoverableError` (or :class:`NoSparesError`); with ``exit_on_error`` (default)
@@ -126,13 +161,27 @@ def resilient(
                 warnings.warn("mpi4py.MPI was imported before mpickpt: MPI_Finalize will run "
                               "at exit and can hang after a failure; import mpickpt first",
                               stacklevel=2)
-            runtime = Runtime(lambda: Checkpointer(None, scheme, **params), spares)
+            def make() -> Checkpointer:
+                ckpt = Checkpointer(None, scheme, **params)
+                if spill is not None:
+                    ckpt.disk = DiskTier(spill, spill_every, keep)
+                return ckpt
+
+            if spill is not None:
+                for sig in STOP_SIGNALS:  # early: Slurm may signal long before the end
+                    signal.signal(sig, _request_stop)
+            runtime = Runtime(make, spares)
             try:
                 result = run(fn, runtime, every, *args, **kwargs)
-            except (UnrecoverableError, NoSparesError) as e:
+            except Preempted:
+                runtime.release_spares()
+                sys.stdout.flush()
+                sys.exit(EXIT_PREEMPTED)  # MPI_Finalize still runs: no failure was seen
+            except (UnrecoverableError, NoSparesError, SpillError) as e:
                 if not exit_on_error:
                     raise
-                code = EXIT_NO_SPARES if isinstance(e, NoSparesError) else EXIT_UNRECOVERABLE
+                code = (EXIT_NO_SPARES if isinstance(e, NoSparesError) else
+                        EXIT_CONFIG if isinstance(e, SpillError) else EXIT_UNRECOVERABLE)
                 print(f"mpickpt: rank {MPI.COMM_WORLD.Get_rank()}: {type(e).__name__}: {e}",
                       file=sys.stderr, flush=True)
                 sys.stdout.flush()

@@ -10,6 +10,7 @@ from mpi4py import MPI
 
 from . import testing
 from .checksum import checksum
+from .disk import DiskTier
 from .errors import ProcessFailure
 from .layout import choose_backups, owners_of
 from .memstore import Held, MemStore, PieceHeader
@@ -44,6 +45,7 @@ class Checkpointer:
         self.store = MemStore()
         self.step = 0  # the next step to run after a restore
         self.restored: dict[str, Any] = {}
+        self.disk: DiskTier | None = None  # the spill, if any
         self.comm: MPI.Comm = MPI.COMM_NULL
         if comm is not None:
             base = comm.Dup()
@@ -105,20 +107,33 @@ class Checkpointer:
         """
         version = self.store.committed + 1
         seg = self.state.snapshot(step, {"version": version, "rank": self.rank})
-        def stream() -> None:
+        def stream() -> list[dict[str, Any]] | None:
             if self.comm.Get_size() > 1:
                 mine = [self.backups[self.rank][j] for j in range(self.scheme.backups)]
                 self.store.stage(version, stream_pieces(
                     self.comm, self.scheme, seg, mine, self.owners[self.rank], version,
                     self.chunk))
+            spilled = self.disk.collect(self.comm) if self.disk else None
             testing.maybe_kill("checkpoint", step)
+            return spilled
 
-        uniformly(self.comm, stream, f"checkpoint of version {version}")  # the commit point
+        # the commit point: the same answer on every rank, or ProcessFailure everywhere
+        spilled = uniformly(self.comm, stream, f"checkpoint of version {version}")
         self.store.commit(version)
         self.store.keep_local(version, seg)
         self.step = step
+        if self.disk is not None:
+            self.disk.publish(self.rank, spilled)
+            self.disk.submit(version, self.store.local)  # type: ignore[arg-type]
         testing.maybe_kill("commit", step)
         return version
+
+    def flush(self) -> None:
+        """Collective: wait until the version being spilled is on disk with its index."""
+        if self.disk is not None:
+            disk = self.disk
+            spilled = uniformly(self.comm, lambda: disk.collect(self.comm), "spill")
+            disk.publish(self.rank, spilled)
 
     # -- rebuild ----------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ class Plan:
     dead: tuple[int, ...]
     finish: bool = False
     rebuild: dict[int, Sources] = field(default_factory=dict)
+    from_disk: bool = False  # beyond the RAM tolerance: every worker reloads from the spill
 
     def role(self, proc: int, reports: Sequence[Report]) -> str:
         """``survivor`` or ``recovered`` for a worker, ``spare`` for a process left idle."""
@@ -49,19 +50,20 @@ class Plan:
         return "survivor" if was is not None and self.assign[was] == proc else "recovered"
 
 
-def plan_recovery(reports: Sequence[Report], nworkers: int, scheme: Scheme) -> Plan:
+def plan_recovery(
+    reports: Sequence[Report], nworkers: int, scheme: Scheme, fallback: bool = False
+) -> Plan:
     """Decide version, spare promotion and piece transfers, or raise the same error everywhere.
 
-    Raises :class:`UnrecoverableError` when a lost segment cannot be rebuilt and
-    :class:`NoSparesError` when dead workers outnumber the idle spares.
+    Raises :class:`NoSparesError` when dead workers outnumber the idle spares and
+    :class:`UnrecoverableError` when a lost segment cannot be rebuilt, unless ``fallback``
+    (a disk tier exists): then the plan says ``from_disk`` and rebuilds nothing from RAM.
     """
-    where = {r.logical: i for i, r in enumerate(reports) if r.logical is not None}
-    dead = tuple(w for w in range(nworkers) if w not in where)
+    where, dead, version = _survey(reports, nworkers)
     workers = [r for r in reports if r.logical is not None]
-    if not dead and workers and all(r.done for r in workers):
-        return Plan(-1, [where[w] for w in range(nworkers)], dead, finish=True)
+    if workers and all(r.done for r in workers):  # the dead, too, had finished
+        return Plan(-1, [where.get(w, -1) for w in range(nworkers)], dead, finish=True)
 
-    version = max((r.committed for r in workers), default=-1)
     spares = [i for i, r in enumerate(reports) if r.logical is None]
     if len(spares) < len(dead):
         raise NoSparesError(
@@ -75,10 +77,44 @@ def plan_recovery(reports: Sequence[Report], nworkers: int, scheme: Scheme) -> P
     plan = Plan(version, assign, dead)
     if version < 0:
         return plan  # nothing committed yet: every worker starts from its initial state
-
-    need = [w for w in range(nworkers) if w in dead or reports[where[w]].local_version != version]
-    plan.rebuild = rebuild_sources(reports, need, version, scheme, dead)
+    try:
+        plan.rebuild = rebuild_sources(reports, _need(reports, where, dead, version, nworkers),
+                                       version, scheme, dead)
+    except UnrecoverableError:
+        if not fallback:
+            raise
+        plan.from_disk = True
     return plan
+
+
+def save_plan(
+    reports: Sequence[Report], nworkers: int, scheme: Scheme
+) -> tuple[int, dict[int, Sources], dict[int, int]]:
+    """With no spare left: ``(version, sources, dest)`` to rebuild every segment that no
+    survivor holds at the newest committed version on a surviving worker (round robin), so
+    that the survivors can write the whole version to disk. Raises like :func:`plan_recovery`.
+    """
+    where, dead, version = _survey(reports, nworkers)
+    need = _need(reports, where, dead, version, nworkers)
+    survivors = [where[w] for w in sorted(where)]
+    dest = {o: where.get(o, survivors[i % len(survivors)]) for i, o in enumerate(need)}
+    return version, rebuild_sources(reports, need, version, scheme, dead), dest
+
+
+def _survey(reports: Sequence[Report], nworkers: int) -> tuple[dict[int, int], tuple[int, ...], int]:
+    """Where each surviving worker is, which workers are dead, and the newest version that
+    some survivor committed (every survivor holds it, committed or staged)."""
+    where = {r.logical: i for i, r in enumerate(reports) if r.logical is not None}
+    dead = tuple(w for w in range(nworkers) if w not in where)
+    version = max((r.committed for r in reports if r.logical is not None), default=-1)
+    return where, dead, version
+
+
+def _need(reports: Sequence[Report], where: dict[int, int], dead: tuple[int, ...],
+          version: int, nworkers: int) -> list[int]:
+    """Workers whose segment of ``version`` must be rebuilt: the dead, and survivors that do
+    not keep that version themselves (they missed its commit)."""
+    return [w for w in range(nworkers) if w in dead or reports[where[w]].local_version != version]
 
 
 def rebuild_sources(

@@ -29,8 +29,9 @@ from .errors import (
     ProcessFailure,
     UnrecoverableError,
 )
-from .planning import Plan, Report, plan_recovery
-from .transport import uniformly
+from .disk import DiskTier
+from .planning import Plan, Report, plan_recovery, save_plan
+from .transport import keep_on_failure, uniformly
 from .state import State
 
 ENV_VERBOSE = "MPICKPT_VERBOSE"
@@ -117,15 +118,31 @@ class Runtime:
     def wait_as_spare(self) -> str:
         """Idle until needed: ``recovered`` once promoted to a worker, ``finished`` at the end."""
         while True:
-            req = self.world.Ibarrier()  # matched by the workers' barrier at the end
             try:
-                while not req.Test():
-                    time.sleep(SPARE_POLL)
+                self._barrier()  # matched by the workers' barrier at the end
                 return "finished"
             except MPI.Exception:
                 role = self.recover(done=False)
                 if role != "spare":
                     return role
+
+    def start(self) -> str:
+        """Workers: ``restarted`` when resuming from a spilled version, else ``initial``."""
+        disk = self.ckpt.disk
+        if disk is None or self.logical is None:
+            return "initial"
+        disk.attach(self.logical, self.nworkers, self.ckpt.scheme.get_config())
+        found = disk.restore(self.ckpt.comm, self.logical, self.nworkers)
+        if found is None:
+            return "initial"
+        version, segment = found
+        store = self.ckpt.store
+        store.committed, store.local, store.local_version = version, segment, version
+        self.ckpt.restore_from(segment)
+        if self.logical == 0:
+            print(f"mpickpt: restarted from spilled version {version} (step {self.ckpt.step}) "
+                  f"in {disk.directory}", file=sys.stderr, flush=True)
+        return "restarted"
 
     # -- end of the job ---------------------------------------------------------------------
 
@@ -138,13 +155,23 @@ class Runtime:
             completed = 0
         if not completed:
             return self.recover(done=False)
+        return "finished" if self.release_spares() else self.recover(done=True)
+
+    def release_spares(self) -> bool:
+        """Workers: the barrier that lets idle spares return. False if it failed (e.g. a spare
+        died while idle)."""
         try:
-            req = self.world.Ibarrier()
+            self._barrier()
+            return True
+        except MPI.Exception:
+            return False
+
+    def _barrier(self) -> None:
+        """A barrier over ``world`` that waits without using the CPU (idle spares sit here)."""
+        req = self.world.Ibarrier()
+        with keep_on_failure([req]):
             while not req.Test():
                 time.sleep(SPARE_POLL)
-            return "finished"
-        except MPI.Exception:
-            return self.recover(done=True)  # e.g. a spare died while idle
 
     def _finalize(self) -> None:
         """At exit: ``MPI_Finalize`` after a clean run (mpiexec expects it), but never after a
@@ -199,17 +226,25 @@ class Runtime:
                                    dict[int, Any], MPI.Comm]:
             reports = world.allgather(self.ckpt.report(done, self.logical, self.domain))
             try:
-                plan = plan_recovery(reports, self.nworkers, self.ckpt.scheme)
-            except (UnrecoverableError, NoSparesError) as e:
+                plan = plan_recovery(reports, self.nworkers, self.ckpt.scheme,
+                                     fallback=self.disk is not None)
+            except NoSparesError as e:
+                return reports, None, self._save(world, reports, e), {}, MPI.COMM_NULL
+            except UnrecoverableError as e:
                 return reports, None, e, {}, MPI.COMM_NULL
             if plan.finish:
                 return reports, plan, None, {}, MPI.COMM_NULL
-            segments = fetch_segment(
-                world, self.ckpt.store, self.ckpt.scheme, plan.version, plan.rebuild,
-                {owner: plan.assign[owner] for owner in plan.rebuild},
-            )
-            self.timeline.mark(self._rebuilt(plan))
             mine = plan.assign.index(me) if me in plan.assign else None
+            if plan.from_disk:
+                segments = self._load_spill(world, plan, mine)
+                self.timeline.mark(f"beyond the RAM tolerance: reloaded version "
+                                   f"{plan.version} from {self.disk.directory}")  # type: ignore[union-attr]
+            else:
+                segments = fetch_segment(
+                    world, self.ckpt.store, self.ckpt.scheme, plan.version, plan.rebuild,
+                    {owner: plan.assign[owner] for owner in plan.rebuild},
+                )
+                self.timeline.mark(self._rebuilt(plan))
             comm = world.Split(0 if mine is not None else MPI.UNDEFINED, key=mine or 0)
             return reports, plan, None, segments, comm
 
@@ -226,6 +261,46 @@ class Runtime:
         self.timeline.mark("recovered")
         return plan.role(me, reports)
 
+    @property
+    def disk(self) -> DiskTier | None:
+        return self.ckpt.disk
+
+    def _load_spill(self, world: MPI.Comm, plan: Plan, mine: int | None) -> dict[int, Any]:
+        """Every worker-to-be loads its segment of the newest spilled version all can load."""
+        assert self.disk is not None
+        found = self.disk.restore(world, mine, self.nworkers)
+        if found is None:
+            raise UnrecoverableError(
+                f"lost workers {list(plan.dead)} beyond the tolerance of "
+                f"{self.ckpt.scheme!r} and no version in spill directory "
+                f"{self.disk.directory}", lost=plan.dead, version=plan.version)
+        plan.version = found[0]
+        return {mine: found[1]} if mine is not None else {}
+
+    def _save(self, world: MPI.Comm, reports: list[Report], error: NoSparesError) -> MpickptError:
+        """No spare is left: write the newest committed version of *every* worker to the spill
+        (the survivors rebuild the dead workers' segments and write them on their behalf), so
+        that a relaunch resumes from it. Returns the error to raise on every process."""
+        disk = self.disk
+        if disk is None or disk.writer is None:
+            return error
+        try:
+            version, sources, dest = save_plan(reports, self.nworkers, self.ckpt.scheme)
+        except UnrecoverableError as e:
+            return NoSparesError(f"{error}; {e}; relaunch from an older spilled version",
+                                 error.lost) if disk.complete() else e
+        segments = fetch_segment(world, self.ckpt.store, self.ckpt.scheme, version, sources,
+                                 dest)
+        if self.logical is not None and self.logical not in dest:
+            segments[self.logical] = self.ckpt.store.local
+        infos = disk.write_now(version, segments)
+        everyone = [i for part in world.allgather(infos) for i in part]
+        if world.Get_rank() == 0:
+            disk.commit(version, sorted(everyone, key=lambda i: int(i["rank"])))
+        return NoSparesError(f"{error}; saved version {version} of all {self.nworkers} "
+                             f"workers to {disk.directory}: relaunch to resume from it",
+                             error.lost)
+
     @staticmethod
     def _rebuilt(plan: Plan) -> str:
         nbytes = sum(n for n, _ in plan.rebuild.values())
@@ -240,6 +315,8 @@ class Runtime:
             self.ckpt.comm = MPI.COMM_NULL
             return
         self.ckpt.attach(comm, [reports[p].domain for p in plan.assign])
+        if self.disk is not None:
+            self.disk.attach(logical, self.nworkers, self.ckpt.scheme.get_config())
         if plan.version < 0:  # nothing was committed: start again from the initial state
             self.ckpt.restored, self.ckpt.step = {}, 0
             self.ckpt.state = State()
@@ -247,6 +324,8 @@ class Runtime:
         store = self.ckpt.store
         if segment is None:  # a survivor with its own copy of that version
             segment = store.local
+        if plan.from_disk:
+            store.versions = {}
         store.commit(plan.version)
         store.local, store.local_version = segment, plan.version
         self.ckpt.restore_from(segment)

@@ -5,8 +5,9 @@ peer failure; callers turn that into :class:`~mpickpt.errors.ProcessFailure`."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import numpy as np
 from mpi4py import MPI
@@ -29,15 +30,23 @@ T = TypeVar("T")
 _orphans: list[MPI.Request] = []
 
 
+@contextmanager
+def keep_on_failure(requests: Iterable[Any]) -> Iterator[None]:
+    """On an error inside, keep every request in ``requests`` (or in its lists) alive."""
+    try:
+        yield
+    except BaseException:
+        for r in requests:
+            _orphans.extend(r if isinstance(r, list) else [r])
+        raise
+
+
 def waitall(requests: Sequence[MPI.Request]) -> None:
     """``MPI.Request.Waitall``, except that if it raises (a peer failed), the requests are
     kept alive instead of freed: Open MPI would abort the process when a freed request later
     completes with an error. Use it for your own non-blocking calls in a protected function."""
-    try:
+    with keep_on_failure(requests):
         MPI.Request.Waitall(list(requests))
-    except MPI.Exception:
-        _orphans.extend(requests)
-        raise
 
 
 def uniformly(comm: MPI.Comm, step: Callable[[], T], what: str) -> T:
@@ -115,39 +124,35 @@ def stream_pieces(
 
     received: list[Held] = []
     recvs: list[MPI.Request] = []
-    for o in owners:
-        slot = backups_of[o].index(me)
-        size = scheme.piece_size(sizes[o])
-        bufs = [np.empty(size, dtype=np.uint8) for _ in held[slot]]
-        for a, n in _chunks(size, chunk):
-            for buf in bufs:
-                recvs.append(comm.Irecv([buf[a : a + n], MPI.BYTE], o, TAG_STREAM))
-        received += [
-            Held(PieceHeader(o, version, p.name, p.stripe, p.index, size, 0, sizes[o]), buf)
-            for p, buf in zip(held[slot], bufs, strict=True)
-        ]
+    rounds: deque[list[MPI.Request]] = deque([recvs])  # the receives stay first, to the end
+    with keep_on_failure(rounds):
+        for o in owners:
+            slot = backups_of[o].index(me)
+            size = scheme.piece_size(sizes[o])
+            bufs = [np.empty(size, dtype=np.uint8) for _ in held[slot]]
+            for a, n in _chunks(size, chunk):
+                for buf in bufs:
+                    recvs.append(comm.Irecv([buf[a : a + n], MPI.BYTE], o, TAG_STREAM))
+            received += [
+                Held(PieceHeader(o, version, p.name, p.stripe, p.index, size, 0, sizes[o]), buf)
+                for p, buf in zip(held[slot], bufs, strict=True)
+            ]
 
-    size = scheme.piece_size(seg.nbytes)
-    hashes = {p.name: hasher() for p in scheme.pieces()}
-    rounds: deque[list[MPI.Request]] = deque()
-    try:
+        size = scheme.piece_size(seg.nbytes)
+        hashes = {p.name: hasher() for p in scheme.pieces()}
         for a, n in _chunks(size, chunk):
-            reqs = []
+            reqs: list[MPI.Request] = []
+            rounds.append(reqs)
             for slot, dest in enumerate(backups):
                 for p in held[slot]:
                     data = _fill(p, seg, size, a, n)
                     hashes[p.name].update(data)
                     reqs.append(comm.Isend([data, MPI.BYTE], dest, TAG_STREAM))
-            rounds.append(reqs)
-            if len(rounds) > 2:  # bound the staging memory: wait for the oldest round
-                MPI.Request.Waitall(rounds[0])
-                rounds.popleft()
+            if len(rounds) > 3:  # bound the staging memory: wait for the oldest send round
+                MPI.Request.Waitall(rounds[1])
+                del rounds[1]
         for reqs in rounds:
             MPI.Request.Waitall(reqs)
-        MPI.Request.Waitall(recvs)
-    except MPI.Exception:
-        _orphans.extend(r for reqs in (recvs, *rounds) for r in reqs)
-        raise
 
     # checksums travel after the data: one small all-to-all
     outgoing: list[dict[str, int]] = [{} for _ in range(comm.Get_size())]
@@ -169,13 +174,14 @@ def send_pieces(
 ) -> list[Held]:
     """Point-to-point transfer of whole pieces: ``sends`` are ``(dest, piece)``, ``recvs`` are
     ``(source, header)`` in the order the source sends them. Returns the received pieces."""
-    reqs = []
+    reqs: list[MPI.Request] = []
     got = []
-    for src, h in recvs:
-        buf = np.empty(h.length, dtype=np.uint8)
-        reqs.append(comm.Irecv([buf, MPI.BYTE], src, TAG_REBUILD))
-        got.append(Held(h, buf))
-    for dest, held in sends:
-        reqs.append(comm.Isend([held.data, MPI.BYTE], dest, TAG_REBUILD))
-    waitall(reqs)
+    with keep_on_failure(reqs):
+        for src, h in recvs:
+            buf = np.empty(h.length, dtype=np.uint8)
+            reqs.append(comm.Irecv([buf, MPI.BYTE], src, TAG_REBUILD))
+            got.append(Held(h, buf))
+        for dest, held in sends:
+            reqs.append(comm.Isend([held.data, MPI.BYTE], dest, TAG_REBUILD))
+        MPI.Request.Waitall(reqs)
     return got

@@ -1,0 +1,144 @@
+"""The disk tier under MPI: background spill of committed versions, the collective commit of
+their index, and restarts from the newest version every worker can load.
+
+The file format and everything that needs no MPI live in :mod:`mpickpt.spill`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from .spill import (
+    SpillError,
+    SpillWriter,
+    complete_versions,
+    load,
+    rank_file,
+    read_index,
+    write_rank_file,
+)
+
+
+class DiskTier:
+    """Spills every ``every``-th committed version of every worker to ``directory``.
+
+    A version is submitted to a background writer right after it is committed in memory; its
+    index (what makes it exist on disk) is written once every worker's file is flushed, which
+    is checked collectively at the next checkpoint (or at :meth:`flush`).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], every: int = 1, keep: int = 2) -> None:
+        if every < 1:
+            raise ValueError(f"spill_every must be >= 1, got {every}")
+        self.directory = os.fspath(directory)
+        self.every = every
+        self.keep = keep
+        self.writer: SpillWriter | None = None
+        self.pending: int | None = None  # submitted, index not yet written
+        self.count = 0  # committed versions seen, to spill every ``every``-th
+
+    def attach(self, logical: int, nworkers: int, scheme_config: dict[str, Any]) -> None:
+        """Write as worker ``logical`` from now on. A version in flight is given up: after a
+        recovery its files may be incomplete, so it never gets an index."""
+        if self.writer is None or self.writer.rank != logical:
+            if self.writer is not None:
+                self.writer.close()
+            self.writer = SpillWriter(self.directory, logical, nworkers, scheme_config,
+                                      self.keep)
+        self.pending = None
+
+    def submit(self, version: int, segment: np.ndarray) -> None:
+        """After a commit: queue this rank's segment of ``version`` if it is due."""
+        self.count += 1
+        if self.writer is not None and self.count % self.every == 0 and self.pending is None:
+            self.writer.submit(version, segment)
+            self.pending = version
+
+    def collect(self, comm: MPI.Comm) -> list[dict[str, Any]] | None:
+        """Collective: the index entries of the version in flight once every rank's file is
+        flushed (this waits for the local write), or ``None``."""
+        if self.pending is None or self.writer is None:
+            return None
+        ok = self.writer.wait(self.pending, raise_errors=False)
+        infos = comm.allgather(self.writer.info(self.pending) if ok else None)
+        if any(i is None for i in infos):
+            if comm.Get_rank() == 0:
+                print(f"mpickpt: spill of version {self.pending} failed on some rank; it is "
+                      "skipped", file=sys.stderr, flush=True)
+            return []
+        return infos
+
+    def publish(self, rank: int, infos: list[dict[str, Any]] | None) -> None:
+        """After the agreement: rank 0 writes the index of the collected version."""
+        if infos is None:
+            return
+        if infos and rank == 0 and self.writer is not None and self.pending is not None:
+            self.writer.commit(self.pending, infos)
+        self.pending = None
+
+    def complete(self) -> bool:
+        """Whether the directory holds a complete version."""
+        return os.path.isdir(self.directory) and bool(complete_versions(self.directory))
+
+    def write_now(self, version: int, segments: dict[int, np.ndarray]) -> list[dict[str, Any]]:
+        """Write ``segments`` (worker -> segment of ``version``) synchronously; their index
+        entries. Pending background writes finish first (they may be of the same files)."""
+        if not segments:
+            return []
+        assert self.writer is not None
+        self.writer.flush(raise_errors=False)
+        return [write_rank_file(rank_file(self.directory, version, w), seg, version=version,
+                                rank=w, nworkers=self.writer.nworkers,
+                                scheme_config=self.writer.scheme_config)
+                for w, seg in sorted(segments.items())]
+
+    def commit(self, version: int, infos: list[dict[str, Any]]) -> None:
+        """Write the index of ``version`` (one rank)."""
+        assert self.writer is not None
+        self.writer.commit(version, infos)
+
+    def restore(self, comm: MPI.Comm, logical: int | None, nworkers: int) -> tuple[int, np.ndarray] | None:
+        """Collective: the newest spilled version that every worker loads intact, and this
+        rank's segment of it; ``None`` if the directory holds no version.
+
+        A damaged version is reported and an older one tried. Raises :class:`SpillError` (the
+        same on every rank) when the worker count differs or no version is usable.
+        """
+        versions = complete_versions(self.directory) if os.path.isdir(self.directory) else []
+        if not versions:
+            return None
+        n = int(read_index(self.directory, versions[0])["nworkers"])
+        if n != nworkers:
+            raise SpillError(
+                f"spill version {versions[0]} in {self.directory} was written by {n} workers, "
+                f"but this job has {nworkers}; relaunch with {n} workers (plus spares), or use "
+                "another spill directory to start afresh"
+            )
+        problems: list[str] = []
+        for v in versions:
+            segment: np.ndarray | None = None
+            problem = None
+            if logical is not None:  # processes that will not work only take part
+                try:
+                    segment = load(self.directory, v, logical)
+                except SpillError as e:
+                    problem = str(e)
+            found = [p for p in comm.allgather(problem) if p is not None]
+            if not found:
+                if problems and comm.Get_rank() == 0:
+                    print("mpickpt: skipped damaged spill versions:\n  " + "\n  ".join(problems),
+                          file=sys.stderr, flush=True)
+                return v, segment  # type: ignore[return-value]
+            problems += found
+        raise SpillError(f"no usable version in spill directory {self.directory}:\n  "
+                         + "\n  ".join(problems))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
