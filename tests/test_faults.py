@@ -19,8 +19,10 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 HEAT = ["--steps", "40", "--size", "48", "--every", "5"]
 WALK = ["--steps", "30", "--size", "500", "--every", "5"]
 CHECKSUM = re.compile(r"^checksum: ([0-9a-f]{64})$", re.M)
-# Open MPI sometimes crashes a third rank when two die within milliseconds (ULFM.md)
-OMPI_CRASH = re.compile(r"Segmentation fault|Signal: Segmentation")
+# Open MPI sometimes crashes or aborts a third rank when two die within milliseconds
+# (ULFM.md): a segfault in shrink/split, or "Send error after request freed" inside its own
+# communicator creation. Such a rank is one more failure, which may exceed the spares.
+OMPI_CRASH = re.compile(r"Segmentation fault|Signal: Segmentation|error after request freed")
 
 
 def checksum(out: str) -> str | None:
@@ -100,7 +102,7 @@ def test_whole_virtual_node_lost(heat_reference):
 
 
 def test_killed_during_recovery(heat_reference):
-    rc, out, err = heat(7, "--spares", "2", env={"MPICKPT_KILL": "1@13,4@recovery"})
+    rc, out, err = run_simultaneous(7, "--spares", "2", env={"MPICKPT_KILL": "1@13,4@recovery"})
     assert_recovered(rc, out, err, heat_reference)
 
 
