@@ -9,20 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import os
-
 import mpi4py
 
 # These take effect only if mpickpt is imported before mpi4py.MPI (examples import it first):
 # - MPI_Finalize can hang after a failure (open-mpi/ompi#11404): skip it then.
 mpi4py.rc.finalize = False
-# - Open MPI aborts a process from inside some calls when a peer dies at the wrong moment
-#   ("Send error after request freed"); an aborted process is not reported failed over shared
-#   memory and the survivors would wait for it forever. ULFM's heartbeat detector, in its own
-#   thread (so long computations are not mistaken for deaths), reports it within seconds.
-for _key, _value in (("mpi_ft_detector", "true"), ("mpi_ft_detector_thread", "true"),
-                     ("mpi_ft_detector_period", "1"), ("mpi_ft_detector_timeout", "4")):
-    os.environ.setdefault(f"OMPI_MCA_{_key}", _value)
 
 from .errors import (
     ConfigError,

@@ -8,7 +8,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import mpi4py
 from mpi4py import MPI
@@ -83,13 +83,24 @@ class Context:
         for step in range(start, n):
             testing.maybe_kill("compute", step)
             yield step
-            stop = ckpt.disk is not None and self.comm.allreduce(int(_stop_requested), MPI.MAX)
+            stop = ckpt.disk is not None and self._stop_agreed()
             if stop or (step + 1) % self.every == 0 or step + 1 == n:
                 ckpt.checkpoint(step + 1)
             if stop:
                 ckpt.flush()
                 raise Preempted(f"stopped after step {step} on a signal; state saved")
         ckpt.flush()
+
+    def _stop_agreed(self) -> bool:
+        """Collective: whether any worker was asked to stop. An agreement, not a reduction:
+        it cannot hang when a worker has left for a recovery (it then takes part with 0)."""
+        try:
+            flags = self.comm.Agree(1 | (0 if _stop_requested else 2))
+        except MPI.Exception:
+            flags = 0
+        if not flags & 1:
+            raise ProcessFailure("a worker failed")
+        return not flags & 2
 
     def check(self) -> None:
         """Collective: raise :class:`ProcessFailure` if a worker has failed. For long phases
@@ -119,6 +130,23 @@ def run(fn: Callable[..., T], runtime: Runtime, every: int, *args: Any, **kwargs
         if role == "spare":  # pragma: no cover - a worker never becomes a spare
             role = runtime.wait_as_spare()
     return result if runtime.is_worker else None
+
+
+def _report(error: Exception, exit_on_error: bool) -> None:
+    if not exit_on_error:
+        raise error
+    print(f"mpickpt: rank {MPI.COMM_WORLD.Get_rank()}: {type(error).__name__}: {error}",
+          file=sys.stderr, flush=True)
+
+
+def _exit(code: int, runtime: Runtime) -> NoReturn:
+    """End the process with ``code``: through ``sys.exit`` (and so MPI_Finalize) while no
+    failure was seen, else at once, since MPI_Finalize can hang after a failure."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if runtime.failures_seen:
+        os._exit(code)
+    sys.exit(code)
 
 
 def resilient(
@@ -174,19 +202,19 @@ def resilient(
             try:
                 result = run(fn, runtime, every, *args, **kwargs)
             except Preempted:
-                runtime.release_spares()
-                sys.stdout.flush()
-                sys.exit(EXIT_PREEMPTED)  # MPI_Finalize still runs: no failure was seen
-            except (UnrecoverableError, NoSparesError, SpillError) as e:
-                if not exit_on_error:
-                    raise
-                code = (EXIT_NO_SPARES if isinstance(e, NoSparesError) else
-                        EXIT_CONFIG if isinstance(e, SpillError) else EXIT_UNRECOVERABLE)
-                print(f"mpickpt: rank {MPI.COMM_WORLD.Get_rank()}: {type(e).__name__}: {e}",
-                      file=sys.stderr, flush=True)
-                sys.stdout.flush()
+                runtime.release_spares(EXIT_PREEMPTED)
+                _exit(EXIT_PREEMPTED, runtime)
+            except SpillError as e:  # at the start, on every worker: the spares are idle
+                _report(e, exit_on_error)
+                runtime.release_spares(EXIT_CONFIG)
+                _exit(EXIT_CONFIG, runtime)
+            except (UnrecoverableError, NoSparesError) as e:  # in a recovery, on everyone
+                _report(e, exit_on_error)
                 runtime.settle()  # every survivor has said it before any of them exits
-                os._exit(code)
+                _exit(EXIT_NO_SPARES if isinstance(e, NoSparesError) else EXIT_UNRECOVERABLE,
+                      runtime)
+            if runtime.exit_code:  # an idle spare, told how the workers ended
+                _exit(runtime.exit_code, runtime)
             return result
 
         return wrapper

@@ -30,6 +30,7 @@ from .errors import (
     UnrecoverableError,
 )
 from .disk import DiskTier
+from .spill import SpillError
 from .planning import Plan, Report, plan_recovery, save_plan
 from .transport import keep_on_failure, uniformly
 from .state import State
@@ -95,6 +96,7 @@ class Runtime:
             )
         testing.write_pidfile()
         self.failures_seen = False
+        self.exit_code = 0  # for idle spares: how the workers ended the job
         atexit.register(self._finalize)
         from .domains import failure_domains
 
@@ -120,6 +122,7 @@ class Runtime:
         while True:
             try:
                 self._barrier()  # matched by the workers' barrier at the end
+                self.exit_code = self.world.allreduce(-1, op=MPI.MAX)  # how the workers ended
                 return "finished"
             except MPI.Exception:
                 role = self.recover(done=False)
@@ -157,11 +160,12 @@ class Runtime:
             return self.recover(done=False)
         return "finished" if self.release_spares() else self.recover(done=True)
 
-    def release_spares(self) -> bool:
-        """Workers: the barrier that lets idle spares return. False if it failed (e.g. a spare
-        died while idle)."""
+    def release_spares(self, code: int = 0) -> bool:
+        """Workers: let the idle spares return, telling them the job's exit code. False if
+        that failed (e.g. a spare died while idle)."""
         try:
             self._barrier()
+            self.world.allreduce(code, op=MPI.MAX)
             return True
         except MPI.Exception:
             return False
@@ -268,7 +272,12 @@ class Runtime:
     def _load_spill(self, world: MPI.Comm, plan: Plan, mine: int | None) -> dict[int, Any]:
         """Every worker-to-be loads its segment of the newest spilled version all can load."""
         assert self.disk is not None
-        found = self.disk.restore(world, mine, self.nworkers)
+        try:
+            found = self.disk.restore(world, mine, self.nworkers)
+        except SpillError as e:
+            raise UnrecoverableError(f"lost workers {list(plan.dead)} beyond the RAM "
+                                     f"tolerance and the spill cannot help: {e}",
+                                     lost=plan.dead, version=plan.version) from None
         if found is None:
             raise UnrecoverableError(
                 f"lost workers {list(plan.dead)} beyond the tolerance of "

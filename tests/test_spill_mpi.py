@@ -1,0 +1,149 @@
+"""The disk tier with real ranks: restart after the whole job was killed, fallback beyond the
+RAM tolerance, saving everything when no spare is left, stopping on a signal, damaged files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+from conftest import _kill_group, mpiexec_command, run_mpi
+from test_faults import EXAMPLES, HEAT, checksum, run_simultaneous
+
+from mpickpt import spill
+
+pytestmark = [pytest.mark.mpi, pytest.mark.fault]
+
+LONG = ["--steps", "4000", "--size", "48", "--every", "50"]
+
+
+@pytest.fixture(scope="module")
+def reference() -> str:
+    rc, out, err = run_mpi(EXAMPLES / "heat2d_plain.py", 1, *HEAT, timeout=60)
+    assert rc == 0, err
+    return checksum(out)
+
+
+@pytest.fixture(scope="module")
+def long_reference() -> str:
+    rc, out, err = run_mpi(EXAMPLES / "heat2d_plain.py", 1, *LONG[:4], timeout=60)
+    assert rc == 0, err
+    return checksum(out)
+
+
+def heat(n: int, spill_dir: Path, *args: str, env=None, steps=HEAT):
+    return run_mpi(EXAMPLES / "heat2d.py", n, *steps, "--spill", str(spill_dir), *args,
+                   env=env, timeout=90)
+
+
+def start(n: int, spill_dir: Path, piddir: Path, *args: str) -> subprocess.Popen[str]:
+    cmd = mpiexec_command(EXAMPLES / "heat2d.py", n, *LONG, "--spill", str(spill_dir), *args)
+    return subprocess.Popen(cmd, env={**os.environ, "MPICKPT_PIDDIR": str(piddir),
+                                      "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for_versions(spill_dir: Path, count: int, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if os.path.isdir(spill_dir) and len(spill.complete_versions(spill_dir)) >= count:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"no {count} complete spilled versions in time (rc={proc.poll()})")
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        out, err = _kill_group(proc)
+        pytest.fail(f"hung\n{out}\n{err}")
+    return proc.returncode, out, err
+
+
+def test_spilled_files_are_self_describing(tmp_path, reference):
+    rc, out, err = heat(5, tmp_path, "--spares", "1")
+    assert rc == 0 and checksum(out) == reference, err
+    newest = spill.complete_versions(tmp_path)[0]
+    with h5py.File(spill.rank_file(tmp_path, newest, 2), "r") as f:
+        assert f.attrs["rank"] == 2 and f.attrs["nworkers"] == 4
+        assert f.attrs["step"] == 40
+        assert f["arrays/u"].dtype == "float64" and f["arrays/u"].ndim == 2
+    assert spill.verify(tmp_path) == []
+
+
+def test_whole_job_killed_then_relaunched_from_the_spill(tmp_path, long_reference):
+    proc = start(5, tmp_path / "ckpt", tmp_path, "--spares", "1")
+    wait_for_versions(tmp_path / "ckpt", 2, proc)
+    _kill_group(proc)  # every rank and mpiexec: the allocation is gone
+    rc, out, err = heat(5, tmp_path / "ckpt", "--spares", "1", steps=LONG)
+    assert rc == 0, err
+    assert "restarted from spilled version" in err
+    assert checksum(out) == long_reference
+
+
+def test_beyond_ram_tolerance_falls_back_to_the_spill(tmp_path, reference):
+    # workers 1, 2, 3 together are beyond parity's tolerance for worker 1
+    rc, out, err = run_simultaneous(8, "--spares", "3", "--spill", str(tmp_path),
+                                    env={"MPICKPT_KILL": "1@23,2@23,3@23", "MPICKPT_VERBOSE": "1"})
+    assert rc == 0, f"{out}\n{err}"
+    assert "reloaded version" in err
+    assert checksum(out) == reference
+
+
+def test_no_spare_left_saves_every_worker_then_relaunch_resumes(tmp_path, reference):
+    rc, out, err = heat(6, tmp_path, "--spares", "1", env={"MPICKPT_KILL": "1@8,3@22"})
+    assert rc == 75, f"{out}\n{err}"
+    assert "saved version" in err
+    saved = spill.read_index(tmp_path, spill.complete_versions(tmp_path)[0])
+    assert saved["step"] == 20 and saved["nworkers"] == 5  # the newest committed, all workers
+    rc, out, err = heat(6, tmp_path, "--spares", "1")
+    assert rc == 0 and "restarted from spilled version" in err, err
+    assert checksum(out) == reference
+
+
+def test_signal_stops_with_a_final_spill_then_requeue_finishes(tmp_path, long_reference):
+    proc = start(5, tmp_path / "ckpt", tmp_path, "--spares", "1")
+    wait_for_versions(tmp_path / "ckpt", 1, proc)
+    for pidfile in tmp_path.glob("rank*.pid"):  # what mpirun does with Slurm's SIGUSR1
+        os.kill(int(pidfile.read_text()), signal.SIGUSR1)
+    rc, out, err = finish(proc)
+    assert rc == 76, f"{out}\n{err}"
+    assert checksum(out) is None
+    step = spill.read_index(tmp_path / "ckpt", spill.complete_versions(tmp_path / "ckpt")[0])
+    assert 0 < step["step"] < 4000
+    rc, out, err = heat(5, tmp_path / "ckpt", "--spares", "1", steps=LONG)
+    assert rc == 0 and checksum(out) == long_reference, err
+
+
+def test_damaged_newest_version_is_skipped_on_restart(tmp_path, reference):
+    rc, out, err = heat(5, tmp_path, "--spares", "1")
+    assert rc == 0
+    newest, older = spill.complete_versions(tmp_path)[:2]
+    path = spill.rank_file(tmp_path, newest, 1)
+    with h5py.File(path, "r") as f:
+        offset = f["arrays/u"].id.get_offset()
+    with open(path, "r+b") as f:  # flip one byte of worker 1's field
+        f.seek(offset + 100)
+        byte = f.read(1)
+        f.seek(offset + 100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert any(path in line for line in spill.verify(tmp_path))
+    rc, out, err = heat(5, tmp_path, "--spares", "1")
+    assert rc == 0, err
+    assert "skipped damaged spill versions" in err and path in err
+    assert f"restarted from spilled version {older}" in err
+    assert checksum(out) == reference
+
+
+def test_different_worker_count_is_a_clear_error(tmp_path):
+    rc, out, err = heat(5, tmp_path, "--spares", "1")
+    assert rc == 0
+    rc, out, err = heat(6, tmp_path, "--spares", "1")
+    assert rc == 2, err
+    assert "written by 4 workers, but this job has 5; relaunch with 4 workers" in err
