@@ -1,0 +1,108 @@
+"""Stand-in for examples/heat2d.py when checking the job scripts (no mpickpt needed).
+
+Same command line and exit-code contract as the real example:
+
+    python standin_app.py --steps N --size S --every E --spares K --spill DIR [--spill-every K]
+
+- 0: done; rank 0 prints ``checksum: <hex>`` (depends only on --steps and --size).
+- 75: "relaunch from the spill": the first ``STANDIN_EXIT75`` launches (default 1) stop halfway
+  through the remaining steps, spill and exit 75, as the real app does when it runs out of spares.
+- 76: SIGUSR1 received: spill at the current step and exit 76 ("requeue to continue").
+
+State lives in ``DIR/standin.json`` (written by rank 0 every ``every * spill_every`` steps and on
+stopping; the real app spills per-rank files).
+``STANDIN_STEP_SECONDS`` (default 0.02) is the time per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+
+import mpi4py
+
+mpi4py.rc.finalize = False  # Finalize may hang after failures (open-mpi/ompi#11404)
+from mpi4py import MPI  # noqa: E402
+
+RELAUNCH, STOPPED = 75, 76
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--every", type=int, default=10)
+    p.add_argument("--spares", type=int, default=0)
+    p.add_argument("--spill", required=True)
+    p.add_argument("--spill-every", type=int, default=1)
+    a = p.parse_args()
+
+    got_signal = []
+    signal.signal(signal.SIGUSR1, lambda s, f: got_signal.append(s))
+    comm = MPI.COMM_WORLD
+    path = os.path.join(a.spill, "standin.json")
+    state = {"step": 0, "launches": 0}
+    if comm.rank == 0:
+        os.makedirs(a.spill, exist_ok=True)
+        if os.path.exists(path):
+            with open(path) as f:
+                state = json.load(f)
+    state = comm.bcast(state)
+    state["launches"] += 1
+
+    def spill(step: int) -> None:
+        if comm.rank == 0:
+            with open(path + ".tmp", "w") as f:
+                json.dump({"step": step, "launches": state["launches"]}, f)
+            os.replace(path + ".tmp", path)
+        comm.Barrier()
+
+    start = state["step"]
+    fail_at = None
+    if state["launches"] <= int(os.environ.get("STANDIN_EXIT75", "1")):
+        fail_at = start + max(1, (a.steps - start) // 2)
+    if comm.rank == 0:
+        print(
+            f"launch {state['launches']}: resuming at step {start} of {a.steps}, {comm.size} ranks",
+            flush=True,
+        )
+    dt = float(os.environ.get("STANDIN_STEP_SECONDS", "0.02"))
+    for step in range(start, a.steps):
+        time.sleep(dt)
+        stop = comm.allreduce(1 if got_signal else 0, op=MPI.MAX)  # a uniform decision
+        if stop:
+            spill(step)
+            if comm.rank == 0:
+                print(f"signal: spilled at step {step}, exit {STOPPED}", flush=True)
+            return STOPPED
+        if (step + 1) % (a.every * a.spill_every) == 0:
+            spill(step + 1)  # the periodic spill a relaunch resumes from
+        if step + 1 == fail_at:
+            spill(step + 1)
+            if comm.rank == 0:
+                print(f"out of spares at step {step + 1}: spilled, exit {RELAUNCH}", flush=True)
+            return RELAUNCH
+    spill(a.steps)
+    if comm.rank == 0:
+        digest = hashlib.sha256(f"{a.steps}:{a.size}".encode()).hexdigest()[:16]
+        print(f"checksum: {digest}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    rc = main()
+    sys.stdout.flush()
+    # Nobody exits before rank 0's last line is out (mpirun drops output once a rank exits
+    # non-zero). Agree, not Barrier: a rank leaving a Barrier early and exiting made a slower
+    # one raise PROC_FAILED in it, or hang (a non-zero exit is not detected over sm).
+    with contextlib.suppress(MPI.Exception):
+        MPI.COMM_WORLD.Agree(1)
+    if rc:
+        time.sleep(0.3)  # mpirun may drop the last lines of a rank that exits non-zero
+    os._exit(rc)
