@@ -142,9 +142,7 @@ def make_array(nbytes: int, rank: int) -> np.ndarray:
 # -- baselines -------------------------------------------------------------------------------
 
 
-def bench_memcpy(
-    comm: MPI.Comm, src: np.ndarray, repeats: int, cpu: list[float]
-) -> list[float]:
+def bench_memcpy(comm: MPI.Comm, src: np.ndarray, repeats: int, cpu: list[float]) -> list[float]:
     dst = np.empty_like(src)
     np.copyto(dst, src)  # warm-up: fault the destination pages in
     return [timed(comm, lambda: np.copyto(dst, src), cpu) for _ in range(repeats)]
@@ -296,8 +294,9 @@ def profile_checkpoint(
         seg = ckpt.state.snapshot(step, {"version": version, "rank": rank})
         t1 = time.perf_counter()
         mine = [ckpt.backups[rank][j] for j in range(ckpt.scheme.backups)]
-        held = transport.stream_pieces(comm, ckpt.scheme, seg, mine, ckpt.owners[rank],
-                                       version, ckpt.chunk)
+        held = transport.stream_pieces(
+            comm, ckpt.scheme, seg, mine, ckpt.owners[rank], version, ckpt.chunk
+        )
         t2 = time.perf_counter()
         ckpt.store.stage(version, held)
         ok = comm.Agree(1)
@@ -336,9 +335,11 @@ def profile_checkpoint(
                 for k in row:
                     if k not in keys:
                         keys.append(k)
-        print(f"\n## Breakdown of one {_label(name)} checkpoint, "
-              f"{nbytes // MB} MB per rank, {comm.Get_size()} ranks "
-              f"(seconds; median over {repeats} repeats of the per-rank time; max over ranks)")
+        print(
+            f"\n## Breakdown of one {_label(name)} checkpoint, "
+            f"{nbytes // MB} MB per rank, {comm.Get_size()} ranks "
+            f"(seconds; median over {repeats} repeats of the per-rank time; max over ranks)"
+        )
         print(f"{'phase':40s} {'rank 0':>9s} {'max rank':>9s}")
         for k in keys:
             med0 = statistics.median(row.get(k, 0.0) for row in all_rows[0])
@@ -411,9 +412,9 @@ def micro(comm: MPI.Comm, nbytes: int) -> None:
             t0 = time.perf_counter()
             chunks = transport._chunks(nbytes, transport.CHUNK)
             if rank == 0:
-                reqs = [pair.Isend([buf[a:a + n], MPI.BYTE], peer, 2) for a, n in chunks]
+                reqs = [pair.Isend([buf[a : a + n], MPI.BYTE], peer, 2) for a, n in chunks]
             else:
-                reqs = [pair.Irecv([buf[a:a + n], MPI.BYTE], peer, 2) for a, n in chunks]
+                reqs = [pair.Irecv([buf[a : a + n], MPI.BYTE], peer, 2) for a, n in chunks]
             MPI.Request.Waitall(reqs)
             tc.append(time.perf_counter() - t0)
         res["MPI Send/Recv 0->1 (one message)"] = min(ts)
@@ -427,8 +428,10 @@ def micro(comm: MPI.Comm, nbytes: int) -> None:
     if rank == 0:
         assert got is not None
         merged = {**got[1], **got[0]}
-        print(f"\n## Primitives on {nbytes // MB} MB, one process alone (best of 5; GB/s of the "
-              f"{nbytes // MB} MB operand)")
+        print(
+            f"\n## Primitives on {nbytes // MB} MB, one process alone (best of 5; GB/s of the "
+            f"{nbytes // MB} MB operand)"
+        )
         for k, v in merged.items():
             print(f"{k:44s} {v:8.4f} s  {nbytes / v / 1e9:7.2f} GB/s")
 
@@ -438,8 +441,7 @@ VARIANTS = ("A", "B1", "B2")
 
 def _compare_one(
     comm: MPI.Comm, name: str, nbytes: int, repeats: int, chunk: int
-) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, float]], dict[str, float],
-           bool]:
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, float]], dict[str, float], bool]:
     import proto_stream
 
     u = make_array(nbytes, comm.Get_rank())
@@ -458,7 +460,8 @@ def _compare_one(
         for v in VARIANTS:
             run(v, s)
     res: dict[str, dict[str, list[float]]] = {
-        v: {"t": [], "cpu": [], "fresh": []} for v in VARIANTS}
+        v: {"t": [], "cpu": [], "fresh": []} for v in VARIANTS
+    }
     for r in range(repeats):
         u[r] += 1.0
         for v in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
@@ -472,7 +475,7 @@ def _compare_one(
         got = c.rebuild()
         assert c.store.local is not None and got is not None
         ok &= bool(np.array_equal(got, c.store.local))
-        ok &= bool(np.array_equal(c.store.local[-u.nbytes:].view(np.float64), u))
+        ok &= bool(np.array_equal(c.store.local[-u.nbytes :].view(np.float64), u))
     ok = bool(comm.allreduce(int(ok), op=MPI.MIN))
     held = {}
     for v, c in ck.items():
@@ -482,13 +485,17 @@ def _compare_one(
             n += sum(x.nbytes for lst in p.recv.values() for x in lst)
             n += sum(x.nbytes for x in p.ring.values()) + sum(x.nbytes for x in p.tmp.values())
         held[v] = comm.allreduce(n / nbytes, op=MPI.MAX)
-    stats = {v: {k: comm.allreduce(statistics.median(x), op=MPI.MAX)
-                 for k, x in res[v].items() if k == "fresh"} for v in VARIANTS}
+    stats = {
+        v: {
+            k: comm.allreduce(statistics.median(x), op=MPI.MAX)
+            for k, x in res[v].items()
+            if k == "fresh"
+        }
+        for v in VARIANTS
+    }
     for c in ck.values():
         c.close()
     return res, stats, held, ok
-
-
 
 
 def compare_prototype(
@@ -506,22 +513,30 @@ def compare_prototype(
         trim()
     if rank == 0:
         med = statistics.median
-        print(f"\n## Library checkpoint (A) vs prototypes (B1: parity from views, no zero-fill; "
-              f"B2: B1 + recycled receive buffers), {nbytes // MB} MB/rank, alternated, "
-              f"median of {repeats}")
-        print(f"{'scheme':12s} {'variant':7s} {'wall s':>8s} {'vs A':>6s} {'cpu s':>7s} "
-              f"{'fresh':>6s} {'held':>6s} {'rebuild':>8s}")
+        print(
+            f"\n## Library checkpoint (A) vs prototypes (B1: parity from views, no zero-fill; "
+            f"B2: B1 + recycled receive buffers), {nbytes // MB} MB/rank, alternated, "
+            f"median of {repeats}"
+        )
+        print(
+            f"{'scheme':12s} {'variant':7s} {'wall s':>8s} {'vs A':>6s} {'cpu s':>7s} "
+            f"{'fresh':>6s} {'held':>6s} {'rebuild':>8s}"
+        )
         for name, res, stats, held, ok in rows:
             ta = med(res["A"]["t"])
             for v in VARIANTS:
-                print(f"{_label(name):12s} {v:7s} {med(res[v]['t']):8.4f} "
-                      f"{med(res[v]['t']) / ta:6.2f} {med(res[v]['cpu']):7.3f} "
-                      f"{stats[v]['fresh']:6.2f} {held[v]:6.2f} "
-                      f"{'ok' if ok else 'FAILED':>8s}")
-        print("wall: max over ranks; cpu: CPU s per rank (mean over ranks); fresh: VmHWM rise "
-              "over the RSS before the checkpoint, in segments;\n"
-              "held: what stays allocated between checkpoints (pieces, local copy; for B the "
-              "staging ring, for B2 also the recycled buffers), in segments")
+                print(
+                    f"{_label(name):12s} {v:7s} {med(res[v]['t']):8.4f} "
+                    f"{med(res[v]['t']) / ta:6.2f} {med(res[v]['cpu']):7.3f} "
+                    f"{stats[v]['fresh']:6.2f} {held[v]:6.2f} "
+                    f"{'ok' if ok else 'FAILED':>8s}"
+                )
+        print(
+            "wall: max over ranks; cpu: CPU s per rank (mean over ranks); fresh: VmHWM rise "
+            "over the RSS before the checkpoint, in segments;\n"
+            "held: what stays allocated between checkpoints (pieces, local copy; for B the "
+            "staging ring, for B2 also the recycled buffers), in segments"
+        )
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -532,16 +547,28 @@ def main() -> None:
     ap.add_argument("--sizes", default="16,64,256", help="MB per rank, comma separated")
     ap.add_argument("--repeats", type=int, default=3, help="timed checkpoints per scheme")
     ap.add_argument("--warmup", type=int, default=1, help="checkpoints before timing")
-    ap.add_argument("--schemes", default="parity,mirror,stripe",
-                    help="among: parity(group=3,backups=4), mirror(copies=2), stripe(backups=4)")
-    ap.add_argument("--chunk", type=float, default=transport.CHUNK / MB,
-                    help="MB per message of the checkpoint stream (Checkpointer(chunk=...))")
+    ap.add_argument(
+        "--schemes",
+        default="parity,mirror,stripe",
+        help="among: parity(group=3,backups=4), mirror(copies=2), stripe(backups=4)",
+    )
+    ap.add_argument(
+        "--chunk",
+        type=float,
+        default=transport.CHUNK / MB,
+        help="MB per message of the checkpoint stream (Checkpointer(chunk=...))",
+    )
     ap.add_argument("--no-h5py", action="store_true", help="skip the h5py+fsync baseline")
     ap.add_argument("--tmpdir", default=None, help="where the HDF5 files go (local disk)")
     ap.add_argument("--json", default=None, help="write all measurements to this file")
-    ap.add_argument("--profile", type=int, default=0, metavar="MB",
-                    help="also: per-scheme breakdown of one checkpoint of MB per rank, "
-                         "primitive throughputs, and library vs proto_stream.py")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="MB",
+        help="also: per-scheme breakdown of one checkpoint of MB per rank, "
+        "primitive throughputs, and library vs proto_stream.py",
+    )
     args = ap.parse_args()
 
     comm = MPI.COMM_WORLD
@@ -555,15 +582,23 @@ def main() -> None:
 
     tmpdir = None
     if not args.no_h5py:
-        tmpdir = comm.bcast(tempfile.mkdtemp(prefix="mpickpt-bench-", dir=args.tmpdir)
-                            if rank == 0 else None)
+        tmpdir = comm.bcast(
+            tempfile.mkdtemp(prefix="mpickpt-bench-", dir=args.tmpdir) if rank == 0 else None
+        )
     if rank == 0:
-        print(f"# mpickpt checkpoint benchmark: {nranks} ranks, {os.cpu_count()} cores, "
-              f"sizes {sizes} MB/rank, repeats {args.repeats} (+{args.warmup} warm-up), "
-              f"load average {os.getloadavg()[0]:.2f}", flush=True)
-        print("# schemes: " + ", ".join(
-            f"{s}({', '.join(f'{k}={v}' for k, v in SCHEMES[s].items())})" for s in schemes),
-            flush=True)
+        print(
+            f"# mpickpt checkpoint benchmark: {nranks} ranks, {os.cpu_count()} cores, "
+            f"sizes {sizes} MB/rank, repeats {args.repeats} (+{args.warmup} warm-up), "
+            f"load average {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
+        print(
+            "# schemes: "
+            + ", ".join(
+                f"{s}({', '.join(f'{k}={v}' for k, v in SCHEMES[s].items())})" for s in schemes
+            ),
+            flush=True,
+        )
         if tmpdir:
             print(f"# h5py files in {tmpdir}", flush=True)
 
@@ -578,25 +613,42 @@ def main() -> None:
             h5 = bench_h5py(comm, u, args.repeats, tmpdir) if tmpdir else []
             del u
             trim()
-            rec: dict[str, Any] = {"size_mb": size, "memcpy": memcpy, "memcpy_cpu": memcpy_cpu,
-                                   "h5py": h5, "schemes": []}
+            rec: dict[str, Any] = {
+                "size_mb": size,
+                "memcpy": memcpy,
+                "memcpy_cpu": memcpy_cpu,
+                "h5py": h5,
+                "schemes": [],
+            }
             if rank == 0:
-                print(f"# {size} MB: memcpy {statistics.median(memcpy):.4f} s"
-                      + (f", h5py+fsync {statistics.median(h5):.3f} s" if h5 else "")
-                      + f"  [{time.perf_counter() - t_start:.0f} s elapsed]", flush=True)
+                print(
+                    f"# {size} MB: memcpy {statistics.median(memcpy):.4f} s"
+                    + (f", h5py+fsync {statistics.median(h5):.3f} s" if h5 else "")
+                    + f"  [{time.perf_counter() - t_start:.0f} s elapsed]",
+                    flush=True,
+                )
             for name in schemes:
                 r = bench_scheme(comm, name, nbytes, args.repeats, args.warmup, args.chunk)
                 trim()
                 rec["schemes"].append(r)
                 if rank == 0:
-                    print(f"#   {name}: {statistics.median(r['times']):.4f} s "
-                          f"(first {r['first']:.3f} s)  "
-                          f"[{time.perf_counter() - t_start:.0f} s elapsed]", flush=True)
+                    print(
+                        f"#   {name}: {statistics.median(r['times']):.4f} s "
+                        f"(first {r['first']:.3f} s)  "
+                        f"[{time.perf_counter() - t_start:.0f} s elapsed]",
+                        flush=True,
+                    )
             results.append(rec)
         if args.profile:
             for name in schemes:
-                profile_checkpoint(comm, name, args.profile * MB, max(args.repeats, 3),
-                                   args.chunk, name == "parity")
+                profile_checkpoint(
+                    comm,
+                    name,
+                    args.profile * MB,
+                    max(args.repeats, 3),
+                    args.chunk,
+                    name == "parity",
+                )
             micro(comm, args.profile * MB)
             compare_prototype(comm, schemes, args.profile * MB, max(args.repeats, 3), args.chunk)
     finally:
@@ -617,11 +669,15 @@ def _label(name: str) -> str:
 
 def report(results: list[dict[str, Any]], nranks: int, repeats: int) -> None:
     med = statistics.median
-    print(f"\n## Time of one checkpoint vs memcpy and h5py+fsync ({nranks} ranks; seconds, "
-          f"max over ranks, median of {repeats})")
-    hdr = (f"{'MB/rank':>7s}  {'scheme':12s} {'checkpoint':>10s} {'memcpy':>8s} "
-           f"{'h5py+fsync':>10s} {'ckpt/memcpy':>11s} {'h5py/ckpt':>9s} {'min..max ckpt':>14s} "
-           f"{'GB/s/rank':>9s} {'cpu ckpt/memcpy':>15s}")
+    print(
+        f"\n## Time of one checkpoint vs memcpy and h5py+fsync ({nranks} ranks; seconds, "
+        f"max over ranks, median of {repeats})"
+    )
+    hdr = (
+        f"{'MB/rank':>7s}  {'scheme':12s} {'checkpoint':>10s} {'memcpy':>8s} "
+        f"{'h5py+fsync':>10s} {'ckpt/memcpy':>11s} {'h5py/ckpt':>9s} {'min..max ckpt':>14s} "
+        f"{'GB/s/rank':>9s} {'cpu ckpt/memcpy':>15s}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for rec in results:
@@ -631,34 +687,46 @@ def report(results: list[dict[str, Any]], nranks: int, repeats: int) -> None:
         for r in rec["schemes"]:
             ck = med(r["times"])
             seg = r["mem"]["seg"]
-            print(f"{rec['size_mb']:7d}  {_label(r['scheme']):12s} {ck:10.4f} {mc:8.4f} "
-                  f"{h5:10.3f} {ck / mc:11.1f} {h5 / ck:9.1f} "
-                  f"{min(r['times']):6.3f}..{max(r['times']):.3f} {seg / ck / 1e9:9.2f} "
-                  f"{med(r['cpu']) / mc_cpu:15.1f}")
-    print("GB/s/rank: segment bytes per second of checkpoint; cpu ckpt/memcpy: CPU seconds "
-          "(user+sys, mean over ranks) of a checkpoint over those of the memcpy")
+            print(
+                f"{rec['size_mb']:7d}  {_label(r['scheme']):12s} {ck:10.4f} {mc:8.4f} "
+                f"{h5:10.3f} {ck / mc:11.1f} {h5 / ck:9.1f} "
+                f"{min(r['times']):6.3f}..{max(r['times']):.3f} {seg / ck / 1e9:9.2f} "
+                f"{med(r['cpu']) / mc_cpu:15.1f}"
+            )
+    print(
+        "GB/s/rank: segment bytes per second of checkpoint; cpu ckpt/memcpy: CPU seconds "
+        "(user+sys, mean over ranks) of a checkpoint over those of the memcpy"
+    )
 
-    print("\n## Extra RAM per rank, in segments (max over ranks; relative to the RSS with the "
-          "protected array allocated)")
-    hdr = (f"{'MB/rank':>7s}  {'scheme':12s} {'held':>6s} {'steady':>7s} {'trimmed':>7s} "
-           f"{'peak 1st':>8s} {'peak':>6s} {'fresh':>6s} {'1st ckpt s':>10s}")
+    print(
+        "\n## Extra RAM per rank, in segments (max over ranks; relative to the RSS with the "
+        "protected array allocated)"
+    )
+    hdr = (
+        f"{'MB/rank':>7s}  {'scheme':12s} {'held':>6s} {'steady':>7s} {'trimmed':>7s} "
+        f"{'peak 1st':>8s} {'peak':>6s} {'fresh':>6s} {'1st ckpt s':>10s}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for rec in results:
         for r in rec["schemes"]:
             m = r["mem"]
             seg = m["seg"]
-            print(f"{rec['size_mb']:7d}  {_label(r['scheme']):12s} {m['held'] / seg:6.2f} "
-                  f"{m['steady_rss'] / seg:7.2f} {m['steady_trim'] / seg:7.2f} "
-                  f"{m['first_peak'] / seg:8.2f} {m['steady_peak'] / seg:6.2f} "
-                  f"{m['fresh'] / seg:6.2f} {r['first']:10.3f}")
-    print("held: bytes the library holds (committed pieces + local copy); steady: RSS after "
-          "the last checkpoint;\ntrimmed: the same after malloc_trim(0) (freed heap given "
-          "back); peak 1st / peak: VmHWM during the first / the\nsteady-state checkpoints "
-          "(two versions of the pieces exist while one is in flight);\nfresh: VmHWM rise "
-          "over the RSS just before a steady-state checkpoint (memory it had to get from the "
-          "kernel and fault in;\n0 when the allocator reuses freed heap, which then stays in "
-          "'steady').")
+            print(
+                f"{rec['size_mb']:7d}  {_label(r['scheme']):12s} {m['held'] / seg:6.2f} "
+                f"{m['steady_rss'] / seg:7.2f} {m['steady_trim'] / seg:7.2f} "
+                f"{m['first_peak'] / seg:8.2f} {m['steady_peak'] / seg:6.2f} "
+                f"{m['fresh'] / seg:6.2f} {r['first']:10.3f}"
+            )
+    print(
+        "held: bytes the library holds (committed pieces + local copy); steady: RSS after "
+        "the last checkpoint;\ntrimmed: the same after malloc_trim(0) (freed heap given "
+        "back); peak 1st / peak: VmHWM during the first / the\nsteady-state checkpoints "
+        "(two versions of the pieces exist while one is in flight);\nfresh: VmHWM rise "
+        "over the RSS just before a steady-state checkpoint (memory it had to get from the "
+        "kernel and fault in;\n0 when the allocator reuses freed heap, which then stays in "
+        "'steady')."
+    )
 
 
 if __name__ == "__main__":

@@ -64,8 +64,15 @@ def _words(buf: np.ndarray | memoryview) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint64)
 
 
-def fill(piece: Piece, seg: SegmentView, size: int, a: int, n: int,
-         staging: Callable[[], np.ndarray], pool: Pool) -> np.ndarray:
+def fill(
+    piece: Piece,
+    seg: SegmentView,
+    size: int,
+    a: int,
+    n: int,
+    staging: Callable[[], np.ndarray],
+    pool: Pool,
+) -> np.ndarray:
     """Chunk ``[a, a+n)`` of ``piece``: a view for plain data, else XOR of views into the
     buffer ``staging()`` returns (taken only when needed)."""
     views = [seg.view(k * size + a, n) for k in piece.sources]
@@ -123,6 +130,7 @@ def stream_pieces(
         i = 0
         for slot, dest in enumerate(backups):
             for p in held[slot]:
+
                 def staging(i: int = i, r: int = r, n: int = n) -> np.ndarray:
                     return pool.staging(r % 3, i, n)
 
@@ -145,8 +153,14 @@ def stream_pieces(
     for h in received:
         hd = h.header
         value = incoming[hd.owner][hd.name]
-        out.append(Held(PieceHeader(hd.owner, hd.version, hd.name, hd.stripe, hd.index,
-                                    hd.length, value, hd.nbytes), h.data))
+        out.append(
+            Held(
+                PieceHeader(
+                    hd.owner, hd.version, hd.name, hd.stripe, hd.index, hd.length, value, hd.nbytes
+                ),
+                h.data,
+            )
+        )
     return out
 
 
@@ -170,8 +184,7 @@ def checkpoint(ckpt, step: int, pool: Pool) -> int:  # type: ignore[no-untyped-d
     version = store.committed + 1
     seg = ckpt.state.snapshot(step, {"version": version, "rank": rank})
     mine = [ckpt.backups[rank][j] for j in range(ckpt.scheme.backups)]
-    held = stream_pieces(comm, ckpt.scheme, seg, mine, ckpt.owners[rank], version, ckpt.chunk,
-                         pool)
+    held = stream_pieces(comm, ckpt.scheme, seg, mine, ckpt.owners[rank], version, ckpt.chunk, pool)
     store.stage(version, held)
     if not comm.Agree(1):
         raise RuntimeError("agree failed")

@@ -7,24 +7,28 @@ and the printed checksum is the same as without the failure.
 """
 
 import mpickpt  # first: it turns off MPI_Finalize, which can hang after a failure
-from mpickpt.testing import maybe_kill
-
 from heat import Grid, arguments, scheme_params
+from mpickpt.testing import maybe_kill
 
 
 def simulate(ctx, steps, size):
     grid = Grid(ctx.comm, size, waitall=mpickpt.waitall)  # survives a failed peer
     u = ctx.protect("u", grid.initial_field())
     for step in ctx.steps(steps):
-        grid.advance(u, inside=lambda: maybe_kill("halo", step))
+        grid.advance(u, inside=lambda step=step: maybe_kill("halo", step))
     return grid.checksum(u)
 
 
 if __name__ == "__main__":
     args = arguments(__doc__)
-    resilient = mpickpt.resilient(args.scheme, spares=args.spares, every=args.every,
-                                  spill=args.spill, spill_every=args.spill_every,
-                                  **scheme_params(args))
+    resilient = mpickpt.resilient(
+        args.scheme,
+        spares=args.spares,
+        every=args.every,
+        spill=args.spill,
+        spill_every=args.spill_every,
+        **scheme_params(args),
+    )
     checksum = resilient(simulate)(args.steps, args.size)
     if checksum is not None:
         print(f"checksum: {checksum}", flush=True)

@@ -1,6 +1,6 @@
 """2-D heat equation with plain MPI: no checkpoints, a lost rank ends the job.
 
-    mpiexec -n 8 python examples/heat2d_plain.py --steps 200 --size 256
+mpiexec -n 8 python examples/heat2d_plain.py --steps 200 --size 256
 """
 
 from mpi4py import MPI

@@ -36,8 +36,13 @@ def initial(comm: MPI.Comm, n: int, seed: int) -> tuple[np.ndarray, np.random.Ge
     return x, rng, {"migrated": 0, "max_speed": 0.0, "steps": 0}
 
 
-def advance(x: np.ndarray, rng: np.random.Generator, tally: dict, comm: MPI.Comm,
-            waitall=MPI.Request.waitall) -> np.ndarray:
+def advance(
+    x: np.ndarray,
+    rng: np.random.Generator,
+    tally: dict,
+    comm: MPI.Comm,
+    waitall=MPI.Request.waitall,
+) -> np.ndarray:
     """Walk every walker one step, then send those that left the slab to the neighbour."""
     rank, size = comm.Get_rank(), comm.Get_size()
     angle = rng.random(len(x)) * 2 * np.pi

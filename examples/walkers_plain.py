@@ -1,9 +1,10 @@
 """Monte Carlo random walkers with plain MPI: a lost rank ends the job.
 
-    mpiexec -n 8 python examples/walkers_plain.py --steps 200
+mpiexec -n 8 python examples/walkers_plain.py --steps 200
 """
 
 from mpi4py import MPI
+
 from walkers import advance, arguments, checksum, initial
 
 

@@ -22,9 +22,15 @@ def simulate(ctx, steps, size, seed):
 
 if __name__ == "__main__":
     args = arguments(__doc__)
-    resilient = mpickpt.resilient("parity", group=2, backups=3, spares=args.spares,
-                                  every=args.every, spill=args.spill,
-                                  spill_every=args.spill_every)
+    resilient = mpickpt.resilient(
+        "parity",
+        group=2,
+        backups=3,
+        spares=args.spares,
+        every=args.every,
+        spill=args.spill,
+        spill_every=args.spill_every,
+    )
     result = resilient(simulate)(args.steps, args.size, args.seed)
     if result is not None:
         print(f"checksum: {result}", flush=True)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import _kill_group, mpiexec_command, run_mpi
 
 pytestmark = [pytest.mark.mpi, pytest.mark.fault]
@@ -73,8 +74,9 @@ def test_one_worker_killed(heat_reference, kill):
 @pytest.mark.parametrize("kill", ["1@12", "3@10:checkpoint"])
 def test_walkers_killed(walkers_reference, kill):
     """An array that changes length, a random generator and a dict come back exactly."""
-    rc, out, err = run_mpi(EXAMPLES / "walkers_resilient.py", 5, *WALK,
-                           env={"MPICKPT_KILL": kill}, timeout=90)
+    rc, out, err = run_mpi(
+        EXAMPLES / "walkers_resilient.py", 5, *WALK, env={"MPICKPT_KILL": kill}, timeout=90
+    )
     assert_recovered(rc, out, err, walkers_reference)
 
 
@@ -131,20 +133,28 @@ def test_beyond_tolerance_same_error_everywhere():
     assert rc == 3, f"{out}\n{err}"
     msgs = survivor_errors(err)
     assert len(msgs) >= 4 and len(set(msgs)) == 1, err
-    assert re.match(r"UnrecoverableError: cannot rebuild worker \d at version \d+ after "
-                    r"losing workers \[1, 2, 3", msgs[0]), msgs[0]
+    assert re.match(
+        r"UnrecoverableError: cannot rebuild worker \d at version \d+ after "
+        r"losing workers \[1, 2, 3",
+        msgs[0],
+    ), msgs[0]
     assert checksum(out) is None
 
 
 def launch(script: Path, n: int, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(mpiexec_command(script, n, *args),
-                            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        mpiexec_command(script, n, *args),
+        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
-def kill_from_outside(tmp_path: Path, rank: int, n: int, delay: float,
-                      *args: str) -> tuple[int, str, str, bool]:
+def kill_from_outside(
+    tmp_path: Path, rank: int, n: int, delay: float, *args: str
+) -> tuple[int, str, str, bool]:
     """Run heat2d, SIGKILL world rank ``rank`` from this process after ``delay`` seconds."""
     proc = launch(EXAMPLES / "heat2d.py", n, *args, env={"MPICKPT_PIDDIR": str(tmp_path)})
     pidfile = tmp_path / f"rank{rank}.pid"
@@ -189,8 +199,11 @@ def test_worker_killed_from_outside_at_any_time(tmp_path, long_reference, delay)
 
 
 def test_without_ulfm_warns_and_still_checkpoints(heat_reference):
-    cmd = [c for c in mpiexec_command(EXAMPLES / "heat2d.py", 5, *HEAT, "--spares", "1")
-           if c not in ("--with-ft", "ulfm")]
+    cmd = [
+        c
+        for c in mpiexec_command(EXAMPLES / "heat2d.py", 5, *HEAT, "--spares", "1")
+        if c not in ("--with-ft", "ulfm")
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert "ULFM fault tolerance is not enabled" in proc.stderr
     assert_recovered(proc.returncode, proc.stdout, proc.stderr, heat_reference)

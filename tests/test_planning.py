@@ -15,7 +15,7 @@ import pytest
 from mpickpt import Mirror, NoSparesError, Parity, Scheme, Stripe, UnrecoverableError
 from mpickpt.checksum import checksum
 from mpickpt.layout import choose_backups
-from mpickpt.planning import save_plan, Plan, Report, plan_recovery, rebuild_sources
+from mpickpt.planning import Plan, Report, plan_recovery, rebuild_sources, save_plan
 
 
 @dataclass

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import h5py
 import pytest
-from conftest import _kill_group, mpiexec_command, run_mpi
-from test_faults import EXAMPLES, HEAT, checksum, run_simultaneous
 
+from conftest import _kill_group, mpiexec_command, run_mpi
 from mpickpt import spill
+from test_faults import EXAMPLES, HEAT, checksum, run_simultaneous
 
 pytestmark = [pytest.mark.mpi, pytest.mark.fault]
 
@@ -36,16 +36,21 @@ def long_reference() -> str:
 
 
 def heat(n: int, spill_dir: Path, *args: str, env=None, steps=HEAT):
-    return run_mpi(EXAMPLES / "heat2d.py", n, *steps, "--spill", str(spill_dir), *args,
-                   env=env, timeout=90)
+    return run_mpi(
+        EXAMPLES / "heat2d.py", n, *steps, "--spill", str(spill_dir), *args, env=env, timeout=90
+    )
 
 
 def start(n: int, spill_dir: Path, piddir: Path, *args: str) -> subprocess.Popen[str]:
     cmd = mpiexec_command(EXAMPLES / "heat2d.py", n, *LONG, "--spill", str(spill_dir), *args)
-    return subprocess.Popen(cmd, env={**os.environ, "MPICKPT_PIDDIR": str(piddir),
-                                      "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        env={**os.environ, "MPICKPT_PIDDIR": str(piddir), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for_versions(spill_dir: Path, count: int, proc: subprocess.Popen[str]) -> None:
@@ -89,8 +94,14 @@ def test_whole_job_killed_then_relaunched_from_the_spill(tmp_path, long_referenc
 
 def test_beyond_ram_tolerance_falls_back_to_the_spill(tmp_path, reference):
     # workers 1, 2, 3 together are beyond parity's tolerance for worker 1
-    rc, out, err = run_simultaneous(8, "--spares", "3", "--spill", str(tmp_path),
-                                    env={"MPICKPT_KILL": "1@23,2@23,3@23", "MPICKPT_VERBOSE": "1"})
+    rc, out, err = run_simultaneous(
+        8,
+        "--spares",
+        "3",
+        "--spill",
+        str(tmp_path),
+        env={"MPICKPT_KILL": "1@23,2@23,3@23", "MPICKPT_VERBOSE": "1"},
+    )
     assert rc == 0, f"{out}\n{err}"
     assert "reloaded version" in err
     assert checksum(out) == reference

@@ -15,7 +15,7 @@ import mpi4py
 # - MPI_Finalize can hang after a failure (open-mpi/ompi#11404): skip it then.
 mpi4py.rc.finalize = False
 
-from .errors import (
+from .errors import (  # noqa: E402 - after the rc setting above
     ConfigError,
     DecodeError,
     IntegrityError,
@@ -25,7 +25,7 @@ from .errors import (
     UnknownSchemeError,
     UnrecoverableError,
 )
-from .schemes import Mirror, Parity, Scheme, Stripe, get_scheme
+from .schemes import Mirror, Parity, Scheme, Stripe, get_scheme  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -54,6 +54,7 @@ def __getattr__(name: str) -> Any:
         importlib.import_module(".api", __name__)
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'mpickpt' has no attribute {name!r}")
+
 
 __all__ = [
     "EXIT_NO_SPARES",

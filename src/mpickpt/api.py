@@ -135,8 +135,11 @@ def run(fn: Callable[..., T], runtime: Runtime, every: int, *args: Any, **kwargs
 def _report(error: Exception, exit_on_error: bool) -> None:
     if not exit_on_error:
         raise error
-    print(f"mpickpt: rank {MPI.COMM_WORLD.Get_rank()}: {type(error).__name__}: {error}",
-          file=sys.stderr, flush=True)
+    print(
+        f"mpickpt: rank {MPI.COMM_WORLD.Get_rank()}: {type(error).__name__}: {error}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _exit(code: int, runtime: Runtime) -> NoReturn:
@@ -186,9 +189,12 @@ def resilient(
         def wrapper(*args: Any, **kwargs: Any) -> T | None:
             sys.excepthook = fatal_excepthook
             if mpi4py.rc.finalize:
-                warnings.warn("mpi4py.MPI was imported before mpickpt: MPI_Finalize will run "
-                              "at exit and can hang after a failure; import mpickpt first",
-                              stacklevel=2)
+                warnings.warn(
+                    "mpi4py.MPI was imported before mpickpt: MPI_Finalize will run "
+                    "at exit and can hang after a failure; import mpickpt first",
+                    stacklevel=2,
+                )
+
             def make() -> Checkpointer:
                 ckpt = Checkpointer(None, scheme, **params)
                 if spill is not None:
@@ -211,8 +217,9 @@ def resilient(
             except (UnrecoverableError, NoSparesError) as e:  # in a recovery, on everyone
                 _report(e, exit_on_error)
                 runtime.settle()  # every survivor has said it before any of them exits
-                _exit(EXIT_NO_SPARES if isinstance(e, NoSparesError) else EXIT_UNRECOVERABLE,
-                      runtime)
+                _exit(
+                    EXIT_NO_SPARES if isinstance(e, NoSparesError) else EXIT_UNRECOVERABLE, runtime
+                )
             if runtime.exit_code:  # an idle spare, told how the workers ended
                 _exit(runtime.exit_code, runtime)
             return result

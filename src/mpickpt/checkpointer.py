@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -11,7 +12,6 @@ from mpi4py import MPI
 from . import testing
 from .checksum import checksum
 from .disk import DiskTier
-from .errors import ProcessFailure
 from .layout import choose_backups, owners_of
 from .memstore import Held, MemStore, PieceHeader
 from .planning import Report, Sources, rebuild_sources
@@ -107,12 +107,22 @@ class Checkpointer:
         """
         version = self.store.committed + 1
         seg = self.state.snapshot(step, {"version": version, "rank": self.rank})
+
         def stream() -> list[dict[str, Any]] | None:
             if self.comm.Get_size() > 1:
                 mine = [self.backups[self.rank][j] for j in range(self.scheme.backups)]
-                self.store.stage(version, stream_pieces(
-                    self.comm, self.scheme, seg, mine, self.owners[self.rank], version,
-                    self.chunk))
+                self.store.stage(
+                    version,
+                    stream_pieces(
+                        self.comm,
+                        self.scheme,
+                        seg,
+                        mine,
+                        self.owners[self.rank],
+                        version,
+                        self.chunk,
+                    ),
+                )
             spilled = self.disk.collect(self.comm) if self.disk else None
             testing.maybe_kill("checkpoint", step)
             return spilled
@@ -145,8 +155,9 @@ class Checkpointer:
                 good = {n: h.header.checksum for n, h in pieces.items() if _intact(h)}
                 nbytes = next(iter(pieces.values())).header.nbytes
                 holdings.setdefault(v, {})[owner] = (nbytes, good)
-        return Report(logical, domain, self.store.committed, self.store.local_version,
-                      holdings, done)
+        return Report(
+            logical, domain, self.store.committed, self.store.local_version, holdings, done
+        )
 
     def rebuild(self, lost: Iterable[int] | None = None) -> np.ndarray | None:
         """Rebuild committed segments from the pieces held by *other* ranks, as if the ranks in
@@ -160,11 +171,14 @@ class Checkpointer:
         owners = sorted(set(lost)) if lost is not None else list(range(size))
         gone = set(owners) if lost is not None else set()
         reports = self.comm.allgather(self.report(logical=self.rank))
-        alive = [r if i not in gone else Report(r.logical, r.domain, r.committed, -1)
-                 for i, r in enumerate(reports)]
+        alive = [
+            r if i not in gone else Report(r.logical, r.domain, r.committed, -1)
+            for i, r in enumerate(reports)
+        ]
         sources = rebuild_sources(alive, owners, self.version, self.scheme, tuple(owners))
-        got = fetch_segment(self.comm, self.store, self.scheme, self.version, sources,
-                            {o: o for o in owners})
+        got = fetch_segment(
+            self.comm, self.store, self.scheme, self.version, sources, {o: o for o in owners}
+        )
         return got.get(self.rank)
 
     def restore_from(self, segment: np.ndarray) -> int:
@@ -178,10 +192,8 @@ class Checkpointer:
     def close(self) -> None:
         """Free the communicator and drop every piece."""
         if self.comm != MPI.COMM_NULL:
-            try:
+            with contextlib.suppress(MPI.Exception):
                 self.comm.Free()
-            except MPI.Exception:
-                pass
             self.comm = MPI.COMM_NULL
         self.store = MemStore()
 
@@ -209,8 +221,9 @@ def fetch_segment(
             if holder == me:
                 sends.append((dest[owner], store.pieces(version, owner)[name]))
             if dest[owner] == me:
-                recvs.append((holder, PieceHeader(owner, version, name, 0, 0, size, digest,
-                                                  nbytes)))
+                recvs.append(
+                    (holder, PieceHeader(owner, version, name, 0, 0, size, digest, nbytes))
+                )
     got = send_pieces(comm, sends, recvs)
     out: dict[int, np.ndarray] = {}
     for owner, (nbytes, _) in sources.items():

@@ -51,8 +51,10 @@ def cmd_layout(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(out))
         return 0
-    print(f"{scheme!r}: tolerates the owner + {scheme.tolerance} backup(s); "
-          f"stores {scheme.overhead:.3g} x the segment")
+    print(
+        f"{scheme!r}: tolerates the owner + {scheme.tolerance} backup(s); "
+        f"stores {scheme.overhead:.3g} x the segment"
+    )
     for i, names in enumerate(held, 1):
         print(f"  backup {i}: {', '.join(names)}")
     for o, b in out.get("owners", {}).items():
@@ -81,8 +83,13 @@ def _run_heat(n: int, args: list[str], env: dict[str, str], timeout: float) -> t
     from .launch import examples_dir, mpiexec_command
 
     cmd = mpiexec_command(n, sys.executable, str(examples_dir() / "heat2d.py"), *args)
-    proc = subprocess.run(cmd, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        cmd,
+        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     m = _CHECKSUM.search(proc.stdout)
     if proc.returncode != 0 or m is None:
         sys.stderr.write(proc.stdout + proc.stderr)
@@ -93,16 +100,29 @@ def _run_heat(n: int, args: list[str], env: dict[str, str], timeout: float) -> t
 def cmd_demo(a: argparse.Namespace) -> int:
     """Run heat2d twice, the second time killing a worker mid-run; show the recovery."""
     n = a.workers + a.spares
-    args = ["--steps", str(a.steps), "--size", str(a.size), "--every", str(a.every),
-            "--spares", str(a.spares)]
-    print(f"mpickpt demo: heat2d {a.size}x{a.size}, {a.steps} steps, {a.workers} workers + "
-          f"{a.spares} spare, parity (group 2, 3 backups), checkpoint every {a.every} steps")
+    args = [
+        "--steps",
+        str(a.steps),
+        "--size",
+        str(a.size),
+        "--every",
+        str(a.every),
+        "--spares",
+        str(a.spares),
+    ]
+    print(
+        f"mpickpt demo: heat2d {a.size}x{a.size}, {a.steps} steps, {a.workers} workers + "
+        f"{a.spares} spare, parity (group 2, 3 backups), checkpoint every {a.every} steps"
+    )
     t = time.perf_counter()
     clean, _ = _run_heat(n, args, {}, a.timeout)
     print(f"1. failure-free run: {time.perf_counter() - t:.2f} s, checksum {clean[:16]}...")
     with tempfile.TemporaryDirectory() as piddir:
-        env = {"MPICKPT_KILL": f"{a.kill_rank}@{a.kill_step}", "MPICKPT_VERBOSE": "1",
-               "MPICKPT_PIDDIR": piddir}
+        env = {
+            "MPICKPT_KILL": f"{a.kill_rank}@{a.kill_step}",
+            "MPICKPT_VERBOSE": "1",
+            "MPICKPT_PIDDIR": piddir,
+        }
         print(f"2. same run, SIGKILL of rank {a.kill_rank} at step {a.kill_step}:")
         t = time.perf_counter()
         faulty, err = _run_heat(n, args, env, a.timeout)

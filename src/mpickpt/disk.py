@@ -48,8 +48,7 @@ class DiskTier:
         if self.writer is None or self.writer.rank != logical:
             if self.writer is not None:
                 self.writer.close()
-            self.writer = SpillWriter(self.directory, logical, nworkers, scheme_config,
-                                      self.keep)
+            self.writer = SpillWriter(self.directory, logical, nworkers, scheme_config, self.keep)
         self.pending = None
 
     def submit(self, version: int, segment: np.ndarray) -> None:
@@ -68,8 +67,11 @@ class DiskTier:
         infos = comm.allgather(self.writer.info(self.pending) if ok else None)
         if any(i is None for i in infos):
             if comm.Get_rank() == 0:
-                print(f"mpickpt: spill of version {self.pending} failed on some rank; it is "
-                      "skipped", file=sys.stderr, flush=True)
+                print(
+                    f"mpickpt: spill of version {self.pending} failed on some rank; it is skipped",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return []
         return infos
 
@@ -92,17 +94,26 @@ class DiskTier:
             return []
         assert self.writer is not None
         self.writer.flush(raise_errors=False)
-        return [write_rank_file(rank_file(self.directory, version, w), seg, version=version,
-                                rank=w, nworkers=self.writer.nworkers,
-                                scheme_config=self.writer.scheme_config)
-                for w, seg in sorted(segments.items())]
+        return [
+            write_rank_file(
+                rank_file(self.directory, version, w),
+                seg,
+                version=version,
+                rank=w,
+                nworkers=self.writer.nworkers,
+                scheme_config=self.writer.scheme_config,
+            )
+            for w, seg in sorted(segments.items())
+        ]
 
     def commit(self, version: int, infos: list[dict[str, Any]]) -> None:
         """Write the index of ``version`` (one rank)."""
         assert self.writer is not None
         self.writer.commit(version, infos)
 
-    def restore(self, comm: MPI.Comm, logical: int | None, nworkers: int) -> tuple[int, np.ndarray] | None:
+    def restore(
+        self, comm: MPI.Comm, logical: int | None, nworkers: int
+    ) -> tuple[int, np.ndarray] | None:
         """Collective: the newest spilled version that every worker loads intact, and this
         rank's segment of it; ``None`` if the directory holds no version.
 
@@ -131,12 +142,16 @@ class DiskTier:
             found = [p for p in comm.allgather(problem) if p is not None]
             if not found:
                 if problems and comm.Get_rank() == 0:
-                    print("mpickpt: skipped damaged spill versions:\n  " + "\n  ".join(problems),
-                          file=sys.stderr, flush=True)
+                    print(
+                        "mpickpt: skipped damaged spill versions:\n  " + "\n  ".join(problems),
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 return v, segment  # type: ignore[return-value]
             problems += found
-        raise SpillError(f"no usable version in spill directory {self.directory}:\n  "
-                         + "\n  ".join(problems))
+        raise SpillError(
+            f"no usable version in spill directory {self.directory}:\n  " + "\n  ".join(problems)
+        )
 
     def close(self) -> None:
         if self.writer is not None:

@@ -86,5 +86,6 @@ class MemStore:
 
     def nbytes(self) -> int:
         """Bytes held in pieces (all versions)."""
-        return sum(h.data.nbytes for v in self.versions.values() for o in v.values()
-                   for h in o.values())
+        return sum(
+            h.data.nbytes for v in self.versions.values() for o in v.values() for h in o.values()
+        )

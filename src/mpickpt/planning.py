@@ -13,7 +13,6 @@ from .errors import DecodeError, NoSparesError, UnrecoverableError
 from .layout import decode_plan
 from .schemes import Scheme
 
-
 # owner -> (segment nbytes, [(holder, piece name, checksum), ...]): what to move for a rebuild
 Sources = tuple[int, list[tuple[int, str, int]]]
 
@@ -71,15 +70,16 @@ def plan_recovery(
             f"with more spares (or from the spill)",
             lost=dead,
         )
-    assign = [where[w] if w in where else -1 for w in range(nworkers)]
+    assign = [where.get(w, -1) for w in range(nworkers)]
     for w, s in zip(dead, spares, strict=False):
         assign[w] = s
     plan = Plan(version, assign, dead)
     if version < 0:
         return plan  # nothing committed yet: every worker starts from its initial state
     try:
-        plan.rebuild = rebuild_sources(reports, _need(reports, where, dead, version, nworkers),
-                                       version, scheme, dead)
+        plan.rebuild = rebuild_sources(
+            reports, _need(reports, where, dead, version, nworkers), version, scheme, dead
+        )
     except UnrecoverableError:
         if not fallback:
             raise
@@ -101,7 +101,9 @@ def save_plan(
     return version, rebuild_sources(reports, need, version, scheme, dead), dest
 
 
-def _survey(reports: Sequence[Report], nworkers: int) -> tuple[dict[int, int], tuple[int, ...], int]:
+def _survey(
+    reports: Sequence[Report], nworkers: int
+) -> tuple[dict[int, int], tuple[int, ...], int]:
     """Where each surviving worker is, which workers are dead, and the newest version that
     some survivor committed (every survivor holds it, committed or staged)."""
     where = {r.logical: i for i, r in enumerate(reports) if r.logical is not None}
@@ -110,8 +112,13 @@ def _survey(reports: Sequence[Report], nworkers: int) -> tuple[dict[int, int], t
     return where, dead, version
 
 
-def _need(reports: Sequence[Report], where: dict[int, int], dead: tuple[int, ...],
-          version: int, nworkers: int) -> list[int]:
+def _need(
+    reports: Sequence[Report],
+    where: dict[int, int],
+    dead: tuple[int, ...],
+    version: int,
+    nworkers: int,
+) -> list[int]:
     """Workers whose segment of ``version`` must be rebuilt: the dead, and survivors that do
     not keep that version themselves (they missed its commit)."""
     return [w for w in range(nworkers) if w in dead or reports[where[w]].local_version != version]

@@ -10,6 +10,7 @@ Any exception inside starts the transaction again on a smaller world.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import time
@@ -22,6 +23,7 @@ from mpi4py import MPI
 
 from . import testing
 from .checkpointer import Checkpointer, fetch_segment
+from .disk import DiskTier
 from .errors import (
     ConfigError,
     MpickptError,
@@ -29,11 +31,10 @@ from .errors import (
     ProcessFailure,
     UnrecoverableError,
 )
-from .disk import DiskTier
-from .spill import SpillError
 from .planning import Plan, Report, plan_recovery, save_plan
-from .transport import keep_on_failure, uniformly
+from .spill import SpillError
 from .state import State
+from .transport import keep_on_failure, uniformly
 
 ENV_VERBOSE = "MPICKPT_VERBOSE"
 SPARE_POLL = 0.005  # seconds between tests of the idle spares' barrier (~0 CPU while idle)
@@ -47,7 +48,8 @@ def ulfm_available() -> bool:
     """Whether the job runs with ULFM fault tolerance enabled (Open MPI ``--with-ft ulfm``)."""
     if "Open MPI" not in MPI.Get_library_version():
         return False
-    return os.environ.get("OMPI_MCA_mpi_ft_enable", "0").lower() in ("1", "true", "yes")
+    flag = os.environ.get("OMPI_MCA_mpi_ft_enable", "0")  # noqa: SIM112 - Open MPI's name
+    return flag.lower() in ("1", "true", "yes")
 
 
 @dataclass
@@ -68,8 +70,11 @@ class Timeline:
 
     def report(self, rank: int) -> None:
         if rank == 0 and self.events and os.environ.get(ENV_VERBOSE, "0") not in ("", "0"):
-            print(f"mpickpt: recovery timeline (t0 = {self.events[0][0]:.6f}):\n"
-                  f"{self.format()}", file=sys.stderr, flush=True)
+            print(
+                f"mpickpt: recovery timeline (t0 = {self.events[0][0]:.6f}):\n{self.format()}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 class Runtime:
@@ -143,8 +148,12 @@ class Runtime:
         store.committed, store.local, store.local_version = version, segment, version
         self.ckpt.restore_from(segment)
         if self.logical == 0:
-            print(f"mpickpt: restarted from spilled version {version} (step {self.ckpt.step}) "
-                  f"in {disk.directory}", file=sys.stderr, flush=True)
+            print(
+                f"mpickpt: restarted from spilled version {version} (step {self.ckpt.step}) "
+                f"in {disk.directory}",
+                file=sys.stderr,
+                flush=True,
+            )
         return "restarted"
 
     # -- end of the job ---------------------------------------------------------------------
@@ -185,10 +194,8 @@ class Runtime:
 
     def settle(self) -> None:
         """Wait until every surviving process got here (best effort: a failure ends the wait)."""
-        try:
+        with contextlib.suppress(MPI.Exception):
             self.world.Agree(1)
-        except MPI.Exception:
-            pass
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -210,28 +217,28 @@ class Runtime:
         self.timeline.mark("failure detected")
         testing.maybe_kill("recovery")
         while True:
-            try:
+            with contextlib.suppress(MPI.Exception):
                 self.world.Revoke()  # wakes idle spares and anyone still on the old world
-            except MPI.Exception:
-                pass
             try:
                 return self._attempt(done)
             except (MPI.Exception, ProcessFailure):
                 self.timeline.mark("failure during recovery: again")
 
     def _attempt(self, done: bool) -> str:
-        world = self.world.Shrink()
+        world: MPI.Intracomm = self.world.Shrink()  # type: ignore[assignment]
         world.Set_errhandler(MPI.ERRORS_RETURN)
         self.world = world
         self.timeline.mark(f"shrunk to {world.Get_size()} processes")
         me = world.Get_rank()
 
-        def transaction() -> tuple[list[Report], Plan | None, MpickptError | None,
-                                   dict[int, Any], MPI.Comm]:
+        def transaction() -> tuple[
+            list[Report], Plan | None, MpickptError | None, dict[int, Any], MPI.Comm
+        ]:
             reports = world.allgather(self.ckpt.report(done, self.logical, self.domain))
             try:
-                plan = plan_recovery(reports, self.nworkers, self.ckpt.scheme,
-                                     fallback=self.disk is not None)
+                plan = plan_recovery(
+                    reports, self.nworkers, self.ckpt.scheme, fallback=self.disk is not None
+                )
             except NoSparesError as e:
                 return reports, None, self._save(world, reports, e), {}, MPI.COMM_NULL
             except UnrecoverableError as e:
@@ -241,11 +248,14 @@ class Runtime:
             mine = plan.assign.index(me) if me in plan.assign else None
             if plan.from_disk:
                 segments = self._load_spill(world, plan, mine)
-                self.timeline.mark(f"beyond the RAM tolerance: reloaded version "
-                                   f"{plan.version} from {self.disk.directory}")  # type: ignore[union-attr]
+                self.timeline.mark(f"beyond the RAM tolerance: reloaded version {plan.version}")
             else:
                 segments = fetch_segment(
-                    world, self.ckpt.store, self.ckpt.scheme, plan.version, plan.rebuild,
+                    world,
+                    self.ckpt.store,
+                    self.ckpt.scheme,
+                    plan.version,
+                    plan.rebuild,
                     {owner: plan.assign[owner] for owner in plan.rebuild},
                 )
                 self.timeline.mark(self._rebuilt(plan))
@@ -275,14 +285,20 @@ class Runtime:
         try:
             found = self.disk.restore(world, mine, self.nworkers)
         except SpillError as e:
-            raise UnrecoverableError(f"lost workers {list(plan.dead)} beyond the RAM "
-                                     f"tolerance and the spill cannot help: {e}",
-                                     lost=plan.dead, version=plan.version) from None
+            raise UnrecoverableError(
+                f"lost workers {list(plan.dead)} beyond the RAM "
+                f"tolerance and the spill cannot help: {e}",
+                lost=plan.dead,
+                version=plan.version,
+            ) from None
         if found is None:
             raise UnrecoverableError(
                 f"lost workers {list(plan.dead)} beyond the tolerance of "
                 f"{self.ckpt.scheme!r} and no version in spill directory "
-                f"{self.disk.directory}", lost=plan.dead, version=plan.version)
+                f"{self.disk.directory}",
+                lost=plan.dead,
+                version=plan.version,
+            )
         plan.version = found[0]
         return {mine: found[1]} if mine is not None else {}
 
@@ -296,29 +312,37 @@ class Runtime:
         try:
             version, sources, dest = save_plan(reports, self.nworkers, self.ckpt.scheme)
         except UnrecoverableError as e:
-            return NoSparesError(f"{error}; {e}; relaunch from an older spilled version",
-                                 error.lost) if disk.complete() else e
-        segments = fetch_segment(world, self.ckpt.store, self.ckpt.scheme, version, sources,
-                                 dest)
-        if self.logical is not None and self.logical not in dest:
-            segments[self.logical] = self.ckpt.store.local
+            return (
+                NoSparesError(f"{error}; {e}; relaunch from an older spilled version", error.lost)
+                if disk.complete()
+                else e
+            )
+        segments = fetch_segment(world, self.ckpt.store, self.ckpt.scheme, version, sources, dest)
+        local = self.ckpt.store.local
+        if self.logical is not None and self.logical not in dest and local is not None:
+            segments[self.logical] = local
         infos = disk.write_now(version, segments)
         everyone = [i for part in world.allgather(infos) for i in part]
         if world.Get_rank() == 0:
             disk.commit(version, sorted(everyone, key=lambda i: int(i["rank"])))
-        return NoSparesError(f"{error}; saved version {version} of all {self.nworkers} "
-                             f"workers to {disk.directory}: relaunch to resume from it",
-                             error.lost)
+        return NoSparesError(
+            f"{error}; saved version {version} of all {self.nworkers} "
+            f"workers to {disk.directory}: relaunch to resume from it",
+            error.lost,
+        )
 
     @staticmethod
     def _rebuilt(plan: Plan) -> str:
         nbytes = sum(n for n, _ in plan.rebuild.values())
         ranks = {h for _, src in plan.rebuild.values() for h, _, _ in src}
-        return (f"rebuilt {nbytes / 2**20:.1f} MiB for worker(s) {sorted(plan.rebuild)} "
-                f"from {len(ranks)} rank(s)")
+        return (
+            f"rebuilt {nbytes / 2**20:.1f} MiB for worker(s) {sorted(plan.rebuild)} "
+            f"from {len(ranks)} rank(s)"
+        )
 
-    def _commit(self, plan: Plan, reports: list[Report], logical: int | None,
-                comm: MPI.Comm, segment: Any) -> None:
+    def _commit(
+        self, plan: Plan, reports: list[Report], logical: int | None, comm: MPI.Comm, segment: Any
+    ) -> None:
         self.logical = logical
         if logical is None:
             self.ckpt.comm = MPI.COMM_NULL

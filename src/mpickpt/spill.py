@@ -281,7 +281,8 @@ def read_rank_file(path: str, expect: Mapping[str, Any] | None = None) -> np.nda
                 if raw.size != e["nbytes"]:
                     raise SpillError(
                         f"{path}: {group}/{e['name']} holds {raw.size} bytes, "
-                        f"expected {e['nbytes']}", [path]
+                        f"expected {e['nbytes']}",
+                        [path],
                     )
                 if _hex(checksum(raw)) != _attr_str(ds.attrs, "checksum"):
                     raise SpillError(
@@ -380,9 +381,7 @@ class SpillWriter:
         self._lock = threading.Lock()
         self._closed = False
         os.makedirs(self.directory, exist_ok=True)
-        self._thread = threading.Thread(
-            target=self._run, name=f"mpickpt-spill-{rank}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"mpickpt-spill-{rank}", daemon=True)
         self._thread.start()
 
     def submit(self, version: int, segment: np.ndarray | SegmentView) -> SpillJob:
@@ -440,13 +439,18 @@ class SpillWriter:
                     os.unlink(os.path.join(vdir, INDEX))
                     _fsync_dir(vdir)
                 job.info = write_rank_file(
-                    job.path, data, version=job.version, rank=self.rank,
-                    nworkers=self.nworkers, scheme_config=self.scheme_config,
+                    job.path,
+                    data,
+                    version=job.version,
+                    rank=self.rank,
+                    nworkers=self.nworkers,
+                    scheme_config=self.scheme_config,
                 )
             except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
                 err = SpillError(
                     f"spill of version {job.version} (rank {self.rank}) to {job.path} "
-                    f"failed: {type(e).__name__}: {e}", [job.path]
+                    f"failed: {type(e).__name__}: {e}",
+                    [job.path],
                 )
                 err.__cause__ = e
                 job.error = err
@@ -492,8 +496,9 @@ class SpillWriter:
         steps = {int(i["step"]) for i in files_info}
         if len(steps) != 1:
             raise SpillError(f"version {version}: ranks report different steps {sorted(steps)}")
-        commit_index(self.directory, version, self.nworkers, steps.pop(), self.scheme_config,
-                     files_info)
+        commit_index(
+            self.directory, version, self.nworkers, steps.pop(), self.scheme_config, files_info
+        )
         prune(self.directory, self.keep)
 
     def close(self) -> None:
@@ -532,15 +537,18 @@ def commit_index(
     vdir = version_dir(directory, version)
     files = sorted((dict(i) for i in files_info), key=lambda i: int(i["rank"]))
     if [int(i["rank"]) for i in files] != list(range(nworkers)):
-        raise SpillError(f"version {version}: index needs one file per rank 0..{nworkers - 1}, "
-                         f"got ranks {[i['rank'] for i in files]}")
+        raise SpillError(
+            f"version {version}: index needs one file per rank 0..{nworkers - 1}, "
+            f"got ranks {[i['rank'] for i in files]}"
+        )
     for i in files:
         path = os.path.join(vdir, str(i["file"]))
         try:
             size = os.path.getsize(path)
         except OSError:
-            raise SpillError(f"{path}: missing; version {version} cannot be committed",
-                             [path]) from None
+            raise SpillError(
+                f"{path}: missing; version {version} cannot be committed", [path]
+            ) from None
         if size != int(i["size"]):
             raise SpillError(f"{path}: {size} bytes on disk, rank reported {i['size']}", [path])
     now = time.time()
@@ -589,8 +597,11 @@ def read_index(directory: str | os.PathLike[str], version: int) -> dict[str, Any
     except (OSError, ValueError) as e:
         raise SpillError(f"{path}: unreadable index ({e})", [path]) from e
     try:
-        ok = (index["format"] == FORMAT + "-index" and int(index["version"]) == version
-              and len(index["files"]) == int(index["nworkers"]))
+        ok = (
+            index["format"] == FORMAT + "-index"
+            and int(index["version"]) == version
+            and len(index["files"]) == int(index["nworkers"])
+        )
     except (KeyError, TypeError, ValueError):
         ok = False
     if not ok:
@@ -686,9 +697,11 @@ def find_restart(
             continue  # no index: an interrupted spill, not a version
         n = int(index["nworkers"])
         if n != nworkers:
-            msg = (f"spill version {v} in {d} was written by {n} workers, but this job has "
-                   f"{nworkers}; relaunch with {n} workers (plus spares), or use another "
-                   f"spill directory to start afresh")
+            msg = (
+                f"spill version {v} in {d} was written by {n} workers, but this job has "
+                f"{nworkers}; relaunch with {n} workers (plus spares), or use another "
+                f"spill directory to start afresh"
+            )
             if newest:
                 raise SpillError(msg)
             problems.append(msg)
@@ -776,20 +789,34 @@ def inspect(directory: str | os.PathLike[str], verbose: bool = False) -> str:
                 status = f"BAD INDEX ({e})"
             else:
                 status = f"incomplete ({len(files)} of {nw} files, no index)"
-        rows.append((str(v), str(step), str(nw), _size(size),
-                     _scheme_short(scheme) if scheme is not None else "?",
-                     _when(float(when)) if when is not None else "?", status))
+        rows.append(
+            (
+                str(v),
+                str(step),
+                str(nw),
+                _size(size),
+                _scheme_short(scheme) if scheme is not None else "?",
+                _when(float(when)) if when is not None else "?",
+                status,
+            )
+        )
         if verbose:
-            details[v] = [f"    {n}  {_size(os.path.getsize(os.path.join(vdir, n)))}"
-                          for n in files]
+            details[v] = [
+                f"    {n}  {_size(os.path.getsize(os.path.join(vdir, n)))}" for n in files
+            ]
     if len(rows) == 1:
         return f"{d}: no spill versions"
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = [f"spill directory {d}"]
     for r in rows:
-        lines.append("  ".join(c.rjust(w) if i < 3 else c.ljust(w)
-                               for i, (c, w) in enumerate(zip(r, widths, strict=False)))
-                     + "  " + r[-1])
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i < 3 else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=False))
+            )
+            + "  "
+            + r[-1]
+        )
         if r[0].isdigit():
             lines += details.get(int(r[0]), [])
     return "\n".join(lines)
@@ -830,6 +857,5 @@ def main_verify(argv: Sequence[str]) -> int:
     if not versions:
         print(f"mpickpt verify: no complete version in {d}", file=sys.stderr)
         return 2
-    print(f"OK: {len(versions)} complete version(s) in {d} verified "
-          f"(newest {versions[0]})")
+    print(f"OK: {len(versions)} complete version(s) in {d} verified (newest {versions[0]})")
     return 0

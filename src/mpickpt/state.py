@@ -83,10 +83,15 @@ class State:
                 if obj.dtype.hasobject:
                     raise ConfigError(f"array {name!r} has dtype object; protect it as an object")
                 arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)
-                body = memoryview(arr.reshape(-1).view(np.uint8))
-                items.append({"name": name, "kind": "array",
-                              "dtype": np.lib.format.dtype_to_descr(arr.dtype),
-                              "shape": list(arr.shape)})
+                body = arr.reshape(-1).view(np.uint8).data
+                items.append(
+                    {
+                        "name": name,
+                        "kind": "array",
+                        "dtype": np.lib.format.dtype_to_descr(arr.dtype),
+                        "shape": list(arr.shape),
+                    }
+                )
             else:
                 body = memoryview(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
                 items.append({"name": name, "kind": "object"})
@@ -110,8 +115,8 @@ class State:
 
 def read_manifest(segment: np.ndarray | bytes | memoryview) -> dict[str, Any]:
     """The manifest at the head of a segment."""
-    buf = memoryview(segment).cast("B")
-    if bytes(buf[: len(MAGIC)]) != MAGIC:
+    buf = np.frombuffer(segment, dtype=np.uint8)
+    if buf[: len(MAGIC)].tobytes() != MAGIC:
         raise IntegrityError("not an mpickpt segment (bad magic)")
     n = int.from_bytes(buf[len(MAGIC) : _HEAD], "little")
     result: dict[str, Any] = json.loads(bytes(buf[_HEAD : _HEAD + n]))
@@ -136,8 +141,10 @@ def unpack(segment: np.ndarray | bytes | memoryview) -> tuple[dict[str, Any], di
 def _tuples(descr: Any) -> Any:
     """JSON turned the tuples of a structured dtype's description into lists: undo that."""
     if isinstance(descr, list):
-        return [tuple(_tuples(x) for x in field) if isinstance(field, list) else field
-                for field in descr]
+        return [
+            tuple(_tuples(x) for x in field) if isinstance(field, list) else field
+            for field in descr
+        ]
     return descr
 
 
@@ -146,8 +153,12 @@ def restore_value(name: str, current: Any, saved: Any) -> Any:
     when that is an array of the same shape and dtype (so references to it stay valid),
     otherwise a fresh copy (an array that changed length, an object)."""
     if isinstance(saved, np.ndarray):
-        if (isinstance(current, np.ndarray) and current.shape == saved.shape
-                and current.dtype == saved.dtype and current.flags.writeable):
+        if (
+            isinstance(current, np.ndarray)
+            and current.shape == saved.shape
+            and current.dtype == saved.dtype
+            and current.flags.writeable
+        ):
             np.copyto(current, saved)
             return current
         return saved.copy()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 import numpy as np
@@ -64,10 +64,8 @@ def uniformly(comm: MPI.Comm, step: Callable[[], T], what: str) -> T:
         result = step()
     except Exception as e:
         ok, error = 0, None if isinstance(e, MPI.Exception) else e
-        try:
+        with suppress(MPI.Exception):
             comm.Revoke()
-        except MPI.Exception:
-            pass
     failed = False
     try:
         agreed = comm.Agree(ok)

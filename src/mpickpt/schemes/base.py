@@ -82,9 +82,9 @@ class Scheme(ABC):
 
     def encode(self, segment: Buffer) -> dict[str, np.ndarray]:
         """All pieces of ``segment`` by name."""
-        size = self.piece_size(len(memoryview(segment).cast("B")))
-        padded = np.zeros(size * self.subsegments, dtype=np.uint8)
         src = np.frombuffer(segment, dtype=np.uint8)
+        size = self.piece_size(src.size)
+        padded = np.zeros(size * self.subsegments, dtype=np.uint8)
         padded[: src.size] = src
         subs = padded.reshape(self.subsegments, size)
         out = {}
