@@ -50,10 +50,11 @@ def advance(
     x %= 1.0
     owner = np.minimum((x[:, 0] * size).astype(int), size - 1)
     left, right = (rank - 1) % size, (rank + 1) % size
-    out = {d: x[owner == d] for d in (left, right) if d != rank}
-    stay = x[owner == rank]
-    reqs = [comm.isend(out.get(d, np.empty((0, 2))), d, 11) for d in (left, right)]
-    got = [comm.recv(source=d, tag=11) for d in (left, right)]
+    # walkers of farther ranks hop on towards them (after the job shrank, some are far away)
+    out = {left: x[owner < rank], right: x[owner > rank]} if size > 1 else {}
+    stay = x[owner == rank] if size > 1 else x
+    reqs = [comm.isend(out.get(d, np.empty((0, 2))), d, 11) for d in (left, right) if size > 1]
+    got = [comm.recv(source=d, tag=11) for d in (left, right) if size > 1]
     waitall(reqs)
     tally["migrated"] += sum(len(v) for v in out.values())
     tally["steps"] += 1
@@ -61,6 +62,25 @@ def advance(
     # a deterministic order, so that the result does not depend on message timing
     x = np.concatenate([stay, *got])
     return x[np.lexsort((x[:, 1], x[:, 0]))]
+
+
+def merge(mine: dict, adopted: list[dict]) -> dict:
+    """After the job shrank: take over the walkers and tallies of the workers adopted (they
+    walk on to their new owners); the generator stays this worker's own."""
+    parts = ([mine] if mine else []) + adopted
+    x = np.concatenate([p["x"] for p in parts]) if parts else np.empty((0, 2))
+    tally = {
+        "migrated": sum(p["tally"]["migrated"] for p in parts),
+        "max_speed": max((p["tally"]["max_speed"] for p in parts), default=0.0),
+        "steps": max((p["tally"]["steps"] for p in parts), default=0),
+    }
+    rng = mine["rng"] if mine else np.random.default_rng([len(x), len(adopted)])
+    return {"x": x[np.lexsort((x[:, 1], x[:, 0]))], "rng": rng, "tally": tally}
+
+
+def total(x: np.ndarray, comm: MPI.Comm) -> int:
+    """Walkers in the whole box (they are never created nor lost)."""
+    return int(comm.allreduce(len(x)))
 
 
 def checksum(x: np.ndarray, rng: np.random.Generator, tally: dict, comm: MPI.Comm) -> str | None:

@@ -6,7 +6,7 @@ The protected state is an array that changes length, a random generator and a di
 """
 
 import mpickpt  # first: it turns off MPI_Finalize, which can hang after a failure
-from walkers import advance, arguments, checksum, initial
+from walkers import advance, arguments, checksum, initial, merge, total
 
 
 def simulate(ctx, steps, size, seed):
@@ -17,7 +17,9 @@ def simulate(ctx, steps, size, seed):
     for _ in ctx.steps(steps):
         x = advance(x, rng, tally, ctx.comm, waitall=mpickpt.waitall)
         ctx["x"] = x  # a new array each step: rebind it
-    return checksum(x, rng, tally, ctx.comm)
+    count = total(x, ctx.comm)
+    result = checksum(x, rng, tally, ctx.comm)
+    return None if result is None else (result, count)
 
 
 if __name__ == "__main__":
@@ -30,7 +32,8 @@ if __name__ == "__main__":
         every=args.every,
         spill=args.spill,
         spill_every=args.spill_every,
+        redistribute=merge,  # with no spare left, continue on fewer workers
     )
     result = resilient(simulate)(args.steps, args.size, args.seed)
     if result is not None:
-        print(f"checksum: {result}", flush=True)
+        print(f"checksum: {result[0]}\nwalkers: {result[1]}", flush=True)

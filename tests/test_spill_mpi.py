@@ -158,3 +158,33 @@ def test_different_worker_count_is_a_clear_error(tmp_path):
     rc, out, err = heat(6, tmp_path, "--spares", "1")
     assert rc == 2, err
     assert "written by 4 workers, but this job has 5; relaunch with 4 workers" in err
+
+
+WALK = ["--steps", "30", "--size", "500", "--every", "5"]
+
+
+def walkers(n: int, *args: str, env=None):
+    return run_mpi(EXAMPLES / "walkers_resilient.py", n, *WALK, *args, env=env, timeout=90)
+
+
+def walker_count(out: str) -> int | None:
+    found = [line for line in out.splitlines() if line.startswith("walkers: ")]
+    return int(found[-1].split()[1]) if found else None
+
+
+def test_no_spare_left_continues_on_fewer_workers_with_a_hook():
+    # 6 workers + 1 spare: the spare replaces worker 1, then worker 3 dies with none left
+    rc, out, err = walkers(7, env={"MPICKPT_KILL": "1@8,3@18", "MPICKPT_VERBOSE": "1"})
+    assert rc == 0, f"{out}\n{err}"
+    assert "continuing on 5 workers" in err
+    assert walker_count(out) == 6 * 500  # every walker of the dead worker was taken over
+
+
+def test_restart_on_another_number_of_workers_with_a_hook(tmp_path):
+    everyone = ",".join(f"{r}@17" for r in range(7))  # the whole job dies at step 17
+    rc, out, err = walkers(7, "--spill", str(tmp_path), env={"MPICKPT_KILL": everyone})
+    assert checksum(out) is None
+    rc, out, err = walkers(5, "--spill", str(tmp_path))  # 4 workers now
+    assert rc == 0, err
+    assert "restarted from spilled version 2 (step 10, 6 workers)" in err
+    assert walker_count(out) == 6 * 500

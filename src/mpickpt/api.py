@@ -17,7 +17,7 @@ from . import testing
 from .checkpointer import Checkpointer
 from .disk import DiskTier
 from .errors import NoSparesError, ProcessFailure, UnrecoverableError
-from .recovery import Runtime, fatal_excepthook
+from .recovery import Redistribute, Runtime, fatal_excepthook
 from .schemes import Scheme
 from .spill import SpillError
 
@@ -77,7 +77,7 @@ class Context:
         ckpt = self.checkpointer
         start = ckpt.step
         ckpt.checkpoint(start)
-        if self.role in ("survivor", "recovered"):
+        if self.role in ("survivor", "recovered", "shrunk"):
             self.runtime.timeline.mark(f"re-protected; resuming at step {start}")
             self.runtime.timeline.report(self.rank)
         for step in range(start, n):
@@ -160,6 +160,7 @@ def resilient(
     spill: str | os.PathLike[str] | None = None,
     spill_every: int = 1,
     keep: int = 2,
+    redistribute: Redistribute | None = None,
     exit_on_error: bool = True,
     **params: Any,
 ) -> Callable[[Callable[..., T]], Callable[..., T | None]]:
@@ -177,6 +178,12 @@ def resilient(
     every worker back to it; with no spare left the survivors save the newest version of all
     workers there and exit with :data:`EXIT_NO_SPARES`; SIGTERM/SIGUSR1 stop the job after a
     final spill with :data:`EXIT_PREEMPTED`.
+
+    ``redistribute(mine, adopted) -> values`` lets the job change its number of workers: when
+    workers die and no spare is left, the survivors continue (role ``shrunk``), each handed its
+    own saved state and those of the dead workers it adopts; a restart from a spill written by
+    another number of workers hands worker ``i`` the states of old workers ``i, i + n, ...``.
+    It returns the values (name -> value) that ``ctx.protect`` then gives back.
 
     When recovery is impossible every surviving rank raises the same
     :class:`UnrecoverableError` (or :class:`NoSparesError`); with ``exit_on_error`` (default)
@@ -204,7 +211,7 @@ def resilient(
             if spill is not None:
                 for sig in STOP_SIGNALS:  # early: Slurm may signal long before the end
                     signal.signal(sig, _request_stop)
-            runtime = Runtime(make, spares)
+            runtime = Runtime(make, spares, redistribute)
             try:
                 result = run(fn, runtime, every, *args, **kwargs)
             except Preempted:

@@ -41,6 +41,7 @@ class DiskTier:
         self.writer: SpillWriter | None = None
         self.pending: int | None = None  # submitted, index not yet written
         self.count = 0  # committed versions seen, to spill every ``every``-th
+        self.written_by = 0  # workers that wrote the version last restored
 
     def attach(self, logical: int, nworkers: int, scheme_config: dict[str, Any]) -> None:
         """Write as worker ``logical`` from now on. A version in flight is given up: after a
@@ -112,33 +113,38 @@ class DiskTier:
         self.writer.commit(version, infos)
 
     def restore(
-        self, comm: MPI.Comm, logical: int | None, nworkers: int
-    ) -> tuple[int, np.ndarray] | None:
+        self, comm: MPI.Comm, logical: int | None, nworkers: int, adapt: bool = False
+    ) -> tuple[int, dict[int, np.ndarray]] | None:
         """Collective: the newest spilled version that every worker loads intact, and this
-        rank's segment of it; ``None`` if the directory holds no version.
+        rank's segments of it (old worker id -> segment); ``None`` if there is no version.
 
-        A damaged version is reported and an older one tried. Raises :class:`SpillError` (the
-        same on every rank) when the worker count differs or no version is usable.
+        With the same number of workers a rank loads its own segment. With another number,
+        and ``adapt``, worker ``i`` loads those of old workers ``i, i + nworkers, ...`` (for
+        the application to redistribute); without ``adapt`` that is a :class:`SpillError`,
+        the same on every rank. A damaged version is reported and an older one tried.
         """
         versions = complete_versions(self.directory) if os.path.isdir(self.directory) else []
         if not versions:
             return None
-        n = int(read_index(self.directory, versions[0])["nworkers"])
-        if n != nworkers:
+        n = self.written_by = int(read_index(self.directory, versions[0])["nworkers"])
+        if n != nworkers and not adapt:
             raise SpillError(
                 f"spill version {versions[0]} in {self.directory} was written by {n} workers, "
                 f"but this job has {nworkers}; relaunch with {n} workers (plus spares), or use "
                 "another spill directory to start afresh"
             )
+        mine = [] if logical is None else list(range(logical, n, nworkers))
         problems: list[str] = []
         for v in versions:
-            segment: np.ndarray | None = None
+            if int(read_index(self.directory, v)["nworkers"]) != n:
+                break  # older versions of another run shape: not mixed in
+            segments: dict[int, np.ndarray] = {}
             problem = None
-            if logical is not None:  # processes that will not work only take part
-                try:
-                    segment = load(self.directory, v, logical)
-                except SpillError as e:
-                    problem = str(e)
+            try:
+                for r in mine:
+                    segments[r] = load(self.directory, v, r)
+            except SpillError as e:
+                problem = str(e)
             found = [p for p in comm.allgather(problem) if p is not None]
             if not found:
                 if problems and comm.Get_rank() == 0:
@@ -147,7 +153,7 @@ class DiskTier:
                         file=sys.stderr,
                         flush=True,
                     )
-                return v, segment  # type: ignore[return-value]
+                return v, segments
             problems += found
         raise SpillError(
             f"no usable version in spill directory {self.directory}:\n  " + "\n  ".join(problems)

@@ -95,6 +95,8 @@ def save_plan(
     that the survivors can write the whole version to disk. Raises like :func:`plan_recovery`.
     """
     where, dead, version = _survey(reports, nworkers)
+    if not where:
+        raise UnrecoverableError(f"all {nworkers} workers were lost", lost=dead, version=version)
     need = _need(reports, where, dead, version, nworkers)
     survivors = [where[w] for w in sorted(where)]
     dest = {o: where.get(o, survivors[i % len(survivors)]) for i, o in enumerate(need)}

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from mpi4py import MPI
 
 from . import testing
@@ -31,13 +32,19 @@ from .errors import (
     ProcessFailure,
     UnrecoverableError,
 )
+from .layout import choose_backups
 from .planning import Plan, Report, plan_recovery, save_plan
-from .spill import SpillError
-from .state import State
-from .transport import keep_on_failure, uniformly
+from .spill import SpillError, read_index
+from .state import State, unpack
+from .transport import keep_on_failure, uniformly, waitall
 
 ENV_VERBOSE = "MPICKPT_VERBOSE"
-SPARE_POLL = 0.005  # seconds between tests of the idle spares' barrier (~0 CPU while idle)
+# redistribute(mine, adopted) -> the values to continue with, when the worker count changes:
+# ``mine`` is this worker's own saved state (name -> value, {} if it had none), ``adopted``
+# the saved states of the workers it takes over.
+Redistribute = Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, Any]]
+SPARE_POLL = 0.005
+TAG_RELEASE = 0x6D72  # workers to idle spares: the job is over, with this exit code  # seconds between tests of the idle spares' barrier (~0 CPU while idle)
 
 
 class UlfmWarning(UserWarning):
@@ -77,11 +84,30 @@ class Timeline:
             )
 
 
+@dataclass
+class Shrunk:
+    """A recovery that continues on fewer workers: ``alive`` are the old ids of the workers
+    kept (their new ids are the positions), ``segments`` what this process rebuilt."""
+
+    version: int
+    alive: list[int]
+    domains: list[int]
+    segments: dict[int, Any]
+    comm: MPI.Comm
+    finish: bool = False
+
+
 class Runtime:
     """Workers and spares of one job; survives worker failures while spares and the
     redundancy allow."""
 
-    def __init__(self, make_checkpointer: Callable[[], Checkpointer], spares: int = 0) -> None:
+    def __init__(
+        self,
+        make_checkpointer: Callable[[], Checkpointer],
+        spares: int = 0,
+        redistribute: Redistribute | None = None,
+    ) -> None:
+        self.redistribute = redistribute
         self.world = MPI.COMM_WORLD.Dup()
         self.world.Set_errhandler(MPI.ERRORS_RETURN)
         size = self.world.Get_size()
@@ -102,6 +128,7 @@ class Runtime:
         testing.write_pidfile()
         self.failures_seen = False
         self.exit_code = 0  # for idle spares: how the workers ended the job
+        self.spare_procs = list(range(self.nworkers, size))  # idle spares' ranks in world
         atexit.register(self._finalize)
         from .domains import failure_domains
 
@@ -123,11 +150,21 @@ class Runtime:
     # -- idle spares ------------------------------------------------------------------------
 
     def wait_as_spare(self) -> str:
-        """Idle until needed: ``recovered`` once promoted to a worker, ``finished`` at the end."""
+        """Idle until needed: ``recovered`` once promoted to a worker, ``finished`` at the end.
+
+        An idle spare waits in a receive from any process, polled with a short sleep (no CPU).
+        Not in a non-blocking barrier: when a peer dies, Open MPI's non-blocking collectives
+        abandon requests that later abort the process ("Send error after request freed").
+        A receive from any source fails as soon as any process of ``world`` fails.
+        """
         while True:
+            code = np.full(1, -1, dtype=np.int64)
+            req = self.world.Irecv(code, MPI.ANY_SOURCE, TAG_RELEASE)
             try:
-                self._barrier()  # matched by the workers' barrier at the end
-                self.exit_code = self.world.allreduce(-1, op=MPI.MAX)  # how the workers ended
+                with keep_on_failure([req]):
+                    while not req.Test():
+                        time.sleep(SPARE_POLL)
+                self.exit_code = int(code[0])  # how the workers ended the job
                 return "finished"
             except MPI.Exception:
                 role = self.recover(done=False)
@@ -140,17 +177,24 @@ class Runtime:
         if disk is None or self.logical is None:
             return "initial"
         disk.attach(self.logical, self.nworkers, self.ckpt.scheme.get_config())
-        found = disk.restore(self.ckpt.comm, self.logical, self.nworkers)
+        found = disk.restore(
+            self.ckpt.comm, self.logical, self.nworkers, adapt=self.redistribute is not None
+        )
         if found is None:
             return "initial"
-        version, segment = found
+        version, segments = found
         store = self.ckpt.store
-        store.committed, store.local, store.local_version = version, segment, version
-        self.ckpt.restore_from(segment)
+        store.committed = version
+        if list(segments) == [self.logical] and disk.written_by == self.nworkers:
+            store.local, store.local_version = segments[self.logical], version
+            self.ckpt.restore_from(segments[self.logical])
+        else:  # written by another number of workers: the application redistributes
+            step = int(read_index(disk.directory, version)["step"])
+            self._adopt(segments.pop(self.logical, None), list(segments.values()), step)
         if self.logical == 0:
             print(
-                f"mpickpt: restarted from spilled version {version} (step {self.ckpt.step}) "
-                f"in {disk.directory}",
+                f"mpickpt: restarted from spilled version {version} (step {self.ckpt.step}, "
+                f"{disk.written_by} workers) in {disk.directory}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -170,21 +214,19 @@ class Runtime:
         return "finished" if self.release_spares() else self.recover(done=True)
 
     def release_spares(self, code: int = 0) -> bool:
-        """Workers: let the idle spares return, telling them the job's exit code. False if
-        that failed (e.g. a spare died while idle)."""
+        """Workers, collectively: let the idle spares return, telling them the job's exit
+        code. False on every worker if that failed (e.g. a spare died while idle)."""
+        ok = True
+        if self.logical == 0:
+            buf = np.full(1, code, dtype=np.int64)
+            try:
+                waitall([self.world.Isend(buf, p, TAG_RELEASE) for p in self.spare_procs])
+            except MPI.Exception:
+                ok = False
         try:
-            self._barrier()
-            self.world.allreduce(code, op=MPI.MAX)
-            return True
+            return bool(self.ckpt.comm.Agree(int(ok)))
         except MPI.Exception:
             return False
-
-    def _barrier(self) -> None:
-        """A barrier over ``world`` that waits without using the CPU (idle spares sit here)."""
-        req = self.world.Ibarrier()
-        with keep_on_failure([req]):
-            while not req.Test():
-                time.sleep(SPARE_POLL)
 
     def _finalize(self) -> None:
         """At exit: ``MPI_Finalize`` after a clean run (mpiexec expects it), but never after a
@@ -232,7 +274,7 @@ class Runtime:
         me = world.Get_rank()
 
         def transaction() -> tuple[
-            list[Report], Plan | None, MpickptError | None, dict[int, Any], MPI.Comm
+            list[Report], Plan | Shrunk | None, MpickptError | None, dict[int, Any], MPI.Comm
         ]:
             reports = world.allgather(self.ckpt.report(done, self.logical, self.domain))
             try:
@@ -240,7 +282,10 @@ class Runtime:
                     reports, self.nworkers, self.ckpt.scheme, fallback=self.disk is not None
                 )
             except NoSparesError as e:
-                return reports, None, self._save(world, reports, e), {}, MPI.COMM_NULL
+                shrunk = self._shrink(world, reports) if self.redistribute else None
+                if shrunk is None:
+                    return reports, None, self._save(world, reports, e), {}, MPI.COMM_NULL
+                return reports, shrunk, None, {}, MPI.COMM_NULL
             except UnrecoverableError as e:
                 return reports, None, e, {}, MPI.COMM_NULL
             if plan.finish:
@@ -269,6 +314,8 @@ class Runtime:
         assert plan is not None
         if plan.finish:
             return "finished"
+        if isinstance(plan, Shrunk):
+            return self._commit_shrink(plan, reports)
         mine = plan.assign.index(me) if me in plan.assign else None
         self._commit(plan, reports, mine, comm, segments.get(mine) if mine is not None else None)
         self.recoveries += 1
@@ -300,7 +347,7 @@ class Runtime:
                 version=plan.version,
             )
         plan.version = found[0]
-        return {mine: found[1]} if mine is not None else {}
+        return found[1]
 
     def _save(self, world: MPI.Comm, reports: list[Report], error: NoSparesError) -> MpickptError:
         """No spare is left: write the newest committed version of *every* worker to the spill
@@ -331,6 +378,53 @@ class Runtime:
             error.lost,
         )
 
+    def _shrink(self, world: MPI.Intracomm, reports: list[Report]) -> Shrunk | None:
+        """No spare left but a redistribution hook: continue on the surviving workers, each
+        adopting the rebuilt segments of some dead ones. ``None`` if the scheme cannot work on
+        that few failure domains (then the job saves and stops instead)."""
+        version, sources, dest = save_plan(reports, self.nworkers, self.ckpt.scheme)
+        alive = sorted(r.logical for r in reports if r.logical is not None)
+        domains = [
+            reports[i].domain for w in alive for i, r in enumerate(reports) if r.logical == w
+        ]
+        try:
+            choose_backups(domains, self.ckpt.scheme.backups)
+        except ConfigError:
+            return None
+        segments = fetch_segment(world, self.ckpt.store, self.ckpt.scheme, version, sources, dest)
+        new = alive.index(self.logical) if self.logical is not None else None
+        comm = world.Split(0 if new is not None else MPI.UNDEFINED, key=new or 0)
+        return Shrunk(version, alive, domains, segments, comm)
+
+    def _commit_shrink(self, plan: Shrunk, reports: list[Report]) -> str:
+        old = self.logical
+        self.nworkers = len(plan.alive)
+        self.spare_procs = [i for i, r in enumerate(reports) if r.logical is None]
+        if old is None:
+            return "spare"
+        self.logical = plan.alive.index(old)
+        self.ckpt.attach(plan.comm, plan.domains)
+        if self.disk is not None:
+            self.disk.attach(self.logical, self.nworkers, self.ckpt.scheme.get_config())
+        store = self.ckpt.store
+        own = plan.segments.pop(old, store.local)
+        store.versions, store.committed, store.local_version = {}, plan.version, -1
+        step = int(unpack(own)[0]["step"])
+        self._adopt(own, list(plan.segments.values()), step)
+        self.recoveries += 1
+        self.timeline.mark(f"continuing on {self.nworkers} workers (no spare left)")
+        return "shrunk"
+
+    def _adopt(self, own: Any, adopted: list[Any], step: int) -> None:
+        """Hand this worker's saved state and the adopted ones to the redistribution hook;
+        :meth:`Checkpointer.protect` then returns what it made of them."""
+        assert self.redistribute is not None
+        mine = dict(unpack(own)[1]) if own is not None else {}
+        others = [dict(unpack(seg)[1]) for seg in adopted]
+        self.ckpt.restored = self.redistribute(mine, others)
+        self.ckpt.state = State()
+        self.ckpt.step = step
+
     @staticmethod
     def _rebuilt(plan: Plan) -> str:
         nbytes = sum(n for n, _ in plan.rebuild.values())
@@ -344,6 +438,7 @@ class Runtime:
         self, plan: Plan, reports: list[Report], logical: int | None, comm: MPI.Comm, segment: Any
     ) -> None:
         self.logical = logical
+        self.spare_procs = [p for p in range(len(reports)) if p not in plan.assign]
         if logical is None:
             self.ckpt.comm = MPI.COMM_NULL
             return
