@@ -43,8 +43,8 @@ ENV_VERBOSE = "MPICKPT_VERBOSE"
 # ``mine`` is this worker's own saved state (name -> value, {} if it had none), ``adopted``
 # the saved states of the workers it takes over.
 Redistribute = Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, Any]]
-SPARE_POLL = 0.005
-TAG_RELEASE = 0x6D72  # workers to idle spares: the job is over, with this exit code  # seconds between tests of the idle spares' barrier (~0 CPU while idle)
+SPARE_POLL = 0.005  # seconds between tests of an idle spare's receive (~0 CPU while idle)
+TAG_RELEASE = 0x6D72  # workers to idle spares: the job is over, with this exit code
 
 
 class UlfmWarning(UserWarning):
