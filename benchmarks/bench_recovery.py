@@ -177,8 +177,13 @@ def mpiexec(n: int, *argv: str) -> list[str]:
 FATAL = ("MPI_ERRORS_ARE_FATAL", "*** An error occurred", "Abort is in progress")
 
 
-def launch(cmd: list[str], env: dict[str, str], timeout: float, exit_grace: float,
-           piddir: str | None = None) -> Job:
+def launch(
+    cmd: list[str],
+    env: dict[str, str],
+    timeout: float,
+    exit_grace: float,
+    piddir: str | None = None,
+) -> Job:
     """Run ``cmd`` in its own process group; time-stamp every stderr line as it arrives.
 
     The job is killed when ``timeout`` runs out; ``exit_grace`` seconds after rank 0 printed
@@ -191,8 +196,15 @@ def launch(cmd: list[str], env: dict[str, str], timeout: float, exit_grace: floa
         full_env["MPICKPT_PIDDIR"] = piddir
     t_launch = time.time()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, errors="replace", start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
     lines: list[tuple[float, str]] = []
     out: list[str] = []
     done: list[float] = []
@@ -211,8 +223,10 @@ def launch(cmd: list[str], env: dict[str, str], timeout: float, exit_grace: floa
         assert proc.stdout is not None
         out.append(proc.stdout.read())
 
-    threads = [threading.Thread(target=read_err, daemon=True),
-               threading.Thread(target=read_out, daemon=True)]
+    threads = [
+        threading.Thread(target=read_err, daemon=True),
+        threading.Thread(target=read_out, daemon=True),
+    ]
     for t in threads:
         t.start()
     rc: int | None = None
@@ -236,8 +250,7 @@ def launch(cmd: list[str], env: dict[str, str], timeout: float, exit_grace: floa
     wall = time.perf_counter() - t0
     for t in threads:
         t.join(timeout=10)
-    return Job(cmd, rc, t_launch, wall, "".join(out), lines, done[0] if done else None,
-               exit_hang)
+    return Job(cmd, rc, t_launch, wall, "".join(out), lines, done[0] if done else None, exit_hang)
 
 
 def stop(proc: subprocess.Popen[str], piddir: str | None) -> None:
@@ -346,13 +359,22 @@ class Log:
     def add(self, what: str, job: Job | None = None) -> None:
         text = what
         if job is not None:
-            state = ("HUNG AT EXIT (the app had returned on rank 0; killed)" if job.exit_hang
-                     else "killed (timeout, or a fatal MPI error)" if job.rc is None
-                     else f"exit code {job.rc}")
-            tail = "".join(f"    {line}" for _, line in job.stderr[-12:]
-                           if "DomainWarning" not in line and "failure_domains" not in line)
-            text += (f": {state} after {job.wall:.1f} s\n  command: {shlex.join(job.cmd)}\n"
-                     f"  stdout: {job.stdout.strip()[-300:]}\n  stderr (last lines):\n{tail}")
+            state = (
+                "HUNG AT EXIT (the app had returned on rank 0; killed)"
+                if job.exit_hang
+                else "killed (timeout, or a fatal MPI error)"
+                if job.rc is None
+                else f"exit code {job.rc}"
+            )
+            tail = "".join(
+                f"    {line}"
+                for _, line in job.stderr[-12:]
+                if "DomainWarning" not in line and "failure_domains" not in line
+            )
+            text += (
+                f": {state} after {job.wall:.1f} s\n  command: {shlex.join(job.cmd)}\n"
+                f"  stdout: {job.stdout.strip()[-300:]}\n  stderr (last lines):\n{tail}"
+            )
             if self.logdir:
                 name = os.path.join(self.logdir, f"job{len(self.entries) + 1}")
                 Path(name + ".out").write_text(job.stdout)
@@ -390,8 +412,10 @@ def kill_run(args: argparse.Namespace, c: Config, tmp: str, log: Log) -> dict[st
     killed = Path(piddir, f"killed-rank{args.kill_rank}.time")
     t_kill = float(killed.read_text()) if killed.exists() else None
     shutil.rmtree(piddir, ignore_errors=True)
-    what = (f"kill run, {c.workers} workers x {c.mb:g} MB "
-            f"({' '.join(f'{k}={v}' for k, v in env.items())} MPICKPT_PIDDIR=DIR)")
+    what = (
+        f"kill run, {c.workers} workers x {c.mb:g} MB "
+        f"({' '.join(f'{k}={v}' for k, v in env.items())} MPICKPT_PIDDIR=DIR)"
+    )
     c.rec["kill_jobs"] += 1
     if not completed(job, what, log):
         c.rec["kill_failures"] += 1
@@ -401,17 +425,24 @@ def kill_run(args: argparse.Namespace, c: Config, tmp: str, log: Log) -> dict[st
         log.add(what + ": no killed-rank file or no recovery timeline", job)
         return None
     ev = tls[0]
-    r: dict[str, Any] = {"wall": job.wall if job.rc == 0 else None, "done": job.done,
-                         "exit_hang": job.exit_hang, "timelines": len(tls)}
-    for key, prefix, pick in (("seen", "rank 0 saw", first),
-                              ("detected", "failure detected", first),
-                              ("shrunk", "shrunk", first), ("rebuilt", "rebuilt", first),
-                              ("recovered", "recovered", last),
-                              ("reentered", "protected function re-entered", last),
-                              ("protect", "app grid rebuilt", last),
-                              ("restored", "saved array copied back", last),
-                              ("ckpt", "re-protect checkpoint started", last),
-                              ("resumed", "re-protected", last)):
+    r: dict[str, Any] = {
+        "wall": job.wall if job.rc == 0 else None,
+        "done": job.done,
+        "exit_hang": job.exit_hang,
+        "timelines": len(tls),
+    }
+    for key, prefix, pick in (
+        ("seen", "rank 0 saw", first),
+        ("detected", "failure detected", first),
+        ("shrunk", "shrunk", first),
+        ("rebuilt", "rebuilt", first),
+        ("recovered", "recovered", last),
+        ("reentered", "protected function re-entered", last),
+        ("protect", "app grid rebuilt", last),
+        ("restored", "saved array copied back", last),
+        ("ckpt", "re-protect checkpoint started", last),
+        ("resumed", "re-protected", last),
+    ):
         e = pick(ev, prefix)
         r[key] = e[0] - t_kill if e else None
     reb = first(ev, "rebuilt")
@@ -449,8 +480,7 @@ def evict(directory: str) -> int:
     return total
 
 
-def relaunch_run(args: argparse.Namespace, c: Config, tmp: str,
-                 log: Log) -> dict[str, Any] | None:
+def relaunch_run(args: argparse.Namespace, c: Config, tmp: str, log: Log) -> dict[str, Any] | None:
     evicted = 0 if args.warm else evict(c.spill)
     piddir = tempfile.mkdtemp(prefix="pids-", dir=tmp)
     job = launch(c.cmd_spill, {}, args.timeout, args.exit_grace, piddir)
@@ -465,18 +495,28 @@ def relaunch_run(args: argparse.Namespace, c: Config, tmp: str,
         log.add(what + ": it did not restart from the spill", job)
         return None
     cs = checksum(job)
-    r: dict[str, Any] = {"wall": job.wall if job.rc == 0 else None, "done": job.done,
-                         "exit_hang": job.exit_hang,
-                         "checksum_ok": cs is not None and cs == c.rec["reference"],
-                         "restart_step": int(m.group(2)), "evicted_mb": evicted / MB}
+    r: dict[str, Any] = {
+        "wall": job.wall if job.rc == 0 else None,
+        "done": job.done,
+        "exit_hang": job.exit_hang,
+        "checksum_ok": cs is not None and cs == c.rec["reference"],
+        "restart_step": int(m.group(2)),
+        "evicted_mb": evicted / MB,
+    }
     if int(m.group(2)) != args.steps:
         log.add(f"{what}: restarted at step {m.group(2)}, not at the last step {args.steps}")
     if not r["checksum_ok"]:
         log.add(f"{what}: WRONG CHECKSUM {cs} (failure-free: {c.rec['reference']})", job)
     t = job.t_launch
-    r.update({"python": mk["python"] - t, "mpi_init": mk["mpi_init"] - t,
-              "runtime": mk["runtime"] - t, "reloaded": mk["reloaded"] - t,
-              "resumed": mk["first_ckpt_end"] - t})
+    r.update(
+        {
+            "python": mk["python"] - t,
+            "mpi_init": mk["mpi_init"] - t,
+            "runtime": mk["runtime"] - t,
+            "reloaded": mk["reloaded"] - t,
+            "resumed": mk["first_ckpt_end"] - t,
+        }
+    )
     return r
 
 
@@ -492,15 +532,32 @@ def startup_run(args: argparse.Namespace, n: int, log: Log) -> float | None:
 def make_config(args: argparse.Namespace, workers: int, mb: float, tmp: str) -> Config:
     size, rank_mb = grid_size(workers, mb)
     spill = os.path.join(tmp, f"spill-{workers}x{mb:g}")
-    rec: dict[str, Any] = {"workers": workers, "mb": mb, "size": size, "rank_mb": rank_mb,
-                           "reference": None, "kills": [], "relaunches": [], "startups": [],
-                           "kill_jobs": 0, "kill_failures": 0, "exit_hangs": 0}
-    return Config(workers, mb, size, rank_mb, heat_cmd(args, workers, size, None),
-                  heat_cmd(args, workers, size, spill), spill, rec)
+    rec: dict[str, Any] = {
+        "workers": workers,
+        "mb": mb,
+        "size": size,
+        "rank_mb": rank_mb,
+        "reference": None,
+        "kills": [],
+        "relaunches": [],
+        "startups": [],
+        "kill_jobs": 0,
+        "kill_failures": 0,
+        "exit_hangs": 0,
+    }
+    return Config(
+        workers,
+        mb,
+        size,
+        rank_mb,
+        heat_cmd(args, workers, size, None),
+        heat_cmd(args, workers, size, spill),
+        spill,
+        rec,
+    )
 
 
-def reference_run(args: argparse.Namespace, c: Config, tmp: str, log: Log,
-                  t_start: float) -> bool:
+def reference_run(args: argparse.Namespace, c: Config, tmp: str, log: Log, t_start: float) -> bool:
     """The failure-free run, with the spill: the reference checksum, and the spill to
     relaunch from."""
     piddir = tempfile.mkdtemp(prefix="pids-", dir=tmp)
@@ -511,16 +568,20 @@ def reference_run(args: argparse.Namespace, c: Config, tmp: str, log: Log,
     c.rec["exit_hangs"] += int(job.exit_hang)
     c.rec["reference"] = ref = checksum(job)
     ok = completed(job, f"failure-free run, {c.workers} workers x {c.mb:g} MB", log)
-    print(f"# {c.workers} workers + {args.spares} spare, {c.mb:g} MB/rank (heat2d --size "
-          f"{c.size}, largest u {c.rank_mb:.1f} MiB): failure-free run with spill "
-          f"{job.wall:.1f} s{' (HUNG AT EXIT)' if job.exit_hang else ''}, checksum "
-          f"{(ref or '-')[:16]}...  [{time.perf_counter() - t_start:.0f} s elapsed, load "
-          f"{os.getloadavg()[0]:.1f}]", flush=True)
+    print(
+        f"# {c.workers} workers + {args.spares} spare, {c.mb:g} MB/rank (heat2d --size "
+        f"{c.size}, largest u {c.rank_mb:.1f} MiB): failure-free run with spill "
+        f"{job.wall:.1f} s{' (HUNG AT EXIT)' if job.exit_hang else ''}, checksum "
+        f"{(ref or '-')[:16]}...  [{time.perf_counter() - t_start:.0f} s elapsed, load "
+        f"{os.getloadavg()[0]:.1f}]",
+        flush=True,
+    )
     return ok and ref is not None
 
 
-def round_of(args: argparse.Namespace, c: Config, i: int, tmp: str, log: Log,
-             t_start: float) -> None:
+def round_of(
+    args: argparse.Namespace, c: Config, i: int, tmp: str, log: Log, t_start: float
+) -> None:
     """One kill run, one relaunch and one mpiexec + init, in turn (the same load for all)."""
     k = kill_run(args, c, tmp, log)
     rel = relaunch_run(args, c, tmp, log)
@@ -533,12 +594,14 @@ def round_of(args: argparse.Namespace, c: Config, i: int, tmp: str, log: Log,
     if st is not None:
         c.rec["startups"].append(st)
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"#   {c.workers}x{c.mb:g} MB round {i + 1}: kill->resumed "
-          f"{fmt(k and k['resumed'])} s (checksum "
-          f"{'-' if not k else 'ok' if k['checksum_ok'] else 'WRONG'}); relaunch->resumed "
-          f"{fmt(rel and rel['resumed'])} s; mpiexec+init {fmt(st)} s  "
-          f"[{time.perf_counter() - t_start:.0f} s elapsed, load {os.getloadavg()[0]:.1f}]",
-          flush=True)
+    print(
+        f"#   {c.workers}x{c.mb:g} MB round {i + 1}: kill->resumed "
+        f"{fmt(k and k['resumed'])} s (checksum "
+        f"{'-' if not k else 'ok' if k['checksum_ok'] else 'WRONG'}); relaunch->resumed "
+        f"{fmt(rel and rel['resumed'])} s; mpiexec+init {fmt(st)} s  "
+        f"[{time.perf_counter() - t_start:.0f} s elapsed, load {os.getloadavg()[0]:.1f}]",
+        flush=True,
+    )
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -558,11 +621,15 @@ def med(values: list[float | None]) -> float | None:
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace, rounds: int) -> None:
     f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"\n## Kill -> resumed (online, {args.spares} spare) vs relaunch + reload from HDF5 "
-          f"(seconds from the SIGKILL / from Popen; median / max of {rounds} round(s))")
-    hdr = ("| workers | MB/rank | kill→detected | kill→rebuilt | kill→recovered | kill→resumed "
-           "| relaunch→reloaded | relaunch→resumed | mpiexec+init | relaunch/online "
-           "| right checksums | failed kill runs | hangs at exit |")
+    print(
+        f"\n## Kill -> resumed (online, {args.spares} spare) vs relaunch + reload from HDF5 "
+        f"(seconds from the SIGKILL / from Popen; median / max of {rounds} round(s))"
+    )
+    hdr = (
+        "| workers | MB/rank | kill→detected | kill→rebuilt | kill→recovered | kill→resumed "
+        "| relaunch→reloaded | relaunch→resumed | mpiexec+init | relaunch/online "
+        "| right checksums | failed kill runs | hangs at exit |"
+    )
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
     for r in results:
@@ -570,22 +637,28 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, rounds: int)
         on, off = med([k["resumed"] for k in ks]), med([x["resumed"] for x in rs])
         ratio = f"{off / on:.1f}×" if on and off else "-"
         good = sum(1 for k in ks if k["checksum_ok"]) + sum(1 for x in rs if x["checksum_ok"])
-        print(f"| {r['workers']} | {r['rank_mb']:.0f} | {mm([k['detected'] for k in ks])} | "
-              f"{mm([k['rebuilt'] for k in ks])} | {mm([k['recovered'] for k in ks])} | "
-              f"**{mm([k['resumed'] for k in ks])}** | {mm([x['reloaded'] for x in rs])} | "
-              f"{mm([x['resumed'] for x in rs])} | {mm(r['startups'])} | {ratio} | "
-              f"{good}/{len(ks) + len(rs)} | {r['kill_failures']}/{r['kill_jobs']} | "
-              f"{r['exit_hangs']} |")
-    print("relaunch/online: median relaunch→resumed over median kill→resumed. right checksums: "
-          "completed kill and relaunch runs whose final\nchecksum equals the failure-free "
-          "run's. failed kill runs: kill runs that did not complete (see Problems; not in the "
-          "times).\nhangs at exit: jobs still running "
-          f"{args.exit_grace:g} s after the app returned on rank 0 (killed; their measurements "
-          "are kept).")
+        print(
+            f"| {r['workers']} | {r['rank_mb']:.0f} | {mm([k['detected'] for k in ks])} | "
+            f"{mm([k['rebuilt'] for k in ks])} | {mm([k['recovered'] for k in ks])} | "
+            f"**{mm([k['resumed'] for k in ks])}** | {mm([x['reloaded'] for x in rs])} | "
+            f"{mm([x['resumed'] for x in rs])} | {mm(r['startups'])} | {ratio} | "
+            f"{good}/{len(ks) + len(rs)} | {r['kill_failures']}/{r['kill_jobs']} | "
+            f"{r['exit_hangs']} |"
+        )
+    print(
+        "relaunch/online: median relaunch→resumed over median kill→resumed. right checksums: "
+        "completed kill and relaunch runs whose final\nchecksum equals the failure-free "
+        "run's. failed kill runs: kill runs that did not complete (see Problems; not in the "
+        "times).\nhangs at exit: jobs still running "
+        f"{args.exit_grace:g} s after the app returned on rank 0 (killed; their measurements "
+        "are kept)."
+    )
 
     print("\n## Where the online recovery's time goes (median seconds per phase)")
-    hdr = ("| workers | MB/rank | kill→rank 0 error | →detected | shrink | rebuild (MiB, MB/s) "
-           "| →recovered | app re-entry (grid) | copy back | re-protect ckpt | lost steps |")
+    hdr = (
+        "| workers | MB/rank | kill→rank 0 error | →detected | shrink | rebuild (MiB, MB/s) "
+        "| →recovered | app re-entry (grid) | copy back | re-protect ckpt | lost steps |"
+    )
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
     for r in results:
@@ -594,58 +667,73 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, rounds: int)
             continue
 
         def d(a: str, b: str, ks: list[dict[str, Any]] = ks) -> float | None:
-            return med([k[b] - k[a] if k[a] is not None and k[b] is not None else None
-                        for k in ks])
+            return med([k[b] - k[a] if k[a] is not None and k[b] is not None else None for k in ks])
 
         reb = d("shrunk", "rebuilt")
         mib = med([k["rebuilt_mib"] for k in ks])
         rate = f"{mib * MB / 1e6 / reb:.0f}" if mib and reb else "-"
-        steps = med([args.kill_step - k["resume_step"] for k in ks
-                     if k["resume_step"] is not None])
-        print(f"| {r['workers']} | {r['rank_mb']:.0f} | {f(med([k['seen'] for k in ks]))} | "
-              f"{f(d('seen', 'detected'))} | {f(d('detected', 'shrunk'))} | "
-              f"{f(reb)} ({mib if mib is not None else '-'} MiB, {rate}) | "
-              f"{f(d('rebuilt', 'recovered'))} | {f(d('recovered', 'protect'))} | "
-              f"{f(d('protect', 'restored'))} | {f(d('ckpt', 'resumed'))} | "
-              f"{steps if steps is not None else '-'} |")
-    print("kill→rank 0 error: until rank 0 got an MPI error (in its halo exchange). →detected: "
-          "its revoke + agree (Runtime.leave) until\nrecovery starts. shrink: Shrink of the "
-          "world. rebuild: pieces moved and decoded (MB/s of the segment). →recovered: the\n"
-          "agreement that commits the recovery + unpacking the segment. app re-entry: the "
-          "protected function builds its Grid\nand initial field again before protect(). "
-          "copy back: protect() copies the saved array in. re-protect ckpt: the checkpoint\n"
-          "ctx.steps takes before resuming (the dead worker held pieces of the others). lost "
-          "steps: steps run again after the resume.")
+        steps = med([args.kill_step - k["resume_step"] for k in ks if k["resume_step"] is not None])
+        print(
+            f"| {r['workers']} | {r['rank_mb']:.0f} | {f(med([k['seen'] for k in ks]))} | "
+            f"{f(d('seen', 'detected'))} | {f(d('detected', 'shrunk'))} | "
+            f"{f(reb)} ({mib if mib is not None else '-'} MiB, {rate}) | "
+            f"{f(d('rebuilt', 'recovered'))} | {f(d('recovered', 'protect'))} | "
+            f"{f(d('protect', 'restored'))} | {f(d('ckpt', 'resumed'))} | "
+            f"{steps if steps is not None else '-'} |"
+        )
+    print(
+        "kill→rank 0 error: until rank 0 got an MPI error (in its halo exchange). →detected: "
+        "its revoke + agree (Runtime.leave) until\nrecovery starts. shrink: Shrink of the "
+        "world. rebuild: pieces moved and decoded (MB/s of the segment). →recovered: the\n"
+        "agreement that commits the recovery + unpacking the segment. app re-entry: the "
+        "protected function builds its Grid\nand initial field again before protect(). "
+        "copy back: protect() copies the saved array in. re-protect ckpt: the checkpoint\n"
+        "ctx.steps takes before resuming (the dead worker held pieces of the others). lost "
+        "steps: steps run again after the resume."
+    )
 
     print("\n## Relaunch + reload from HDF5 (median seconds from Popen)")
-    hdr = ("| workers | MB/rank | python up (rank 0) | MPI initialised | runtime ready "
-           "| reloaded from HDF5 | resumed (1st ckpt) | whole relaunch run | failure-free run |")
+    hdr = (
+        "| workers | MB/rank | python up (rank 0) | MPI initialised | runtime ready "
+        "| reloaded from HDF5 | resumed (1st ckpt) | whole relaunch run | failure-free run |"
+    )
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
     for r in results:
         rs = r["relaunches"]
         if not rs:
             continue
-        print(f"| {r['workers']} | {r['rank_mb']:.0f} | {f(med([x['python'] for x in rs]))} | "
-              f"{f(med([x['mpi_init'] for x in rs]))} | {f(med([x['runtime'] for x in rs]))} | "
-              f"{f(med([x['reloaded'] for x in rs]))} | {f(med([x['resumed'] for x in rs]))} | "
-              f"{f(med([x['wall'] for x in rs]))} | {f(r.get('reference_wall'))} |")
-    print("whole relaunch run: also the final spill write, the checksum gather and the exit. "
-          "failure-free run: the reference run\n(all steps, with spill). "
-          + ("The HDF5 files were written moments before, so they are read from the page cache."
-             if args.warm else "The spill files were evicted from the page cache before each "
-             "relaunch (fsync + POSIX_FADV_DONTNEED),\nso it reads them from the disk (which "
-             "the host may still cache)."))
+        print(
+            f"| {r['workers']} | {r['rank_mb']:.0f} | {f(med([x['python'] for x in rs]))} | "
+            f"{f(med([x['mpi_init'] for x in rs]))} | {f(med([x['runtime'] for x in rs]))} | "
+            f"{f(med([x['reloaded'] for x in rs]))} | {f(med([x['resumed'] for x in rs]))} | "
+            f"{f(med([x['wall'] for x in rs]))} | {f(r.get('reference_wall'))} |"
+        )
+    print(
+        "whole relaunch run: also the final spill write, the checksum gather and the exit. "
+        "failure-free run: the reference run\n(all steps, with spill). "
+        + (
+            "The HDF5 files were written moments before, so they are read from the page cache."
+            if args.warm
+            else "The spill files were evicted from the page cache before each "
+            "relaunch (fsync + POSIX_FADV_DONTNEED),\nso it reads them from the disk (which "
+            "the host may still cache)."
+        )
+    )
 
     shown = [r for r in results if r["kills"]]
     if shown:
         r = shown[-1]
         ks = sorted(r["kills"], key=lambda k: k["resumed"] if k["resumed"] is not None else 1e9)
         k = ks[(len(ks) - 1) // 2]
-        print(f"\n## The median recovery at {r['workers']} workers × {r['rank_mb']:.0f} MB "
-              "(rank 0's timeline, seconds after the SIGKILL)")
-        print(f"  +{0:8.3f} s  rank {args.kill_rank} killed (SIGKILL) at the start of step "
-              f"{args.kill_step}")
+        print(
+            f"\n## The median recovery at {r['workers']} workers × {r['rank_mb']:.0f} MB "
+            "(rank 0's timeline, seconds after the SIGKILL)"
+        )
+        print(
+            f"  +{0:8.3f} s  rank {args.kill_rank} killed (SIGKILL) at the start of step "
+            f"{args.kill_step}"
+        )
         for t, what in k["events"]:
             print(f"  +{t:8.3f} s  {what}")
 
@@ -655,9 +743,11 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, rounds: int)
         vals = [k["resumed"] for k in t["kills"] if k["resumed"] is not None]
         m, x = statistics.median(vals), max(vals)
         verdict = "MET" if x <= 2.0 else "MET by the median only" if m <= 2.0 else "NOT MET"
-        print(f"\nTarget kill→resumed ≤ 2 s at 8 workers × 64 MB: {verdict} (median {m:.3f} s, "
-              f"max {x:.3f} s over {len(vals)} recoveries; {t['kill_failures']} of "
-              f"{t['kill_jobs']} kill runs did not complete)")
+        print(
+            f"\nTarget kill→resumed ≤ 2 s at 8 workers × 64 MB: {verdict} (median {m:.3f} s, "
+            f"max {x:.3f} s over {len(vals)} recoveries; {t['kill_failures']} of "
+            f"{t['kill_jobs']} kill runs did not complete)"
+        )
 
 
 def main() -> None:
@@ -672,17 +762,33 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="heat2d --steps")
     ap.add_argument("--every", type=int, default=3, help="heat2d --every (checkpoint interval)")
     ap.add_argument("--kill-step", type=int, default=4, help="step at which the worker dies")
-    ap.add_argument("--kill-rank", type=int, default=3,
-                    help="the worker killed (not 0: rank 0 prints the timeline)")
+    ap.add_argument(
+        "--kill-rank",
+        type=int,
+        default=3,
+        help="the worker killed (not 0: rank 0 prints the timeline)",
+    )
     ap.add_argument("--timeout", type=float, default=90, help="seconds per job")
-    ap.add_argument("--exit-grace", type=float, default=15,
-                    help="seconds a job may take to exit once the app has returned on rank 0; "
-                         "then it is killed and reported as hung at exit")
-    ap.add_argument("--budget", type=float, default=330,
-                    help="seconds: start no new round after this (each round runs every "
-                         "configuration once, so all of them get the same number of runs)")
-    ap.add_argument("--warm", action="store_true", help="leave the spill files in the page "
-                    "cache before a relaunch (default: evict them, so that it reads the disk)")
+    ap.add_argument(
+        "--exit-grace",
+        type=float,
+        default=15,
+        help="seconds a job may take to exit once the app has returned on rank 0; "
+        "then it is killed and reported as hung at exit",
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=330,
+        help="seconds: start no new round after this (each round runs every "
+        "configuration once, so all of them get the same number of runs)",
+    )
+    ap.add_argument(
+        "--warm",
+        action="store_true",
+        help="leave the spill files in the page "
+        "cache before a relaunch (default: evict them, so that it reads the disk)",
+    )
     ap.add_argument("--tmpdir", default=None, help="where the spill goes (local disk)")
     ap.add_argument("--logdir", default=None, help="keep the output of failed jobs here")
     ap.add_argument("--json", default=None, help="write all measurements to this file")
@@ -699,15 +805,24 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     tmp = tempfile.mkdtemp(prefix="mpickpt-bench-recovery-", dir=args.tmpdir)
-    print(f"# mpickpt recovery benchmark: {os.cpu_count()} cores, workers {workers}, "
-          f"{args.spares} spare(s), sizes {[f'{s:g}' for s in sizes]} MB/rank, heat2d "
-          f"--steps {args.steps} --every {args.every}, SIGKILL of rank {args.kill_rank} at "
-          f"step {args.kill_step}, repeats {args.repeats}, load average "
-          f"{os.getloadavg()[0]:.2f}", flush=True)
-    git = subprocess.run(["git", "-C", str(HERE), "describe", "--always", "--dirty"],
-                         capture_output=True, text=True, timeout=30).stdout.strip()
-    print(f"# source: {git or 'not a git checkout'}; launch: "
-          f"{shlex.join(mpiexec(1, 'python'))}", flush=True)
+    print(
+        f"# mpickpt recovery benchmark: {os.cpu_count()} cores, workers {workers}, "
+        f"{args.spares} spare(s), sizes {[f'{s:g}' for s in sizes]} MB/rank, heat2d "
+        f"--steps {args.steps} --every {args.every}, SIGKILL of rank {args.kill_rank} at "
+        f"step {args.kill_step}, repeats {args.repeats}, load average "
+        f"{os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    git = subprocess.run(
+        ["git", "-C", str(HERE), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.strip()
+    print(
+        f"# source: {git or 'not a git checkout'}; launch: {shlex.join(mpiexec(1, 'python'))}",
+        flush=True,
+    )
     log = Log(args.logdir)
     configs = [make_config(args, w, s, tmp) for w in workers for s in sizes]
     t_start = time.perf_counter()
@@ -727,16 +842,16 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     results = [c.rec for c in configs]
     report(results, args, rounds)
-    print(f"\n# total {time.perf_counter() - t_start:.0f} s, load average "
-          f"{os.getloadavg()[0]:.2f}")
+    print(f"\n# total {time.perf_counter() - t_start:.0f} s, load average {os.getloadavg()[0]:.2f}")
     if log.entries:
         print(f"\n## Problems ({len(log.entries)})")
         for entry in log.entries:
             print("- " + entry)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results, "problems": log.entries}, f,
-                      indent=1)
+            json.dump(
+                {"args": vars(args), "results": results, "problems": log.entries}, f, indent=1
+            )
 
 
 if __name__ == "__main__":
