@@ -33,15 +33,19 @@ class SegmentView:
     nbytes: int
 
     def read_into(self, offset: int, out: np.ndarray) -> np.ndarray:
-        """Copy bytes ``[offset, offset + out.size)`` into ``out``; zero beyond the end."""
-        out[:] = 0
+        """Copy bytes ``[offset, offset + out.size)`` into ``out``; zero in the gaps between
+        regions and beyond the end (each byte is written once)."""
         end = offset + out.size
+        filled = offset  # everything before this is written
         for start, mv in self.regions:
             stop = start + len(mv)
             if stop <= offset or start >= end:
                 continue
             a, b = max(start, offset), min(stop, end)
+            out[filled - offset : a - offset] = 0
             out[a - offset : b - offset] = np.frombuffer(mv[a - start : b - start], np.uint8)
+            filled = b
+        out[filled - offset :] = 0
         return out
 
     def view(self, offset: int, n: int) -> memoryview | None:
@@ -101,7 +105,9 @@ class State:
         for it in items:
             it["offset"] = 0
         manifest = {"step": step, "meta": meta or {}, "entries": items}
-        width = len(json.dumps(manifest)) + 24 * len(items) + 32
+        # rounded up, so that the segment keeps its size from step to step (the backups'
+        # buffers and the local copy are then reused)
+        width = -(-(len(json.dumps(manifest)) + 24 * len(items) + 32) // 512) * 512
         offset = _align(_HEAD + width)
         for it in items:
             it["offset"] = offset

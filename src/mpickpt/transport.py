@@ -16,7 +16,7 @@ from .checksum import hasher
 from .errors import ProcessFailure
 from .layout import Piece
 from .memstore import Held, PieceHeader
-from .schemes import Scheme, xor_into
+from .schemes import Scheme
 from .state import SegmentView
 
 CHUNK = 4 << 20  # bytes per message: large enough for bandwidth, small enough to bound staging
@@ -88,15 +88,21 @@ def _chunks(size: int, chunk: int) -> list[tuple[int, int]]:
 
 
 def _fill(piece: Piece, seg: SegmentView, size: int, a: int, n: int) -> np.ndarray:
-    """Chunk ``[a, a+n)`` of ``piece``: a zero-copy view for plain data where possible."""
-    if len(piece.sources) == 1:
-        mv = seg.view(piece.sources[0] * size + a, n)
-        if mv is not None:
-            return np.frombuffer(mv, dtype=np.uint8)
-    out = seg.read_into(piece.sources[0] * size + a, np.empty(n, dtype=np.uint8))
-    tmp = np.empty(n, dtype=np.uint8)
-    for k in piece.sources[1:]:
-        xor_into(out, seg.read_into(k * size + a, tmp))
+    """Chunk ``[a, a+n)`` of ``piece``: the sources' bytes read in place where one region holds
+    them (a plain data chunk is then not copied at all), XORed together for parity."""
+    chunks = []
+    for k in piece.sources:
+        mv = seg.view(k * size + a, n)
+        chunks.append(
+            np.frombuffer(mv, np.uint8)
+            if mv is not None
+            else seg.read_into(k * size + a, np.empty(n, np.uint8))
+        )
+    if len(chunks) == 1:
+        return chunks[0]
+    out = np.bitwise_xor(chunks[0], chunks[1])
+    for c in chunks[2:]:
+        np.bitwise_xor(out, c, out=out)
     return out
 
 
