@@ -20,7 +20,11 @@ SCRIPTS = Path(__file__).parent / "mpi_scripts"
 # Open MPI 5 with ULFM: keep running after a rank dies; several ranks per core on a laptop/CI;
 # shared memory only (no network transports to probe).
 MPIEXEC_FLAGS = ["--with-ft", "ulfm", "--oversubscribe", "--mca", "btl", "self,sm"]
-KILL_GRACE = 5  # seconds between SIGTERM and SIGKILL of a launch that timed out
+KILL_GRACE = 5
+# a recovery stalled by a rank that Open MPI aborted unreported ends well within a test's timeout
+os.environ.setdefault(
+    "MPICKPT_RECOVERY_TIMEOUT", "20"
+)  # seconds between SIGTERM and SIGKILL of a launch that timed out
 
 RunMPI = Callable[..., tuple[int, str, str]]
 

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import os
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from .state import State, unpack
 from .transport import keep_on_failure, uniformly, waitall
 
 ENV_VERBOSE = "MPICKPT_VERBOSE"
+ENV_RECOVERY_TIMEOUT = "MPICKPT_RECOVERY_TIMEOUT"  # seconds before a stalled recovery ends
 # redistribute(mine, adopted) -> the values to continue with, when the worker count changes:
 # ``mine`` is this worker's own saved state (name -> value, {} if it had none), ``adopted``
 # the saved states of the workers it takes over.
@@ -167,9 +169,26 @@ class Runtime:
                 self.exit_code = int(code[0])  # how the workers ended the job
                 return "finished"
             except MPI.Exception:
+                if self._only_spares_failed():
+                    continue  # one spare less; the workers learn it at the next recovery
                 role = self.recover(done=False)
                 if role != "spare":
                     return role
+
+    def _only_spares_failed(self) -> bool:
+        """An idle spare saw a failure: if only idle spares died (the workers are not coming to
+        a recovery), acknowledge it and keep waiting."""
+        try:
+            failed = self.world.Get_failed()
+            ranks = MPI.Group.Translate_ranks(
+                failed, range(failed.Get_size()), self.world.Get_group()
+            )
+            if not ranks or not set(ranks) <= set(self.spare_procs):
+                return False
+            self.world.Ack_failed()
+            return True
+        except MPI.Exception:
+            return False  # revoked: the workers are recovering
 
     def start(self) -> str:
         """Workers: ``restarted`` when resuming from a spilled version, else ``initial``."""
@@ -244,11 +263,37 @@ class Runtime:
     def leave(self) -> None:
         """A worker that saw a failure in its own code: revoke the workers' communicator and
         take part in its uniform decision point, as every other worker will."""
+        watchdog = self._watchdog()
         try:
             self.ckpt.comm.Revoke()
             self.ckpt.comm.Agree(0)
         except MPI.Exception:
             pass
+        finally:
+            watchdog.cancel()
+
+    def _watchdog(self) -> threading.Timer:
+        """Ends this process if a recovery stalls. Open MPI can abort a rank from inside a call
+        when a peer dies ("Send error after request freed"); such a rank is never reported
+        failed over shared memory, so the others would wait for it forever."""
+        seconds = float(os.environ.get(ENV_RECOVERY_TIMEOUT, "120"))
+
+        def fire() -> None:
+            disk = self.disk
+            code = 75 if disk is not None and disk.complete() else 3
+            print(
+                f"mpickpt: world rank {MPI.COMM_WORLD.Get_rank()}: recovery stalled for "
+                f"{seconds:g} s (a rank aborted by Open MPI is not reported failed); "
+                f"exiting with {code}",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(code)
+
+        timer = threading.Timer(seconds, fire)
+        timer.daemon = True
+        timer.start()
+        return timer
 
     def recover(self, done: bool) -> str:
         """The recovery transaction; returns this process's role afterwards (``survivor``,
@@ -258,6 +303,13 @@ class Runtime:
         self.timeline = Timeline()
         self.timeline.mark("failure detected")
         testing.maybe_kill("recovery")
+        watchdog = self._watchdog()
+        try:
+            return self._recover(done)
+        finally:
+            watchdog.cancel()
+
+    def _recover(self, done: bool) -> str:
         while True:
             with contextlib.suppress(MPI.Exception):
                 self.world.Revoke()  # wakes idle spares and anyone still on the old world
