@@ -3,6 +3,7 @@ without failure, or every survivor must report the same clear error and exit non
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -210,3 +211,37 @@ def test_without_ulfm_warns_and_still_checkpoints(heat_reference):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert "ULFM fault tolerance is not enabled" in proc.stderr
     assert_recovered(proc.returncode, proc.stdout, proc.stderr, heat_reference)
+
+
+def test_stalled_recovery_ends_instead_of_hanging(tmp_path):
+    """A rank that stops (SIGSTOP) is not reported failed, like a rank Open MPI aborts: the
+    recovery that waits for it must end the job with a clear error, not hang."""
+    proc = launch(
+        EXAMPLES / "heat2d.py",
+        5,
+        *LONG,
+        "--every",
+        "50",
+        "--spares",
+        "1",
+        env={"MPICKPT_PIDDIR": str(tmp_path), "MPICKPT_RECOVERY_TIMEOUT": "4"},
+    )
+    pids = {}
+    deadline = time.monotonic() + 30
+    while len(pids) < 5 and time.monotonic() < deadline:
+        pids = {int(p.stem[4:]): int(p.read_text()) for p in tmp_path.glob("rank*.pid")}
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(pids[3], signal.SIGSTOP)
+    os.kill(pids[2], signal.SIGKILL)
+    time.sleep(12)  # the watchdog (4 s) has ended every other rank by now
+    with contextlib.suppress(ProcessLookupError):  # mpiexec may have ended it already
+        os.kill(pids[3], signal.SIGKILL)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        out, err = _kill_group(proc)
+        pytest.fail(f"hung\n{out}\n{err}")
+    assert proc.returncode == 3, f"{out}\n{err}"
+    assert "recovery stalled for 4 s" in err
+    assert checksum(out) is None
