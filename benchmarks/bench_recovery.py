@@ -1,48 +1,53 @@
 """Benchmark: online recovery from a killed rank against a relaunch that reloads an HDF5 spill.
 
-Run it with plain python, not under ``mpiexec``. It launches the MPI jobs itself::
+Run it with plain python, not under ``mpiexec``: it launches the MPI jobs itself::
 
-    python benchmarks/bench_recovery.py --workers 6,8 --sizes 16,64 --repeats 3
+    python benchmarks/bench_recovery.py                 # 6 and 8 workers x 16 and 64 MB
 
-For every configuration (workers x MB of state per rank, plus ``--spares`` idle spares) it
+For every configuration (workers x MB of state per worker, plus ``--spares`` idle spares) it
 runs ``examples/heat2d.py`` on a grid sized so that each worker's ``u`` (float64, with its
-halo) is about that many MB. Each job runs under ``timeout``; a job that hangs is killed and
-counted as one:
+halo) is that many MB (``8 * size**2 / workers`` bytes), for ``--steps 4``, checkpointing
+every ``--every 2`` steps:
 
-1. **reference**: a failure-free run with ``--spill DIR``. It gives the reference checksum and
-   leaves the last step's version in the HDF5 spill.
-2. **kill** (``--repeats`` times): the same run without a spill, with
-   ``MPICKPT_KILL=<rank>@<step>`` (a real SIGKILL at the start of that step),
-   ``MPICKPT_VERBOSE=1`` (rank 0 prints the recovery timeline on stderr) and
-   ``MPICKPT_PIDDIR`` (the killed rank writes ``killed-rank<N>.time``, its ``time.time()`` just
-   before the SIGKILL). The timeline's stamps, minus the kill time, give kill -> detected ->
-   rebuilt -> recovered -> resumed. *Resumed* is the library's ``re-protected; resuming at step
-   S`` mark: the protected function has been re-entered, it has rebuilt its grid and got its
-   array back, and the re-protect checkpoint has committed. The next step runs right after it.
-   The final checksum must equal the reference.
-3. **relaunch** (``--repeats`` times): the same command again with the same spill directory. The
-   job restarts from the spilled last step (``mpickpt: restarted from spilled version ...``),
-   takes its first in-RAM checkpoint, and finishes since no step is left. The job is the same,
-   so it is directly comparable: Popen -> MPI initialised -> state reloaded from HDF5 ->
-   *resumed* (its first checkpoint committed, the same point as in 2). The total run time
-   also counts the final spill write, the checksum gather and the exit.
-4. **mpiexec + init** (``--repeats`` times): ``import mpickpt; from mpi4py import MPI`` plus one
-   barrier, at the same number of ranks. This is the fixed price of any relaunch.
+1. **failure-free** (once): the run with ``--spill DIR`` (only its last checkpoint is
+   spilled). It gives the reference checksum and the HDF5 version the relaunch starts from.
+2. **kill**: the same run without the spill, with ``MPICKPT_KILL=3@3`` (a real SIGKILL of
+   rank 3 at the start of step 3), ``MPICKPT_VERBOSE=1`` (rank 0 prints the recovery timeline
+   on stderr) and ``MPICKPT_PIDDIR`` (the killed rank writes ``killed-rank3.time``, its
+   ``time.time()`` just before the SIGKILL). The timeline's stamps minus the kill time give
+   kill -> detected -> rebuilt -> recovered -> resumed. *Resumed* is the library's
+   ``re-protected; resuming at step S`` mark: the protected function has been re-entered, has
+   rebuilt its grid, has got its array back, and the re-protect checkpoint has committed; the
+   next step starts right after it. The final checksum must equal the failure-free one.
+3. **relaunch**: the same command again, with the same spill directory, whose files are first
+   dropped from the page cache (``--warm`` keeps them). The job restarts from the spilled last
+   step (``mpickpt: restarted from spilled version ...``), takes its first in-RAM checkpoint and
+   ends, since no step is left. Timed from ``Popen``: MPI initialised -> state reloaded from
+   HDF5 -> *resumed* (the first checkpoint committed: the same point as in 2). The whole run
+   also counts the checksum gather and the exit.
+4. **mpiexec + init**: ``import mpickpt; from mpi4py import MPI`` and one barrier at the same
+   number of ranks: the fixed price of any relaunch.
 
-The kill, relaunch and startup jobs run in turn, so that they all see the same load.
+Steps 2-4 form a round, run in turn for every configuration, ``--repeats`` rounds (fewer if
+the next round would end after ``--budget`` seconds), so that all see the same load.
 
-Each job runs this file as a thin wrapper (``--child``). The wrapper runs ``heat2d.py``
-unchanged through ``runpy``. Like the checkpoint benchmark's ``--profile``, it wraps a few library
-calls to add stamps: when rank 0 first sees the failure (``Runtime.leave``), when the protected
-function is re-entered, ``protect()``, and the start of the re-protect checkpoint. It inserts
-these stamps into the recovery timeline, and prints the relaunch milestones as one JSON line.
-The library's own marks (detected, shrunk, rebuilt, recovered, re-protected) are the ones it
-always prints.
+Each job runs this file as a thin wrapper (``--child``) that runs ``heat2d.py`` unchanged
+through ``runpy``. Like the checkpoint benchmark's ``--profile``, it wraps a few library calls
+to add stamps: when rank 0 first sees the failure (``Runtime.leave``), when the protected
+function is re-entered, ``protect()``, and the start of the re-protect checkpoint. They go into
+the recovery timeline; the relaunch's milestones come out as one JSON line on stderr. The
+library's own marks (detected, shrunk, rebuilt, recovered, re-protected) are unchanged.
 
-All times are ``time.time()`` on one machine: rank 0's stamps, the killed rank's stamp and the
-driver's launch stamp share one clock. The timeline is rank 0's. "Detected" is when rank 0
-entered recovery (after its revoke + agree). A survivor that was computing sees the failure
-only at its next MPI call.
+All stamps are ``time.time()`` on one machine (rank 0's, the killed rank's, the driver's). The
+timeline is rank 0's: "detected" is when rank 0 entered recovery, after its revoke + agree.
+
+Every job has a timeout (``--timeout``). A job is also killed 5 s after Open MPI printed a
+fatal error (a rank aborted: the others would wait for it forever), and ``--exit-grace``
+seconds after the app returned on rank 0 if it has not exited by then (a hang at exit: a
+py-spy, or gdb, stack of every rank is kept). Such runs are listed under *Problems* with the
+command that reproduces them; ``--logdir`` keeps their whole output. ``--source DIR`` runs
+the ``src/`` and ``examples/`` of another checkout, e.g. ``git archive HEAD src examples``
+unpacked: a fixed version while the working tree changes.
 """
 
 from __future__ import annotations
@@ -67,7 +72,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-EXAMPLES = HERE.parent / "examples"
+ENV_SOURCE = "MPICKPT_BENCH_SOURCE"  # the checkout whose src/ and examples/ the jobs run
+BASE_ENV: dict[str, str] = {}  # set by main(): added to every job's environment
 MARKS = "mpickpt-bench-marks: "
 MB = 1 << 20
 
@@ -138,8 +144,9 @@ def child(argv: list[str]) -> None:
 
     recovery.Timeline.report = report  # type: ignore[method-assign]
 
-    sys.path.insert(0, str(EXAMPLES))
-    sys.argv = [str(EXAMPLES / "heat2d.py"), *argv]
+    examples = Path(os.environ.get(ENV_SOURCE, HERE.parent)) / "examples"
+    sys.path.insert(0, str(examples))
+    sys.argv = [str(examples / "heat2d.py"), *argv]
     runpy.run_path(sys.argv[0], run_name="__main__")
     if MPI.COMM_WORLD.Get_rank() == 0:
         print(MARKS + json.dumps(marks), file=sys.stderr, flush=True)
@@ -159,6 +166,8 @@ class Job:
     stderr: list[tuple[float, str]] = field(default_factory=list)  # (arrival time, line)
     done: float | None = None  # Popen -> rank 0 printed its marks (the app has returned)
     exit_hang: bool = False  # killed after the app had returned: hung at exit
+    dumps: str = ""  # py-spy dumps of the ranks of a job that hung
+    env: dict[str, str] = field(default_factory=dict)  # what the job got on top of ours
 
     @property
     def err(self) -> str:
@@ -191,7 +200,13 @@ def launch(
     Open MPI reported a fatal error (a rank aborted: the others would wait for it forever).
     Killing: SIGTERM to mpiexec, then SIGKILL to its process group and to every rank listed
     in ``piddir`` (``MPICKPT_PIDDIR``) that is still alive. ``rc`` is None when killed."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPICKPT_RANKS_PER_NODE": "1", **env}
+    full_env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "MPICKPT_RANKS_PER_NODE": "1",
+        **BASE_ENV,
+        **env,
+    }
     if piddir:
         full_env["MPICKPT_PIDDIR"] = piddir
     t_launch = time.time()
@@ -231,6 +246,7 @@ def launch(
         t.start()
     rc: int | None = None
     exit_hang = False
+    dumps = ""
     try:
         while True:
             try:
@@ -241,6 +257,8 @@ def launch(
             now = time.perf_counter() - t0
             exit_hang = bool(done) and now > done[0] + exit_grace
             if exit_hang or now > timeout or (fatal and now > fatal[0] + 5):
+                if not fatal:
+                    dumps = dump_ranks(piddir)
                 stop(proc, piddir)
                 rc = None
                 break
@@ -250,7 +268,64 @@ def launch(
     wall = time.perf_counter() - t0
     for t in threads:
         t.join(timeout=10)
-    return Job(cmd, rc, t_launch, wall, "".join(out), lines, done[0] if done else None, exit_hang)
+    extra = {k: v for k, v in full_env.items() if os.environ.get(k) != v}
+    return Job(
+        cmd,
+        rc,
+        t_launch,
+        wall,
+        "".join(out),
+        lines,
+        done[0] if done else None,
+        exit_hang,
+        dumps,
+        extra,
+    )
+
+
+def dump_ranks(piddir: str | None) -> str:
+    """Where every rank of a hung job is: ``py-spy dump``, or gdb's backtrace of the main
+    thread when py-spy finds no Python (a rank past the interpreter's finalization)."""
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
+    gdb = shutil.which("gdb")
+    out = []
+    for pidfile in sorted(Path(piddir).glob("rank*.pid")) if piddir else []:
+        pid = pidfile.read_text().strip()
+        if not Path(f"/proc/{pid}").exists():
+            out.append(f"== {pidfile.stem} (pid {pid})\nnot running")
+            continue
+        text = ""
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            if spy:
+                r = subprocess.run(
+                    [spy, "dump", "--pid", pid], capture_output=True, text=True, timeout=20
+                )
+                text = r.stdout if "\nThread " in r.stdout else ""
+            if not text and gdb:
+                r = subprocess.run(
+                    [gdb, "-p", pid, "-batch", "-ex", "thread 1", "-ex", "bt 12"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
+                frames = [ln for ln in r.stdout.splitlines() if ln.startswith("#")]
+                text = "Thread 1 (no Python; gdb)\n" + "\n".join(frames)
+        out.append(f"== {pidfile.stem} (pid {pid})\n{text or 'no stack'}")
+    return "\n".join(out)
+
+
+def where(dumps: str) -> str:
+    """One line per rank: the innermost frame of its main thread."""
+    lines = []
+    for block in dumps.split("== ")[1:]:
+        head, _, body = block.partition("\n")
+        body_lines = body.splitlines()
+        heads = [i for i, ln in enumerate(body_lines) if ln.startswith("Thread ")]
+        main = [i for i in heads if '"MainThread"' in body_lines[i]] or heads
+        after = body_lines[main[0] + 1 :] if main else []
+        frame = after[0].strip() if after else body.strip()[:100]
+        lines.append(f"    {head.split()[0]}: {frame[:160]}")
+    return "\n".join(lines)
 
 
 def stop(proc: subprocess.Popen[str], piddir: str | None) -> None:
@@ -339,8 +414,9 @@ def heat_cmd(args: argparse.Namespace, workers: int, size: int, spill: str | Non
         "--spares",
         str(args.spares),
     ]
-    if spill:
-        argv += ["--spill", spill]
+    if spill:  # spill only the last checkpoint (the one the relaunch restarts from)
+        checkpoints = 1 + -(-args.steps // args.every)
+        argv += ["--spill", spill, "--spill-every", str(checkpoints)]
     return mpiexec(
         workers + args.spares, sys.executable, str(Path(__file__).resolve()), "--child", *argv
     )
@@ -372,14 +448,21 @@ class Log:
                 if "DomainWarning" not in line and "failure_domains" not in line
             )
             text += (
-                f": {state} after {job.wall:.1f} s\n  command: {shlex.join(job.cmd)}\n"
+                f": {state} after {job.wall:.1f} s\n  command: "
+                f"{shlex.join([f'{k}={v}' for k, v in sorted(job.env.items())] + job.cmd)}\n"
                 f"  stdout: {job.stdout.strip()[-300:]}\n  stderr (last lines):\n{tail}"
             )
+            if job.dumps:
+                text += f"  where each rank was (py-spy, main thread):\n{where(job.dumps)}\n"
             if self.logdir:
                 name = os.path.join(self.logdir, f"job{len(self.entries) + 1}")
                 Path(name + ".out").write_text(job.stdout)
                 Path(name + ".err").write_text(job.err)
-                text += f"  full output: {name}.out / .err\n"
+                text += f"  full output: {name}.out / .err"
+                if job.dumps:
+                    Path(name + ".stacks").write_text(job.dumps)
+                    text += " / .stacks"
+                text += "\n"
         self.entries.append(text.rstrip())
         print("# PROBLEM: " + text.rstrip(), flush=True)
 
@@ -412,10 +495,7 @@ def kill_run(args: argparse.Namespace, c: Config, tmp: str, log: Log) -> dict[st
     killed = Path(piddir, f"killed-rank{args.kill_rank}.time")
     t_kill = float(killed.read_text()) if killed.exists() else None
     shutil.rmtree(piddir, ignore_errors=True)
-    what = (
-        f"kill run, {c.workers} workers x {c.mb:g} MB "
-        f"({' '.join(f'{k}={v}' for k, v in env.items())} MPICKPT_PIDDIR=DIR)"
-    )
+    what = f"kill run, {c.workers} workers x {c.mb:g} MB"
     c.rec["kill_jobs"] += 1
     if not completed(job, what, log):
         c.rec["kill_failures"] += 1
@@ -759,9 +839,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="16,64", help="MB per worker, comma separated")
     ap.add_argument("--spares", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3, help="kill / relaunch / startup runs each")
-    ap.add_argument("--steps", type=int, default=6, help="heat2d --steps")
-    ap.add_argument("--every", type=int, default=3, help="heat2d --every (checkpoint interval)")
-    ap.add_argument("--kill-step", type=int, default=4, help="step at which the worker dies")
+    ap.add_argument("--steps", type=int, default=4, help="heat2d --steps")
+    ap.add_argument("--every", type=int, default=2, help="heat2d --every (checkpoint interval)")
+    ap.add_argument("--kill-step", type=int, default=3, help="step at which the worker dies")
     ap.add_argument(
         "--kill-rank",
         type=int,
@@ -780,14 +860,20 @@ def main() -> None:
         "--budget",
         type=float,
         default=330,
-        help="seconds: start no new round after this (each round runs every "
-        "configuration once, so all of them get the same number of runs)",
+        help="seconds: start no round that would end after this, judging by the previous "
+        "one (a round runs every configuration once, so all get the same number of runs)",
     )
     ap.add_argument(
         "--warm",
         action="store_true",
         help="leave the spill files in the page "
         "cache before a relaunch (default: evict them, so that it reads the disk)",
+    )
+    ap.add_argument(
+        "--source",
+        default=None,
+        help="run the src/ and examples/ of this checkout (e.g. a `git archive` of a commit) "
+        "instead of this file's; its src/ goes first on PYTHONPATH",
     )
     ap.add_argument("--tmpdir", default=None, help="where the spill goes (local disk)")
     ap.add_argument("--logdir", default=None, help="keep the output of failed jobs here")
@@ -804,6 +890,10 @@ def main() -> None:
         raise KeyboardInterrupt  # stop the running job, then report what was measured
 
     signal.signal(signal.SIGTERM, on_term)
+    source = Path(args.source).resolve() if args.source else HERE.parent
+    if args.source:
+        path = [str(source / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        BASE_ENV.update({"PYTHONPATH": os.pathsep.join(path), ENV_SOURCE: str(source)})
     tmp = tempfile.mkdtemp(prefix="mpickpt-bench-recovery-", dir=args.tmpdir)
     print(
         f"# mpickpt recovery benchmark: {os.cpu_count()} cores, workers {workers}, "
@@ -814,13 +904,14 @@ def main() -> None:
         flush=True,
     )
     git = subprocess.run(
-        ["git", "-C", str(HERE), "describe", "--always", "--dirty"],
+        ["git", "-C", str(source), "describe", "--always", "--dirty"],
         capture_output=True,
         text=True,
         timeout=30,
     ).stdout.strip()
     print(
-        f"# source: {git or 'not a git checkout'}; launch: {shlex.join(mpiexec(1, 'python'))}",
+        f"# source: {source} ({git or 'not a git checkout'}); "
+        f"launch: {shlex.join(mpiexec(1, 'python'))}",
         flush=True,
     )
     log = Log(args.logdir)
@@ -829,13 +920,19 @@ def main() -> None:
     rounds = 0
     try:
         ready = [c for c in configs if reference_run(args, c, tmp, log, t_start)]
+        last = 0.0  # seconds the previous round took
         for i in range(args.repeats):
-            if time.perf_counter() - t_start > args.budget:
-                print(f"# budget of {args.budget:g} s spent: stopping after {i} round(s)")
+            t_round = time.perf_counter()
+            if t_round - t_start + last > args.budget:
+                print(
+                    f"# another round (~{last:.0f} s) would exceed the budget of "
+                    f"{args.budget:g} s: stopping after {i} round(s)"
+                )
                 break
             for c in ready:
                 round_of(args, c, i, tmp, log, t_start)
             rounds = i + 1
+            last = time.perf_counter() - t_round
     except KeyboardInterrupt:
         print("# interrupted: reporting what was measured", flush=True)
     finally:
