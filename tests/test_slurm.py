@@ -334,7 +334,10 @@ def test_resilient_continues_after_node_loss(
     )
     job_id = slurm.submit(RESILIENT, f"--nodes={nodes}", "--ntasks-per-node=2", env=env)
     slurm.wait_output(job_id, "resuming at step 0")
-    time.sleep(0.5)
+    state = tmp_path / "ckpt" / "standin.json"
+    deadline = time.monotonic() + 60  # a spilled step to resume from, however loaded the host
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     slurm.kill_node(job_id, "n2")
     job = slurm.wait(job_id, timeout=120)
     assert job.state == "COMPLETED" and job.exit_code == 0, job.output
