@@ -7,6 +7,7 @@ MPI, so the pure tests and the MPI tests run in one plain ``python -m pytest``.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,3 +99,24 @@ def _kill_group(proc: subprocess.Popen[str]) -> tuple[str, str]:
 def run_mpi_fixture() -> RunMPI:
     """:func:`run_mpi`, as a fixture."""
     return run_mpi
+
+
+# -- the heat2d example, shared by the fault and spill tests ---------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+HEAT = ["--steps", "40", "--size", "48", "--every", "5"]
+CHECKSUM = re.compile(r"^checksum: ([0-9a-f]{64})$", re.M)
+
+
+def checksum(out: str) -> str | None:
+    """The ``checksum: <hex>`` an example printed, or None."""
+    m = CHECKSUM.search(out)
+    return m.group(1) if m else None
+
+
+@pytest.fixture(scope="session")
+def heat_reference() -> str:
+    """The failure-free result, computed by the plain-MPI version on one rank."""
+    rc, out, err = run_mpi(EXAMPLES / "heat2d_plain.py", 1, *HEAT, timeout=60)
+    assert rc == 0, err
+    return checksum(out)

@@ -13,25 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _kill_group, mpiexec_command, run_mpi
+from conftest import EXAMPLES, HEAT, _kill_group, checksum, mpiexec_command, run_mpi
 
 pytestmark = [pytest.mark.mpi, pytest.mark.fault]
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-HEAT = ["--steps", "40", "--size", "48", "--every", "5"]
 WALK = ["--steps", "30", "--size", "500", "--every", "5"]
-CHECKSUM = re.compile(r"^checksum: ([0-9a-f]{64})$", re.M)
 # Open MPI sometimes crashes or aborts a third rank when two die within milliseconds
 # (ULFM.md): a segfault in shrink/split, or "Send error after request freed" inside its own
 # communicator creation. Such a rank is one more failure, which may exceed the spares.
 OMPI_CRASH = re.compile(
     r"Segmentation fault|Signal: Segmentation|error after request freed|recovery stalled"
 )
-
-
-def checksum(out: str) -> str | None:
-    m = CHECKSUM.search(out)
-    return m.group(1) if m else None
 
 
 def heat(n: int, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -42,14 +34,6 @@ def heat(n: int, *args: str, env: dict[str, str] | None = None) -> tuple[int, st
         if rc == 0 or not OMPI_CRASH.search(err):
             break
     return rc, out, err
-
-
-@pytest.fixture(scope="module")
-def heat_reference() -> str:
-    """The failure-free result, computed by the plain-MPI version on one rank."""
-    rc, out, err = run_mpi(EXAMPLES / "heat2d_plain.py", 1, *HEAT, timeout=60)
-    assert rc == 0, err
-    return checksum(out)
 
 
 @pytest.fixture(scope="module")

@@ -12,20 +12,13 @@ from pathlib import Path
 import h5py
 import pytest
 
-from conftest import _kill_group, mpiexec_command, run_mpi
+from conftest import EXAMPLES, HEAT, _kill_group, checksum, mpiexec_command, run_mpi
 from mpickpt import spill
-from test_faults import EXAMPLES, HEAT, checksum, run_simultaneous
+from test_faults import run_simultaneous
 
 pytestmark = [pytest.mark.mpi, pytest.mark.fault]
 
 LONG = ["--steps", "4000", "--size", "48", "--every", "50"]
-
-
-@pytest.fixture(scope="module")
-def reference() -> str:
-    rc, out, err = run_mpi(EXAMPLES / "heat2d_plain.py", 1, *HEAT, timeout=60)
-    assert rc == 0, err
-    return checksum(out)
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +64,9 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
-def test_spilled_files_are_self_describing(tmp_path, reference):
+def test_spilled_files_are_self_describing(tmp_path, heat_reference):
     rc, out, err = heat(5, tmp_path, "--spares", "1")
-    assert rc == 0 and checksum(out) == reference, err
+    assert rc == 0 and checksum(out) == heat_reference, err
     newest = spill.complete_versions(tmp_path)[0]
     with h5py.File(spill.rank_file(tmp_path, newest, 2), "r") as f:
         assert f.attrs["rank"] == 2 and f.attrs["nworkers"] == 4
@@ -92,7 +85,7 @@ def test_whole_job_killed_then_relaunched_from_the_spill(tmp_path, long_referenc
     assert checksum(out) == long_reference
 
 
-def test_beyond_ram_tolerance_falls_back_to_the_spill(tmp_path, reference):
+def test_beyond_ram_tolerance_falls_back_to_the_spill(tmp_path, heat_reference):
     # workers 1, 2, 3 together are beyond parity's tolerance for worker 1
     rc, out, err = run_simultaneous(
         8,
@@ -104,10 +97,10 @@ def test_beyond_ram_tolerance_falls_back_to_the_spill(tmp_path, reference):
     )
     assert rc == 0, f"{out}\n{err}"
     assert "reloaded version" in err
-    assert checksum(out) == reference
+    assert checksum(out) == heat_reference
 
 
-def test_no_spare_left_saves_every_worker_then_relaunch_resumes(tmp_path, reference):
+def test_no_spare_left_saves_every_worker_then_relaunch_resumes(tmp_path, heat_reference):
     rc, out, err = heat(6, tmp_path, "--spares", "1", env={"MPICKPT_KILL": "1@8,3@22"})
     assert rc == 75, f"{out}\n{err}"
     assert "saved version" in err
@@ -115,7 +108,7 @@ def test_no_spare_left_saves_every_worker_then_relaunch_resumes(tmp_path, refere
     assert saved["step"] == 20 and saved["nworkers"] == 5  # the newest committed, all workers
     rc, out, err = heat(6, tmp_path, "--spares", "1")
     assert rc == 0 and "restarted from spilled version" in err, err
-    assert checksum(out) == reference
+    assert checksum(out) == heat_reference
 
 
 def test_signal_stops_with_a_final_spill_then_requeue_finishes(tmp_path, long_reference):
@@ -132,7 +125,7 @@ def test_signal_stops_with_a_final_spill_then_requeue_finishes(tmp_path, long_re
     assert rc == 0 and checksum(out) == long_reference, err
 
 
-def test_damaged_newest_version_is_skipped_on_restart(tmp_path, reference):
+def test_damaged_newest_version_is_skipped_on_restart(tmp_path, heat_reference):
     rc, out, err = heat(5, tmp_path, "--spares", "1")
     assert rc == 0
     newest, older = spill.complete_versions(tmp_path)[:2]
@@ -149,7 +142,7 @@ def test_damaged_newest_version_is_skipped_on_restart(tmp_path, reference):
     assert rc == 0, err
     assert "skipped damaged spill versions" in err and path in err
     assert f"restarted from spilled version {older}" in err
-    assert checksum(out) == reference
+    assert checksum(out) == heat_reference
 
 
 def test_different_worker_count_is_a_clear_error(tmp_path):

@@ -66,20 +66,12 @@ class MemStore:
         self.versions = {version: self.versions.get(version, {})}
         self.committed = version
 
-    def discard_after(self, version: int) -> None:
-        """Drop staged versions newer than ``version`` (an aborted checkpoint)."""
-        self.versions = {v: p for v, p in self.versions.items() if v <= version}
-
     def keep_local(self, version: int, segment: SegmentView) -> None:
         """Remember this rank's own segment of ``version`` (one copy, reusing the old buffer)."""
         if self.local is None or self.local.size != segment.nbytes:
             self.local = np.empty(segment.nbytes, dtype=np.uint8)
         segment.read_into(0, self.local)
         self.local_version = version
-
-    def holdings(self, version: int) -> dict[int, list[str]]:
-        """Piece names held for each owner at ``version``."""
-        return {o: sorted(p) for o, p in self.versions.get(version, {}).items()}
 
     def pieces(self, version: int, owner: int) -> dict[str, Held]:
         return self.versions.get(version, {}).get(owner, {})

@@ -344,15 +344,8 @@ class SpillWriter:
     than one into freshly allocated memory, but the writer then keeps that memory until
     :meth:`close`.
 
-    MPI wiring, for version ``v`` (every worker rank has a writer)::
-
-        writer.submit(v, segment)            # returns at once; the loop continues
-        ...                                  # later, e.g. at the next checkpoint:
-        ok = writer.wait(v, raise_errors=False)
-        if all_true(ok, comm):               # every rank's file is complete and flushed
-            infos = comm.gather(writer.info(v), root=0)
-            if rank == 0:
-                writer.commit(v, infos)      # INDEX.json, then prune to ``keep`` versions
+    The MPI wiring (every worker has a writer; the index is committed once every rank's file
+    is flushed) is :class:`mpickpt.disk.DiskTier`.
     """
 
     def __init__(

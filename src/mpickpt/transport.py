@@ -78,11 +78,6 @@ def uniformly(comm: MPI.Comm, step: Callable[[], T], what: str) -> T:
     raise ProcessFailure(f"{what} failed: a process was lost")
 
 
-def all_true(flag: bool, comm: MPI.Comm) -> bool:
-    """Whether ``flag`` holds on every rank; the same answer everywhere."""
-    return bool(comm.allreduce(int(bool(flag)), op=MPI.MIN))
-
-
 def _chunks(size: int, chunk: int) -> list[tuple[int, int]]:
     return [(a, min(chunk, size - a)) for a in range(0, size, chunk)]
 
