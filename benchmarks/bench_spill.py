@@ -4,7 +4,9 @@ Runs examples/heat2d.py three ways in one go, each under a timeout: in-memory ch
 the same with ``--spill`` (background writes), and then, in an MPI job of the same size, the
 synchronous write of one spilled version per rank (h5py + fsync) - what the loop would wait for
 if the spill were not in the background. Hidden = 1 - (spill run - memory run) / (writes the
-spill run made x one synchronous write).
+spill run made x one synchronous write). The spill run also reports (``MPICKPT_VERBOSE``) how
+long worker 0's loop spent handing segments to its writer and waiting for writes to finish:
+what is not hidden beyond that is the writer competing with the loop for cores and memory.
 
     python benchmarks/bench_spill.py [--workers 8] [--size 2048] [--steps 200] [--every 10]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -42,19 +45,26 @@ if comm.rank == 0: print(f"write {t:.6f} {seg.nbytes}")
 """
 
 
-def timed(cmd: list[str], timeout: float) -> tuple[float, str]:
+def timed(cmd: list[str], timeout: float) -> tuple[float, str, str]:
     t = time.perf_counter()
     proc = subprocess.run(
         cmd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "MPICKPT_VERBOSE": "1"},
     )
     elapsed = time.perf_counter() - t
     if proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return elapsed, proc.stdout
+    return elapsed, proc.stdout, proc.stderr
+
+
+def loop_costs(stderr: str) -> tuple[float, float]:
+    """(handing over, waiting) seconds from worker 0's spill summary."""
+    line = next(x for x in stderr.splitlines() if x.startswith("mpickpt: spill:"))
+    handing, waiting = (float(v) for v in re.findall(r"([0-9.]+) s", line))
+    return handing, waiting
 
 
 def main() -> None:
@@ -79,12 +89,15 @@ def main() -> None:
         "1",
     ]
     n = a.workers + 1
-    memory, spilled, writes = [], [], []
+    memory, spilled, writes, handing, waiting = [], [], [], [], []
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
         for r in range(a.repeats):
             memory.append(timed(mpiexec_command(n, *heat), a.timeout)[0])
             d = Path(tmp, f"run{r}")
-            spilled.append(timed(mpiexec_command(n, *heat, "--spill", str(d)), a.timeout)[0])
+            elapsed, _, err = timed(mpiexec_command(n, *heat, "--spill", str(d)), a.timeout)
+            spilled.append(elapsed)
+            handing.append(loop_costs(err)[0])
+            waiting.append(loop_costs(err)[1])
             v = spill.complete_versions(d)[0]
             out = timed(
                 mpiexec_command(a.workers, sys.executable, "-c", WRITE, str(d), str(v)), a.timeout
@@ -92,7 +105,7 @@ def main() -> None:
             writes.append(float(out.split()[1]))
             nbytes = int(out.split()[2])
     versions = 1 + -(-a.steps // a.every)  # the initial one, every `every` steps and the last
-    m, s, w = (statistics.median(x) for x in (memory, spilled, writes))
+    m, s, w, h, wt = (statistics.median(x) for x in (memory, spilled, writes, handing, waiting))
     sync = versions * w
     print(
         f"heat2d {a.size}x{a.size}, {a.workers} workers + 1 spare, {a.steps} steps, "
@@ -106,6 +119,10 @@ def main() -> None:
         f"x {versions} = {sync:.2f} s"
     )
     print(f"  hidden: {100 * (1 - (s - m) / sync):.0f} % of the write time")
+    print(
+        f"  worker 0's loop: {h:.3f} s handing segments to its writer, {wt:.3f} s waiting "
+        f"for writes (the last one included); the rest is sharing cores and memory"
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ import pytest
 from mpickpt import spill
 from mpickpt.checksum import checksum
 from mpickpt.errors import MpickptError
-from mpickpt.spill import SpillError, SpillWriter
+from mpickpt.spill import SpillError
 from mpickpt.state import State, unpack
+from mpickpt.writer import SpillWriter
 
 NW = 3
 SCHEME = {"id": "parity", "group": 3, "backups": 4}
@@ -357,6 +358,24 @@ def test_writer_error_is_raised_on_wait(tmp_path: Path) -> None:
         w.submit(3, make_segment(0, 3, 100))
 
 
+def test_writer_process_killed_fails_its_writes_and_a_new_one_takes_over(tmp_path: Path) -> None:
+    with SpillWriter(tmp_path, 0, 1, SCHEME, keep=10) as w:
+        helper = w._proc
+        os.kill(helper.pid, signal.SIGSTOP)  # the request waits in the socket, unwritten
+        w.submit(1, make_segment(0, 1, 100))
+        os.kill(helper.pid, signal.SIGKILL)
+        assert w.wait(1, raise_errors=False) is False
+        with pytest.raises(SpillError, match="spill writer process exited"):
+            w.wait(1)
+        seg = make_segment(0, 2, 100)
+        w.submit(2, seg)  # starts a new helper
+        assert w._proc.pid != helper.pid
+        assert w.wait(2)
+        spill.commit_index(tmp_path, 2, 1, 2, SCHEME, [w.info(2)])
+    assert spill.load(tmp_path, 2, 0).tobytes() == seg.tobytes()
+    assert w._proc.poll() == 0  # close() ended it
+
+
 def test_inspect_and_cli(two_versions: Any, capsys: pytest.CaptureFixture[str]) -> None:
     d, _, _ = two_versions
     text = spill.inspect(d)
@@ -381,10 +400,10 @@ def test_spill_module_does_not_import_mpi4py() -> None:
 CHILD = textwrap.dedent(
     """
     import sys, numpy as np
-    from mpickpt import spill
     from mpickpt.state import State
+    from mpickpt.writer import SpillWriter
     d, nw = sys.argv[1], 3
-    writers = [spill.SpillWriter(d, r, nw, {"id": "mirror", "copies": 2}) for r in range(nw)]
+    writers = [SpillWriter(d, r, nw, {"id": "mirror", "copies": 2}) for r in range(nw)]
     for v in range(100):
         n = 100 if v == 0 else 6_000_000  # v0 small, then ~48 MB per rank
         for w in writers:
@@ -396,6 +415,18 @@ CHILD = textwrap.dedent(
         print("committed", v, flush=True)
     """
 )
+
+
+def _children(pid: int) -> list[int]:
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(k) for k in kids]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_kill_during_spill_never_leaves_a_false_complete_version(tmp_path: Path) -> None:
@@ -413,8 +444,15 @@ def test_kill_during_spill_never_leaves_a_false_complete_version(tmp_path: Path)
         ):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.001)
+        helpers = _children(proc.pid)
+        assert len(helpers) == NW  # one writer process per rank
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        # the writers die with their rank, mid-write or not
+        deadline = time.monotonic() + 10
+        while any(os.path.exists(f"/proc/{pid}") and not _zombie(pid) for pid in helpers):
+            assert time.monotonic() < deadline, "a spill writer outlived its rank"
+            time.sleep(0.01)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -17,7 +17,7 @@ from . import testing
 from .checkpointer import Checkpointer
 from .disk import DiskTier
 from .errors import NoSparesError, ProcessFailure, UnrecoverableError
-from .recovery import Redistribute, Runtime, fatal_excepthook
+from .recovery import Redistribute, Runtime, fatal_excepthook, verbose
 from .schemes import Scheme
 from .spill import SpillError
 
@@ -90,6 +90,8 @@ class Context:
                 ckpt.flush()
                 raise Preempted(f"stopped after step {step} on a signal; state saved")
         ckpt.flush()
+        if ckpt.disk is not None and self.rank == 0 and verbose():
+            print(f"mpickpt: spill: {ckpt.disk.summary()}", file=sys.stderr, flush=True)
 
     def _stop_agreed(self) -> bool:
         """Collective: whether any worker was asked to stop. An agreement, not a reduction:

@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 import numpy as np
 from mpi4py import MPI
 
-from .spill import (
-    SpillError,
-    SpillWriter,
-    complete_versions,
-    load,
-    rank_file,
-    read_index,
-    write_rank_file,
-)
+from .spill import SpillError, complete_versions, load, read_index, write_version_file
+from .writer import SpillWriter
 
 
 class DiskTier:
@@ -42,6 +36,10 @@ class DiskTier:
         self.pending: int | None = None  # submitted, index not yet written
         self.count = 0  # committed versions seen, to spill every ``every``-th
         self.written_by = 0  # workers that wrote the version last restored
+        # what the background spill cost the loop (see summary)
+        self.submitted = 0
+        self.copying = 0.0  # seconds in submit: the copy of the segment to the writer
+        self.waiting = 0.0  # seconds waiting for this rank's writes to finish
 
     def attach(self, logical: int, nworkers: int, scheme_config: dict[str, Any]) -> None:
         """Write as worker ``logical`` from now on. A version in flight is given up: after a
@@ -56,7 +54,10 @@ class DiskTier:
         """After a commit: queue this rank's segment of ``version`` if it is due."""
         self.count += 1
         if self.writer is not None and self.count % self.every == 0 and self.pending is None:
+            t = time.perf_counter()
             self.writer.submit(version, segment)
+            self.copying += time.perf_counter() - t
+            self.submitted += 1
             self.pending = version
 
     def collect(self, comm: MPI.Comm) -> list[dict[str, Any]] | None:
@@ -64,7 +65,9 @@ class DiskTier:
         flushed (this waits for the local write), or ``None``."""
         if self.pending is None or self.writer is None:
             return None
+        t = time.perf_counter()
         ok = self.writer.wait(self.pending, raise_errors=False)
+        self.waiting += time.perf_counter() - t
         infos = comm.allgather(self.writer.info(self.pending) if ok else None)
         if any(i is None for i in infos):
             if comm.Get_rank() == 0:
@@ -84,6 +87,14 @@ class DiskTier:
             self.writer.commit(self.pending, infos)
         self.pending = None
 
+    def summary(self) -> str:
+        """What the background spill cost this rank's loop so far."""
+        return (
+            f"{self.submitted} version(s) spilled in the background; the loop spent "
+            f"{self.copying:.3f} s handing segments to the writer and {self.waiting:.3f} s "
+            "waiting for writes to finish"
+        )
+
     def complete(self) -> bool:
         """Whether the directory holds a complete version."""
         return os.path.isdir(self.directory) and bool(complete_versions(self.directory))
@@ -96,11 +107,11 @@ class DiskTier:
         assert self.writer is not None
         self.writer.flush(raise_errors=False)
         return [
-            write_rank_file(
-                rank_file(self.directory, version, w),
+            write_version_file(
+                self.directory,
+                version,
+                w,
                 seg,
-                version=version,
-                rank=w,
                 nworkers=self.writer.nworkers,
                 scheme_config=self.writer.scheme_config,
             )

@@ -61,6 +61,11 @@ def ulfm_available() -> bool:
     return flag.lower() in ("1", "true", "yes")
 
 
+def verbose() -> bool:
+    """Whether ``MPICKPT_VERBOSE`` asks for timings on standard error."""
+    return os.environ.get(ENV_VERBOSE, "0") not in ("", "0")
+
+
 @dataclass
 class Timeline:
     """What a recovery did and when (``time.time()`` stamps), for the demo and the benchmark.
@@ -78,7 +83,7 @@ class Timeline:
         return "\n".join(f"  +{t - t0:8.3f} s  {what}" for t, what in self.events)
 
     def report(self, rank: int) -> None:
-        if rank == 0 and self.events and os.environ.get(ENV_VERBOSE, "0") not in ("", "0"):
+        if rank == 0 and self.events and verbose():
             print(
                 f"mpickpt: recovery timeline (t0 = {self.events[0][0]:.6f}):\n{self.format()}",
                 file=sys.stderr,

@@ -16,7 +16,8 @@ shape), pickled objects as uint8 datasets under ``/objects/<name>``, and the seg
 checked against the ``segment_checksum`` attribute (XXH3-64). Checksums are written as 16
 hex digits.
 
-This module does not use MPI: the caller coordinates ranks (see :class:`SpillWriter`).
+This module does not use MPI: the writes run in a helper process (:mod:`mpickpt.writer`) and the
+ranks are coordinated by :mod:`mpickpt.disk`.
 """
 
 from __future__ import annotations
@@ -25,14 +26,11 @@ import contextlib
 import errno
 import json
 import os
-import queue
 import re
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
@@ -42,7 +40,7 @@ import numpy as np
 
 from .checksum import checksum
 from .errors import MpickptError
-from .state import SegmentView, read_manifest
+from .state import read_manifest
 
 FORMAT = "mpickpt-spill"
 FORMAT_VERSION = 1
@@ -170,7 +168,7 @@ def write_rank_file(
     """Write one segment as a self-describing HDF5 file, atomically (``.tmp``, fsync, rename).
 
     Returns the file's entry for the index (see :func:`commit_index`). Synchronous; most
-    callers use :class:`SpillWriter`, which runs this in a background thread.
+    callers use :class:`mpickpt.writer.SpillWriter`, which runs it in a helper process.
     """
     seg = np.frombuffer(segment, dtype=np.uint8)
     manifest = read_manifest(seg)
@@ -298,215 +296,54 @@ def read_rank_file(path: str, expect: Mapping[str, Any] | None = None) -> np.nda
     return seg
 
 
-# --------------------------------------------------------------------------------------------
-# the background writer
+def write_version_file(
+    directory: str | os.PathLike[str],
+    version: int,
+    rank: int,
+    segment: np.ndarray,
+    *,
+    nworkers: int,
+    scheme_config: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write ``rank``'s file of ``version`` under ``directory``; its index entry.
 
-
-@dataclass
-class SpillJob:
-    """One submitted version of one rank; :meth:`wait` for its result."""
-
-    version: int
-    path: str
-    info: dict[str, Any] = field(default_factory=dict)
-    error: BaseException | None = None
-    _done: threading.Event = field(default_factory=threading.Event, repr=False)
-    _seen: bool = field(default=False, repr=False)
-
-    def done(self) -> bool:
-        """Whether the write has finished (successfully or not)."""
-        return self._done.is_set()
-
-    def wait(self, timeout: float | None = None, *, raise_errors: bool = True) -> bool:
-        """Wait for the write; True once the file is complete and flushed to disk.
-
-        On failure raise the :class:`SpillError` from the writer thread, or with
-        ``raise_errors=False`` return False (the error stays in :attr:`error`). False too if
-        ``timeout`` runs out first.
-        """
-        if not self._done.wait(timeout):
-            return False
-        self._seen = True
-        if self.error is not None:
-            if raise_errors:
-                raise self.error
-            return False
-        return True
-
-
-class SpillWriter:
-    """Writes one rank's segments to ``DIR/v<version>/rank<rank>.h5`` in a background thread.
-
-    Writes happen one at a time, in submission order. :meth:`submit` takes a private copy of
-    the segment, so the caller may overwrite its buffer as soon as ``submit`` returns; at most
-    ``queue_size + 1`` copies exist at once (``submit`` blocks until one is written). Their
-    buffers are reused by later submits of the same or smaller size: a warm copy costs far less
-    than one into freshly allocated memory, but the writer then keeps that memory until
-    :meth:`close`.
-
-    The MPI wiring (every worker has a writer; the index is committed once every rank's file
-    is flushed) is :class:`mpickpt.disk.DiskTier`.
+    Creates the version directory if needed. If the version was complete, it stops being
+    complete first (its index is removed): a version is rewritten only after a rollback, and
+    its index is written again once every rank's file is back.
     """
+    directory = os.fspath(directory)
+    vdir = version_dir(directory, version)
+    if not os.path.isdir(vdir):
+        os.makedirs(vdir, exist_ok=True)
+        _fsync_dir(directory)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(vdir, INDEX))
+        _fsync_dir(vdir)
+    return write_rank_file(
+        rank_file(directory, version, rank),
+        segment,
+        version=version,
+        rank=rank,
+        nworkers=nworkers,
+        scheme_config=scheme_config,
+    )
 
-    def __init__(
-        self,
-        directory: str | os.PathLike[str],
-        rank: int,
-        nworkers: int,
-        scheme_config: Mapping[str, Any],
-        keep: int = 2,
-        *,
-        queue_size: int = 1,
-    ) -> None:
-        if keep < 1:
-            raise SpillError(f"keep={keep}: the spill must keep at least one version")
-        if not 0 <= rank < nworkers:
-            raise SpillError(f"rank {rank} is not in 0..{nworkers - 1}")
-        self.directory = os.fspath(directory)
-        self.rank = rank
-        self.nworkers = nworkers
-        self.scheme_config = dict(scheme_config)
-        self.keep = keep
-        self._jobs: dict[int, SpillJob] = {}
-        self._queue: queue.Queue[tuple[SpillJob, np.ndarray] | None] = queue.Queue()
-        self._slots = threading.BoundedSemaphore(queue_size + 1)
-        self._free: list[np.ndarray] = []  # buffers of finished writes, for reuse
-        self._lock = threading.Lock()
-        self._closed = False
-        os.makedirs(self.directory, exist_ok=True)
-        self._thread = threading.Thread(target=self._run, name=f"mpickpt-spill-{rank}", daemon=True)
-        self._thread.start()
 
-    def submit(self, version: int, segment: np.ndarray | SegmentView) -> SpillJob:
-        """Queue ``segment`` (this rank's, of ``version``) for writing; returns at once.
-
-        The segment (an array of bytes, or a :class:`SegmentView`) is copied into a buffer of
-        the writer before this returns, so the caller's buffers may change right after. Blocks
-        only while ``queue_size + 1`` earlier writes are still pending.
-        """
-        if self._closed:
-            raise SpillError("the spill writer is closed")
-        self._slots.acquire()
-        try:
-            src = segment if isinstance(segment, SegmentView) else np.frombuffer(segment, np.uint8)
-            data = self._buffer(src.nbytes)
-            if isinstance(src, SegmentView):
-                src.read_into(0, data)
-            else:
-                np.copyto(data, src)
-            job = SpillJob(version, rank_file(self.directory, version, self.rank))
-        except BaseException:
-            self._slots.release()
-            raise
-        self._jobs[version] = job
-        for old in [v for v in self._jobs if v < version - 64]:
-            del self._jobs[old]
-        self._queue.put((job, data))
-        return job
-
-    def _buffer(self, n: int) -> np.ndarray:
-        """An ``n``-byte array: a free buffer if one is large enough, else a new one."""
-        with self._lock:
-            fits = [b for b in self._free if n <= b.size <= 2 * n]
-            if fits:
-                buf = min(fits, key=lambda b: b.size)
-                self._free = [b for b in self._free if b is not buf]
-                return buf[:n]
-            self._free.clear()  # at most queue_size + 1 buffers exist at once
-        return np.empty(n, dtype=np.uint8)
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            job, data = item
-            try:
-                vdir = os.path.dirname(job.path)
-                fresh = not os.path.isdir(vdir)
-                os.makedirs(vdir, exist_ok=True)
-                if fresh:
-                    _fsync_dir(self.directory)
-                # rewriting a version that was once complete: it stops being complete first
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(vdir, INDEX))
-                    _fsync_dir(vdir)
-                job.info = write_rank_file(
-                    job.path,
-                    data,
-                    version=job.version,
-                    rank=self.rank,
-                    nworkers=self.nworkers,
-                    scheme_config=self.scheme_config,
-                )
-            except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
-                err = SpillError(
-                    f"spill of version {job.version} (rank {self.rank}) to {job.path} "
-                    f"failed: {type(e).__name__}: {e}",
-                    [job.path],
-                )
-                err.__cause__ = e
-                job.error = err
-            finally:
-                with self._lock:
-                    self._free.append(data.base if isinstance(data.base, np.ndarray) else data)
-                del data
-                job._done.set()
-                self._slots.release()
-
-    def job(self, version: int) -> SpillJob:
-        """The job of a submitted version (recent versions only)."""
-        try:
-            return self._jobs[version]
-        except KeyError:
-            raise SpillError(f"version {version} was not submitted to this spill writer") from None
-
-    def wait(
-        self, version: int, timeout: float | None = None, *, raise_errors: bool = True
-    ) -> bool:
-        """Wait until ``version`` is written and flushed; see :meth:`SpillJob.wait`."""
-        return self.job(version).wait(timeout, raise_errors=raise_errors)
-
-    def flush(self, *, raise_errors: bool = True) -> bool:
-        """Wait for every submitted write; True if all succeeded.
-
-        Writes whose result was already collected by :meth:`wait` are not reported again.
-        """
-        ok = True
-        for job in list(self._jobs.values()):
-            if not job._seen:
-                ok = job.wait(raise_errors=raise_errors) and ok
-        return ok
-
-    def info(self, version: int) -> dict[str, Any]:
-        """This rank's index entry for a written ``version`` (gather these for commit)."""
-        job = self.job(version)
-        job.wait()
-        return dict(job.info)
-
-    def commit(self, version: int, files_info: Sequence[Mapping[str, Any]]) -> None:
-        """Write the index of ``version`` and prune to ``keep`` versions (one rank only)."""
-        steps = {int(i["step"]) for i in files_info}
-        if len(steps) != 1:
-            raise SpillError(f"version {version}: ranks report different steps {sorted(steps)}")
-        commit_index(
-            self.directory, version, self.nworkers, steps.pop(), self.scheme_config, files_info
-        )
-        prune(self.directory, self.keep)
-
-    def close(self) -> None:
-        """Finish pending writes and stop the thread (errors are left in the jobs)."""
-        if not self._closed:
-            self._closed = True
-            self._queue.put(None)
-            self._thread.join()
-            self._free.clear()
-
-    def __enter__(self) -> SpillWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def commit(
+    directory: str | os.PathLike[str],
+    version: int,
+    nworkers: int,
+    scheme_config: Mapping[str, Any],
+    files_info: Sequence[Mapping[str, Any]],
+    keep: int,
+) -> None:
+    """Write the index of ``version`` from every rank's entry and prune to ``keep`` versions
+    (one rank only, after every rank's file is written)."""
+    steps = {int(i["step"]) for i in files_info}
+    if len(steps) != 1:
+        raise SpillError(f"version {version}: ranks report different steps {sorted(steps)}")
+    commit_index(directory, version, nworkers, steps.pop(), scheme_config, files_info)
+    prune(directory, keep)
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,7 +361,8 @@ def commit_index(
     """Mark ``version`` complete by writing ``INDEX.json`` atomically; return its path.
 
     Call on one rank, only after every rank's file of ``version`` is written and flushed
-    (``files_info`` is the gathered :meth:`SpillWriter.info` of ranks ``0..nworkers-1``).
+    (``files_info`` is the gathered :meth:`mpickpt.writer.SpillWriter.info` of ranks
+    ``0..nworkers-1``).
     Each file must exist with the reported size.
     """
     vdir = version_dir(directory, version)
