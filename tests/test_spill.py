@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from mpickpt.state import State, unpack
 from mpickpt.writer import SpillWriter
 
 NW = 3
+INSTALL_DEBS = Path(__file__).parent / "install-debs.sh"
 SCHEME = {"id": "parity", "group": 3, "backups": 4}
 
 
@@ -90,6 +92,59 @@ def test_load_is_byte_identical(two_versions: Any) -> None:
             assert got.tobytes() == segs[r].tobytes()
     assert spill.verify(d) == []
     assert spill.find_restart(d, NW) == (2, [])
+
+
+@pytest.fixture(scope="module")
+def h5dump(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The HDF5 command-line dumper, from Debian's hdf5-tools if missing (skips if it cannot
+    be installed here)."""
+    if shutil.which("h5dump") is None:
+        log = tmp_path_factory.mktemp("apt") / "apt.log"
+        proc = subprocess.run(
+            ["bash", str(INSTALL_DEBS), str(log), "hdf5-tools"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if proc.returncode == 3:
+            pytest.skip(f"h5dump cannot be installed here: {proc.stderr.strip()}")
+        assert proc.returncode == 0, proc.stderr
+    path = shutil.which("h5dump")
+    assert path is not None, "hdf5-tools installed, but no h5dump on PATH"
+    return path
+
+
+def test_files_open_with_h5dump(two_versions: Any, h5dump: str) -> None:
+    """The files are plain HDF5 for other tools too (here HDF5 1.10's h5dump, while h5py
+    writes them with HDF5 2.x)."""
+    d, _, b = two_versions
+    path = os.path.join(d, "v00000002", "rank00001.h5")
+    _, values = unpack(b[1])
+
+    def dump(*args: str) -> str:
+        proc = subprocess.run(
+            [h5dump, *args, path], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    header = dump("-H")
+    for name, hdf5_type in (
+        ("u", "H5T_IEEE_F64LE"),
+        ("counts", "H5T_STD_I32LE"),
+        ("big%2Fendian", "H5T_IEEE_F64BE"),
+    ):
+        shape = ", ".join(map(str, values[name.replace("%2F", "/")].shape))
+        block = header.split(f'DATASET "{name}"', 1)[1]
+        assert hdf5_type in block.split("DATASPACE", 1)[0]
+        assert f"SIMPLE {{ ( {shape} ) / ( {shape} ) }}" in block
+    for attribute in ("step", "version", "rank", "nworkers", "segment_checksum", "scheme"):
+        assert f'ATTRIBUTE "{attribute}"' in header
+    # the values, as h5dump prints them (-y: no indices, -w 0: one line)
+    data = dump("-y", "-w", "0", "-d", "/arrays/counts").split("DATA {", 1)[1].split("}", 1)[0]
+    assert [int(x) for x in data.replace(",", " ").split()] == values["counts"].tolist()
+    step = dump("-A", "-y", "-a", "/step").split("DATA {", 1)[1].split("}", 1)[0]
+    assert int(step) == 20
 
 
 def test_files_readable_with_plain_h5py(two_versions: Any) -> None:

@@ -55,27 +55,16 @@ export SLURM_CONF=$CONF
 
 say() { echo "cluster.sh: $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
-cannot_install() { say "CANNOT INSTALL: $*"; exit 3; }  # tests skip on exit code 3
 
 # ---------------------------------------------------------------------------------------------
 install_packages() {
-    local missing=() p
-    for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
-            || missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    [ "$(id -u)" -eq 0 ] || cannot_install "Slurm packages missing (${missing[*]}) and not root"
-    command -v apt-get >/dev/null || cannot_install "Slurm packages missing (${missing[*]}), no apt-get"
-    say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # Update the package lists only when the install cannot find the packages as they are.
-    if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$DIR/apt.log" 2>&1; then
-        apt-get update -qq >>"$DIR/apt.log" 2>&1 \
-            || { tail -5 "$DIR/apt.log" >&2; cannot_install "apt-get update failed (no network?)"; }
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$DIR/apt.log" 2>&1 \
-            || { tail -5 "$DIR/apt.log" >&2; cannot_install "apt-get install ${missing[*]} failed"; }
-    fi
+    local rc=0
+    "$(dirname "${BASH_SOURCE[0]}")/../install-debs.sh" "$DIR/apt.log" "${PACKAGES[@]}" || rc=$?
+    case $rc in
+        0) ;;
+        3) exit 3 ;;  # it said why; the tests skip
+        *) die "installing ${PACKAGES[*]} failed" ;;
+    esac
     if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
         || ! command -v sbatch >/dev/null; then
         die "Slurm commands not found after install"
