@@ -419,12 +419,13 @@ def test_writer_process_killed_fails_its_writes_and_a_new_one_takes_over(tmp_pat
         os.kill(helper.pid, signal.SIGSTOP)  # the request waits in the socket, unwritten
         w.submit(1, make_segment(0, 1, 100))
         os.kill(helper.pid, signal.SIGKILL)
+        helper.wait()
+        seg = make_segment(0, 2, 100)
+        w.submit(2, seg)  # before anyone looked at version 1: starts a new helper
+        assert w._proc.pid != helper.pid
         assert w.wait(1, raise_errors=False) is False
         with pytest.raises(SpillError, match="spill writer process exited"):
             w.wait(1)
-        seg = make_segment(0, 2, 100)
-        w.submit(2, seg)  # starts a new helper
-        assert w._proc.pid != helper.pid
         assert w.wait(2)
         spill.commit_index(tmp_path, 2, 1, 2, SCHEME, [w.info(2)])
     assert spill.load(tmp_path, 2, 0).tobytes() == seg.tobytes()

@@ -222,7 +222,11 @@ class SpillWriter:
         while len(self._pending) > self.queue_size:
             self._collect(None)
         if self._sock.fileno() < 0 or self._proc.poll() is not None:
-            self._start()  # the helper died: a new one for the writes from now on
+            # the helper died: take the replies it sent, fail the rest, and start a new one
+            while self._pending:
+                self._collect(None)
+            self._sock.close()
+            self._start()
         src = segment if isinstance(segment, SegmentView) else np.frombuffer(segment, np.uint8)
         buf = self._buffer(src.nbytes)
         data = buf.array(src.nbytes)
