@@ -322,9 +322,12 @@ def test_chain_continues_from_spill(slurm: SlurmCluster, tmp_path: Path) -> None
 def test_resilient_continues_after_node_loss(
     slurm: SlurmCluster, tmp_path: Path, nodes: int
 ) -> None:
-    """A whole node dies: mpirun ends (with 0) on losing its daemon; the script sees it and
-    relaunches from the spill on the nodes left in the --no-kill allocation (3 nodes: 4 slots
-    left for 4 ranks) or requeues for a new allocation (2 nodes: 2 slots left)."""
+    """A whole node dies: mpirun ends on losing its daemon (with 0), or the ranks left exit 75
+    first; either way the script leaves the node out once Slurm has, and relaunches from the
+    spill on the nodes left in the --no-kill allocation (3 nodes: 4 slots left for 4 ranks) or
+    requeues for a new allocation (2 nodes: 2 slots left). (When the ranks' exit comes before
+    Slurm marks the node down, a first relaunch still includes it and fails: measured with the
+    ranks killed 0.15 s before the rest, the second relaunch went to n1,n3 and finished.)"""
     env = resilient_env(
         tmp_path / "ckpt",
         STANDIN_EXIT75="0",
@@ -341,7 +344,7 @@ def test_resilient_continues_after_node_loss(
     slurm.kill_node(job_id, "n2")
     job = slurm.wait(job_id, timeout=120)
     assert job.state == "COMPLETED" and job.exit_code == 0, job.output
-    assert "mpirun lost a node" in job.output, job.output
+    assert re.search(r"node n2 (left the allocation|is down)", job.output), job.output
     if nodes == 3:
         assert "relaunching from the spill on n1,n3" in job.output, job.output
         assert job.restarts == 0

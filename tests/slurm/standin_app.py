@@ -8,6 +8,8 @@ Same command line and exit-code contract as the real example:
 - 75: "relaunch from the spill": the first ``STANDIN_EXIT75`` launches (default 1) stop halfway
   through the remaining steps, spill and exit 75, as the real app does when it runs out of spares.
 - 76: SIGUSR1 received: spill at the current step and exit 76 ("requeue to continue").
+- 75 also when a rank is lost (an MPI call fails with a process failure), as the real app does
+  once its spares are used up (it has none here); the relaunch resumes from the last spill.
 
 State lives in ``DIR/standin.json`` (written by rank 0 every ``every * spill_every`` steps and on
 stopping; the real app spills per-rank files).
@@ -24,6 +26,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 import mpi4py
 
@@ -31,6 +34,8 @@ mpi4py.rc.finalize = False  # Finalize may hang after failures (open-mpi/ompi#11
 from mpi4py import MPI  # noqa: E402
 
 RELAUNCH, STOPPED = 75, 76
+PROCESS_FAILURE = (MPI.ERR_PROC_FAILED, MPI.ERR_PROC_FAILED_PENDING, MPI.ERR_REVOKED)
+got_signal: list[int] = []
 
 
 def main() -> int:
@@ -43,7 +48,6 @@ def main() -> int:
     p.add_argument("--spill-every", type=int, default=1)
     a = p.parse_args()
 
-    got_signal = []
     signal.signal(signal.SIGUSR1, lambda s, f: got_signal.append(s))
     comm = MPI.COMM_WORLD
     path = os.path.join(a.spill, "standin.json")
@@ -72,6 +76,23 @@ def main() -> int:
             f"launch {state['launches']}: resuming at step {start} of {a.steps}, {comm.size} ranks",
             flush=True,
         )
+    try:
+        return run(a, comm, start, fail_at, spill)
+    except MPI.Exception as e:
+        if e.Get_error_class() not in PROCESS_FAILURE:
+            raise
+        print(f"rank {comm.rank}: lost ranks ({e.Get_error_string()}): exit {RELAUNCH}", flush=True)
+        return RELAUNCH
+
+
+def run(
+    a: argparse.Namespace,
+    comm: MPI.Comm,
+    start: int,
+    fail_at: int | None,
+    spill: Callable[[int], None],
+) -> int:
+    """The time-step loop from ``start``: returns 0, RELAUNCH or STOPPED."""
     dt = float(os.environ.get("STANDIN_STEP_SECONDS", "0.02"))
     for step in range(start, a.steps):
         time.sleep(dt)
