@@ -76,18 +76,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--timeout", type=float, default=300)
     a = p.parse_args()
-    heat = [
-        sys.executable,
-        str(ROOT / "examples" / "heat2d.py"),
-        "--steps",
-        str(a.steps),
-        "--size",
-        str(a.size),
-        "--every",
-        str(a.every),
-        "--spares",
-        "1",
-    ]
+    heat = [sys.executable, str(ROOT / "examples" / "heat2d.py")]
+    heat += f"--steps {a.steps} --size {a.size} --every {a.every} --spares 1".split()
     n = a.workers + 1
     memory, spilled, writes, handing, waiting = [], [], [], [], []
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:

@@ -100,16 +100,7 @@ def _run_heat(n: int, args: list[str], env: dict[str, str], timeout: float) -> t
 def cmd_demo(a: argparse.Namespace) -> int:
     """Run heat2d twice, the second time killing a worker mid-run; show the recovery."""
     n = a.workers + a.spares
-    args = [
-        "--steps",
-        str(a.steps),
-        "--size",
-        str(a.size),
-        "--every",
-        str(a.every),
-        "--spares",
-        str(a.spares),
-    ]
+    args = f"--steps {a.steps} --size {a.size} --every {a.every} --spares {a.spares}".split()
     print(
         f"mpickpt demo: heat2d {a.size}x{a.size}, {a.steps} steps, {a.workers} workers + "
         f"{a.spares} spare, parity (group 2, 3 backups), checkpoint every {a.every} steps"
