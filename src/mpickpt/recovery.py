@@ -258,10 +258,12 @@ class Runtime:
         if not self.failures_seen and not MPI.Is_finalized():
             MPI.Finalize()
 
-    def settle(self) -> None:
-        """Wait until every surviving process got here (best effort: a failure ends the wait)."""
-        with contextlib.suppress(MPI.Exception):
-            self.world.Agree(1)
+    def settle(self) -> bool:
+        """Wait until every surviving process got here; False if a failure ended the wait."""
+        try:
+            return bool(self.world.Agree(1))
+        except MPI.Exception:
+            return False
 
     # -- recovery ---------------------------------------------------------------------------
 

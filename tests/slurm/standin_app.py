@@ -19,7 +19,6 @@ stopping; the real app spills per-rank files).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -122,8 +121,14 @@ if __name__ == "__main__":
     # Nobody exits before rank 0's last line is out (mpirun drops output once a rank exits
     # non-zero). Agree, not Barrier: a rank leaving a Barrier early and exiting made a slower
     # one raise PROC_FAILED in it, or hang (a non-zero exit is not detected over sm).
-    with contextlib.suppress(MPI.Exception):
+    # Then only rank 0 exits with rc, as mpickpt does: mpirun can hang when several ranks
+    # exit non-zero at once. After a lost rank (the agreement fails) rank 0 may be dead, so
+    # every rank exits with rc.
+    try:
         MPI.COMM_WORLD.Agree(1)
+        carries_rc = MPI.COMM_WORLD.rank == 0
+    except MPI.Exception:
+        carries_rc = True
     if rc:
         time.sleep(0.3)  # mpirun may drop the last lines of a rank that exits non-zero
-    os._exit(rc)
+    os._exit(rc if carries_rc else 0)
