@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from mpickpt import ConfigError
 from mpickpt.layout import (
+    backup_layout,
     by_backup,
     choose_backups,
     domain_order,
@@ -151,6 +152,14 @@ def test_choose_backups_single_domain_and_zero_backups():
         choose_backups([0, 0, 0], 1)
     with pytest.raises(ConfigError, match="backups must be >= 1"):
         choose_backups([0, 1, 2], 0)
+
+
+def test_backup_layout_single_rank_keeps_local_copy_only():
+    assert backup_layout([0], 3) == ([[]], [[]])
+    backups, owners = backup_layout([0, 1, 2, 3], 3)
+    assert backups == choose_backups([0, 1, 2, 3], 3) and owners == owners_of(backups)
+    with pytest.raises(ConfigError, match="at most 1"):
+        backup_layout([0, 1], 3)  # what every process checks before a job starts
 
 
 def test_choose_backups_uneven_domains_rejected_with_sizes():

@@ -16,7 +16,7 @@ from mpi4py import MPI
 from . import testing
 from .checkpointer import Checkpointer
 from .disk import DiskTier
-from .errors import NoSparesError, ProcessFailure, UnrecoverableError
+from .errors import ConfigError, NoSparesError, ProcessFailure, UnrecoverableError
 from .recovery import Redistribute, Runtime, fatal_excepthook, verbose
 from .schemes import Scheme
 from .spill import SpillError
@@ -144,8 +144,9 @@ def _report(error: Exception, exit_on_error: bool) -> None:
     )
 
 
-def _exit(code: int, runtime: Runtime, agreed: bool = True) -> NoReturn:
-    """End the process so that the job ends with ``code``.
+def _exit(code: int, runtime: Runtime | None, agreed: bool = True) -> NoReturn:
+    """End the process so that the job ends with ``code`` (``runtime`` None: it could not be
+    set up, every process is still there).
 
     Only one process exits with ``code``: the lowest rank left (rank 0 of ``runtime.world``,
     alive at the last agreement; never an idle spare while a worker is left, since spares have
@@ -157,12 +158,15 @@ def _exit(code: int, runtime: Runtime, agreed: bool = True) -> NoReturn:
 
     Through ``sys.exit`` (and so MPI_Finalize) while no failure was seen, else at once, since
     MPI_Finalize can hang after a failure."""
-    if agreed and runtime.world.Get_rank() != 0:
+    world = MPI.COMM_WORLD if runtime is None else runtime.world
+    if agreed and world.Get_rank() != 0:
         code = 0
     sys.stdout.flush()
     sys.stderr.flush()
-    if runtime.failures_seen:
+    if runtime is not None and runtime.failures_seen:
         os._exit(code)
+    if not MPI.Is_finalized():
+        MPI.Finalize()
     sys.exit(code)
 
 
@@ -225,7 +229,11 @@ def resilient(
             if spill is not None:
                 for sig in STOP_SIGNALS:  # early: Slurm may signal long before the end
                     signal.signal(sig, _request_stop)
-            runtime = Runtime(make, spares, redistribute)
+            try:
+                runtime = Runtime(make, spares, redistribute)
+            except (ConfigError, SpillError) as e:  # the same on every process
+                _report(e, exit_on_error)
+                _exit(EXIT_CONFIG, None)
             try:
                 result = run(fn, runtime, every, *args, **kwargs)
             except Preempted:

@@ -12,7 +12,7 @@ from mpi4py import MPI
 from . import testing
 from .checksum import checksum
 from .disk import DiskTier
-from .layout import choose_backups, owners_of
+from .layout import backup_layout
 from .memstore import Held, MemStore, PieceHeader
 from .planning import Report, Sources, rebuild_sources
 from .schemes import Scheme, get_scheme
@@ -59,12 +59,7 @@ class Checkpointer:
         comm.Set_errhandler(MPI.ERRORS_RETURN)
         self.comm = comm
         self.domains = list(domains)
-        size = comm.Get_size()
-        if size > 1:
-            self.backups = choose_backups(self.domains, self.scheme.backups)
-            self.owners = owners_of(self.backups)
-        else:  # a single rank has nobody to back it up: keep the local copy only
-            self.backups, self.owners = [[]], [[]]
+        self.backups, self.owners = backup_layout(self.domains, self.scheme.backups)
 
     @property
     def rank(self) -> int:

@@ -163,3 +163,12 @@ def owners_of(backups: Sequence[Sequence[int]]) -> list[list[int]]:
         for b in mine:
             held[b].append(owner)
     return held
+
+
+def backup_layout(domains: Sequence[int], backups: int) -> tuple[list[list[int]], list[list[int]]]:
+    """:func:`choose_backups` and :func:`owners_of` for ranks in ``domains``. A single rank has
+    nobody to back it up: it keeps its local copy only."""
+    if len(domains) < 2:
+        return [[] for _ in domains], [[] for _ in domains]
+    chosen = choose_backups(domains, backups)
+    return chosen, owners_of(chosen)

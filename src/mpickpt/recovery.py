@@ -33,7 +33,7 @@ from .errors import (
     ProcessFailure,
     UnrecoverableError,
 )
-from .layout import choose_backups
+from .layout import backup_layout, choose_backups
 from .planning import Plan, Report, plan_recovery, save_plan
 from .spill import SpillError, read_index
 from .state import State, unpack
@@ -144,6 +144,9 @@ class Runtime:
         self.domain = self.domains[rank]
         self.logical: int | None = rank if rank < self.nworkers else None
         self.ckpt = make_checkpointer()
+        # Every process checks the workers' layout, spares too: a layout that cannot work fails
+        # the same way everywhere (spares would otherwise wait for workers that have quit).
+        backup_layout(self.domains[: self.nworkers], self.ckpt.scheme.backups)
         self.timeline = Timeline()
         self.recoveries = 0
         comm = self.world.Split(0 if self.logical is not None else MPI.UNDEFINED, key=rank)
