@@ -6,13 +6,22 @@ the planned piece transfers can be decoded here and compared byte for byte.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 
-from mpickpt import Mirror, NoSparesError, Parity, Scheme, Stripe, UnrecoverableError
+from mpickpt import (
+    ApplicationError,
+    Mirror,
+    NoSparesError,
+    Parity,
+    Scheme,
+    Stripe,
+    UnrecoverableError,
+)
 from mpickpt.checksum import checksum
 from mpickpt.layout import choose_backups
 from mpickpt.planning import Plan, Report, plan_recovery, rebuild_sources, save_plan
@@ -186,6 +195,37 @@ def test_not_enough_spares():
     with pytest.raises(NoSparesError, match=r"workers \[1, 4\] failed and only 1 spare") as info:
         job.plan(dead=[1, 4], spares=1)
     assert info.value.lost == (1, 4)
+
+
+def with_errors(reports: list[Report], raised: Sequence[int]) -> list[Report]:
+    return [
+        replace(r, error=f"ValueError: bad input on worker {r.logical}")
+        if r.logical in raised
+        else r
+        for r in reports
+    ]
+
+
+@pytest.mark.parametrize("raised", [[3], [0, 2, 3, 5, 6]])
+def test_an_exception_in_the_application_is_reported_not_recovered(raised):
+    """A worker's exception ends the job with the same error everywhere, although the spares
+    could take over (they would replay the bug); the first three named, the rest counted."""
+    job = Job(Parity(2, 3), 8)
+    reports = with_errors(job.reports(spares=2), raised)
+    with pytest.raises(ApplicationError) as info:
+        plan_recovery(reports, job.nworkers, job.scheme)
+    named = [
+        int(w) for w in re.findall(r"worker (\d) raised ValueError: bad input", str(info.value))
+    ]
+    assert named == raised[:3]
+    assert (f"and {len(raised) - 3} more" in str(info.value)) == (len(raised) > 3)
+
+
+def test_an_exception_beside_a_dead_worker_is_recovered():
+    # garbage from a collective that a failure broke can make the application raise
+    job = Job(Parity(2, 3), 6)
+    plan = plan_recovery(with_errors(job.reports(dead=[4]), [3]), job.nworkers, job.scheme)
+    assert plan.dead == (4,) and set(plan.rebuild) == {4}
 
 
 def test_no_spare_needed_when_nobody_died():

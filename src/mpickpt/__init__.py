@@ -16,6 +16,7 @@ import mpi4py
 mpi4py.rc.finalize = False
 
 from .errors import (  # noqa: E402 - after the rc setting above
+    ApplicationError,
     ConfigError,
     DecodeError,
     IntegrityError,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Checkpointer": "checkpointer",
     "Context": "api",
+    "EXIT_APPLICATION": "api",
     "EXIT_NO_SPARES": "api",
     "EXIT_UNRECOVERABLE": "api",
     "resilient": "api",
@@ -41,7 +43,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .api import EXIT_NO_SPARES, EXIT_UNRECOVERABLE, Context, resilient
+    from .api import EXIT_APPLICATION, EXIT_NO_SPARES, EXIT_UNRECOVERABLE, Context, resilient
     from .checkpointer import Checkpointer
     from .transport import waitall
 
@@ -57,12 +59,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "EXIT_APPLICATION",
     "EXIT_NO_SPARES",
     "EXIT_UNRECOVERABLE",
     "Context",
     "resilient",
     "waitall",
     "Checkpointer",
+    "ApplicationError",
     "ConfigError",
     "DecodeError",
     "IntegrityError",

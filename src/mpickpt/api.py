@@ -6,6 +6,7 @@ import functools
 import os
 import signal
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
@@ -16,17 +17,30 @@ from mpi4py import MPI
 from . import testing
 from .checkpointer import Checkpointer
 from .disk import DiskTier
-from .errors import ConfigError, NoSparesError, ProcessFailure, UnrecoverableError
+from .errors import (
+    ApplicationError,
+    ConfigError,
+    MpickptError,
+    NoSparesError,
+    ProcessFailure,
+    UnrecoverableError,
+)
 from .recovery import Redistribute, Runtime, fatal_excepthook, verbose
 from .schemes import Scheme
 from .spill import SpillError
 
 T = TypeVar("T")
 
+EXIT_APPLICATION = 1  # the protected function raised an exception (ApplicationError)
 EXIT_CONFIG = 2  # bad configuration or spill (the message says what to change)
 EXIT_UNRECOVERABLE = 3  # the loss is beyond the redundancy and there is no spill to fall back to
 EXIT_NO_SPARES = 75  # workers were lost and no spare was left: relaunch (from the spill)
 EXIT_PREEMPTED = 76  # stopped on SIGTERM/SIGUSR1 after a final spill: requeue to continue
+EXIT_CODES = {
+    ApplicationError: EXIT_APPLICATION,
+    UnrecoverableError: EXIT_UNRECOVERABLE,
+    NoSparesError: EXIT_NO_SPARES,
+}
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
@@ -129,6 +143,13 @@ def run(fn: Callable[..., T], runtime: Runtime, every: int, *args: Any, **kwargs
         except MPI.Exception:  # seen in the application's own communication
             runtime.leave()
             role = runtime.recover(done=False)
+        except (MpickptError, Preempted):
+            raise
+        except Exception as e:  # a bug, not a failed rank: every rank ends with ApplicationError
+            traceback.print_exc()  # where it happened, from this rank only
+            runtime.error = f"{type(e).__name__}: {e}"
+            runtime.leave()
+            role = runtime.recover(done=False)
         if role == "spare":  # pragma: no cover - a worker never becomes a spare
             role = runtime.wait_as_spare()
     return result if runtime.is_worker else None
@@ -206,7 +227,9 @@ def resilient(
     When recovery is impossible every surviving rank raises the same
     :class:`UnrecoverableError` (or :class:`NoSparesError`); with ``exit_on_error`` (default)
     it is printed once and the job exits with :data:`EXIT_UNRECOVERABLE` (or
-    :data:`EXIT_NO_SPARES`).
+    :data:`EXIT_NO_SPARES`). An exception raised by ``fn`` on a worker is not a failed rank:
+    every rank raises the same :class:`ApplicationError` (the job exits with
+    :data:`EXIT_APPLICATION`), and a configuration that cannot work exits with ``2``.
     """
 
     def decorate(fn: Callable[..., T]) -> Callable[..., T | None]:
@@ -243,11 +266,10 @@ def resilient(
                 _report(e, exit_on_error)
                 runtime.release_spares(EXIT_CONFIG)
                 _exit(EXIT_CONFIG, runtime)
-            except (UnrecoverableError, NoSparesError) as e:  # in a recovery, on everyone
+            except (UnrecoverableError, NoSparesError, ApplicationError) as e:  # on everyone
                 _report(e, exit_on_error)
                 agreed = runtime.settle()  # every survivor has said it before any exits
-                code = EXIT_NO_SPARES if isinstance(e, NoSparesError) else EXIT_UNRECOVERABLE
-                _exit(code, runtime, agreed)
+                _exit(EXIT_CODES[type(e)], runtime, agreed)
             if runtime.exit_code:  # an idle spare, told how the workers ended: it exits with 0
                 _exit(runtime.exit_code, runtime)
             return result

@@ -39,6 +39,11 @@ class UnrecoverableError(MpickptError):
         self.version = version
 
 
+class ApplicationError(MpickptError):
+    """The protected function raised an exception on a worker. Not treated as a rank failure
+    (a spare would run into the same bug): every rank raises this, with the same message."""
+
+
 class NoSparesError(MpickptError):
     """A worker died and no spare rank is left to take its place."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .errors import DecodeError, NoSparesError, UnrecoverableError
+from .errors import ApplicationError, DecodeError, NoSparesError, UnrecoverableError
 from .layout import decode_plan
 from .schemes import Scheme
 
@@ -28,6 +28,7 @@ class Report:
     # version -> owner -> (segment nbytes, {name: checksum} of the intact pieces held)
     holdings: dict[int, dict[int, tuple[int, dict[str, int]]]] = field(default_factory=dict)
     done: bool = False
+    error: str | None = None  # the exception the protected function raised here, if any
 
 
 @dataclass
@@ -54,11 +55,20 @@ def plan_recovery(
 ) -> Plan:
     """Decide version, spare promotion and piece transfers, or raise the same error everywhere.
 
-    Raises :class:`NoSparesError` when dead workers outnumber the idle spares and
+    Raises :class:`ApplicationError` when the protected function raised on a worker and no
+    worker died,
+    :class:`NoSparesError` when dead workers outnumber the idle spares and
     :class:`UnrecoverableError` when a lost segment cannot be rebuilt, unless ``fallback``
     (a disk tier exists): then the plan says ``from_disk`` and rebuilds nothing from RAM.
     """
     where, dead, version = _survey(reports, nworkers)
+    # With a dead worker, an exception may come from data garbled by the failure: recover, and
+    # a real bug raises again in the recovered run, where nobody died.
+    raised = [f"worker {r.logical} raised {r.error}" for r in reports if r.error is not None]
+    if raised and not dead:
+        more = f"; and {len(raised) - 3} more" if len(raised) > 3 else ""
+        printed = "its traceback is" if len(raised) == 1 else "their tracebacks are"
+        raise ApplicationError("; ".join(raised[:3]) + f"{more} ({printed} printed above)")
     workers = [r for r in reports if r.logical is not None]
     if workers and all(r.done for r in workers):  # the dead, too, had finished
         return Plan(-1, [where.get(w, -1) for w in range(nworkers)], dead, finish=True)

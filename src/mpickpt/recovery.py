@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from . import testing
 from .checkpointer import Checkpointer, fetch_segment
 from .disk import DiskTier
 from .errors import (
+    ApplicationError,
     ConfigError,
     MpickptError,
     NoSparesError,
@@ -149,6 +150,7 @@ class Runtime:
         backup_layout(self.domains[: self.nworkers], self.ckpt.scheme.backups)
         self.timeline = Timeline()
         self.recoveries = 0
+        self.error: str | None = None  # what the protected function raised in this process
         comm = self.world.Split(0 if self.logical is not None else MPI.UNDEFINED, key=rank)
         if self.logical is not None:
             self.ckpt.attach(comm, self.domains[: self.nworkers])
@@ -315,9 +317,11 @@ class Runtime:
         testing.maybe_kill("recovery")
         watchdog = self._watchdog()
         try:
-            return self._recover(done)
+            role = self._recover(done)
         finally:
             watchdog.cancel()
+        self.error = None  # recovered: the exception came with a failure, not from a bug
+        return role
 
     def _recover(self, done: bool) -> str:
         while True:
@@ -338,7 +342,8 @@ class Runtime:
         def transaction() -> tuple[
             list[Report], Plan | Shrunk | None, MpickptError | None, dict[int, Any], MPI.Comm
         ]:
-            reports = world.allgather(self.ckpt.report(done, self.logical, self.domain))
+            own = replace(self.ckpt.report(done, self.logical, self.domain), error=self.error)
+            reports = world.allgather(own)
             try:
                 plan = plan_recovery(
                     reports, self.nworkers, self.ckpt.scheme, fallback=self.disk is not None
@@ -348,7 +353,7 @@ class Runtime:
                 if shrunk is None:
                     return reports, None, self._save(world, reports, e), {}, MPI.COMM_NULL
                 return reports, shrunk, None, {}, MPI.COMM_NULL
-            except UnrecoverableError as e:
+            except (UnrecoverableError, ApplicationError) as e:
                 return reports, None, e, {}, MPI.COMM_NULL
             if plan.finish:
                 return reports, plan, None, {}, MPI.COMM_NULL

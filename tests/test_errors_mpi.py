@@ -1,0 +1,67 @@
+"""Errors that are not rank failures, on real ranks: a configuration that cannot work (exit 2)
+and an exception raised by the protected function (exit 1). Every process prints the same
+clear error; never a hang, an exit 0, or the "relaunch" code 75."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLES, HEAT, run_mpi
+
+pytestmark = pytest.mark.mpi
+
+
+@pytest.mark.parametrize(
+    ("n", "args", "message"),
+    [
+        # 2 workers + 1 spare: parity's 3 backups need 3 other failure domains. Only the
+        # workers build the layout, so a spare that did not check it would wait for them.
+        (3, [], r"needs 3 backups on 3 other failure domains.*use fewer backups \(at most 1\)"),
+        (4, ["--group", "0"], r"parity needs group >= 1, got 0"),
+        (4, ["--spares", "4"], r"4 spare\(s\) leave no worker among 4 processes"),
+    ],
+)
+def test_bad_configuration_is_a_clear_error(n: int, args: list[str], message: str) -> None:
+    rc, out, err = run_mpi(EXAMPLES / "heat2d.py", n, *HEAT, *args, timeout=60)
+    assert rc == 2, f"rc={rc}\n{out}\n{err}"
+    lines = re.findall(r"^mpickpt: rank (\d+): ConfigError: (.*)$", err, re.M)
+    assert sorted(int(rank) for rank, _ in lines) == list(range(n)), err
+    assert len({text for _, text in lines}) == 1 and re.search(message, lines[0][1]), err
+    assert "Traceback" not in err and "checksum" not in out, err
+
+
+def raises(n: int, *args: str) -> tuple[int, str, str]:
+    return run_mpi(Path(__file__).parent / "mpi_scripts" / "app_raises.py", n, *args, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("n", "args"),
+    [
+        # worker 2 waits for worker 1's message when 1 raises; a spare must not replay the bug
+        (5, ["--raise-on", "1", "--spares", "1"]),
+        # every worker raises and there is no spare: the job used to end with 0 (all ranks gone)
+        (4, ["--raise-on", "0,1,2,3"]),
+    ],
+)
+def test_exception_in_the_application_ends_the_job(n: int, args: list[str]) -> None:
+    rc, out, err = raises(n, *args)
+    assert rc == 1, f"rc={rc}\n{out}\n{err}"
+    lines = re.findall(r"^mpickpt: rank (\d+): ApplicationError: (.*)$", err, re.M)
+    assert sorted(int(rank) for rank, _ in lines) == list(range(n)), err
+    assert len({text for _, text in lines}) == 1, err
+    # A worker that sees its neighbour's failure before reaching its own raise does not raise.
+    message = lines[0][1]
+    named = re.findall(r"worker (\d+) raised ValueError: step 3 went wrong on worker \1", message)
+    more = re.search(r"and (\d+) more", message)
+    raised = len(named) + (int(more.group(1)) if more else 0)
+    assert named and set(named) <= set(args[1].split(",")), message
+    assert err.count("Traceback (most recent call last)") == raised, err
+    assert "done" not in out, out
+
+
+def test_application_without_exception_completes():
+    rc, out, err = raises(5, "--spares", "1")
+    assert rc == 0 and re.search(r"^done \d+$", out, re.M), f"rc={rc}\n{out}\n{err}"
