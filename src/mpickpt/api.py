@@ -184,10 +184,10 @@ def _exit(code: int, runtime: Runtime | None, agreed: bool = True) -> NoReturn:
         code = 0
     sys.stdout.flush()
     sys.stderr.flush()
-    if runtime is not None and runtime.failures_seen:
+    if runtime is None:
+        MPI.Finalize()  # nothing failed; a runtime finalizes at exit (see Runtime._finalize)
+    elif runtime.failures_seen:
         os._exit(code)
-    if not MPI.Is_finalized():
-        MPI.Finalize()
     sys.exit(code)
 
 

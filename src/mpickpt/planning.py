@@ -56,8 +56,7 @@ def plan_recovery(
     """Decide version, spare promotion and piece transfers, or raise the same error everywhere.
 
     Raises :class:`ApplicationError` when the protected function raised on a worker and no
-    worker died,
-    :class:`NoSparesError` when dead workers outnumber the idle spares and
+    worker died, :class:`NoSparesError` when dead workers outnumber the idle spares and
     :class:`UnrecoverableError` when a lost segment cannot be rebuilt, unless ``fallback``
     (a disk tier exists): then the plan says ``from_disk`` and rebuilds nothing from RAM.
     """
