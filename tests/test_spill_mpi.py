@@ -106,9 +106,11 @@ def test_no_spare_left_saves_every_worker_then_relaunch_resumes(tmp_path, heat_r
     assert "saved version" in err
     saved = spill.read_index(tmp_path, spill.complete_versions(tmp_path)[0])
     assert saved["step"] == 20 and saved["nworkers"] == 5  # the newest committed, all workers
+    assert not (tmp_path / spill.DONE).exists()  # what tells a job script that 0 means done
     rc, out, err = heat(6, tmp_path, "--spares", "1")
     assert rc == 0 and "restarted from spilled version" in err, err
     assert checksum(out) == heat_reference
+    assert (tmp_path / spill.DONE).read_text() == "completed after step 40\n"
 
 
 def test_signal_stops_with_a_final_spill_then_requeue_finishes(tmp_path, long_reference):
@@ -118,7 +120,7 @@ def test_signal_stops_with_a_final_spill_then_requeue_finishes(tmp_path, long_re
         os.kill(int(pidfile.read_text()), signal.SIGUSR1)
     rc, out, err = finish(proc)
     assert rc == 76, f"{out}\n{err}"
-    assert checksum(out) is None
+    assert checksum(out) is None and not (tmp_path / "ckpt" / spill.DONE).exists()
     step = spill.read_index(tmp_path / "ckpt", spill.complete_versions(tmp_path / "ckpt")[0])
     assert 0 < step["step"] < 4000
     rc, out, err = heat(5, tmp_path / "ckpt", "--spares", "1", steps=LONG)

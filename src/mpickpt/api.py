@@ -27,7 +27,7 @@ from .errors import (
 )
 from .recovery import Redistribute, Runtime, fatal_excepthook, verbose
 from .schemes import Scheme
-from .spill import SpillError
+from .spill import SpillError, mark_done
 
 T = TypeVar("T")
 
@@ -152,6 +152,8 @@ def run(fn: Callable[..., T], runtime: Runtime, every: int, *args: Any, **kwargs
             role = runtime.recover(done=False)
         if role == "spare":  # pragma: no cover - a worker never becomes a spare
             role = runtime.wait_as_spare()
+    if runtime.logical == 0 and runtime.disk is not None:  # every worker agreed it completed
+        mark_done(runtime.disk.directory, runtime.ckpt.step)
     return result if runtime.is_worker else None
 
 

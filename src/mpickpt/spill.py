@@ -5,6 +5,7 @@ Layout of a spill directory::
     DIR/v00000007/rank00000.h5     one self-describing HDF5 file per rank and version
     DIR/v00000007/rank00001.h5
     DIR/v00000007/INDEX.json       the commit marker: a version without it does not exist
+    DIR/DONE                       the run completed (written last, by worker 0)
 
 Every file is written under a ``.tmp`` name, fsynced, renamed and its directory fsynced, so a
 crash leaves either the old state or the new one. ``INDEX.json`` is written (the same way) by one
@@ -45,6 +46,7 @@ from .state import read_manifest
 FORMAT = "mpickpt-spill"
 FORMAT_VERSION = 1
 INDEX = "INDEX.json"
+DONE = "DONE"  # job scripts check it: mpirun also exits 0 when it loses a node mid-run
 CHECKSUM_ALGORITHM = "xxh3-64"
 
 _VDIR = re.compile(r"^v(\d{8,})$")
@@ -124,6 +126,15 @@ def _publish(tmp: str, final: str) -> None:
     _fsync_file(tmp)
     os.replace(tmp, final)
     _fsync_dir(os.path.dirname(final))
+
+
+def mark_done(directory: str, step: int) -> str:
+    """Record that the run completed (after ``step`` steps): ``DONE`` in the spill directory."""
+    final = os.path.join(directory, DONE)
+    with open(final + ".tmp", "w") as f:
+        f.write(f"completed after step {step}\n")
+    _publish(final + ".tmp", final)
+    return final
 
 
 def _scheme_json(scheme_config: Mapping[str, Any]) -> str:

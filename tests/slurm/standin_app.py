@@ -10,6 +10,9 @@ Same command line and exit-code contract as the real example:
 - 76: SIGUSR1 received: spill at the current step and exit 76 ("requeue to continue").
 - 75 also when a rank is lost (an MPI call fails with a process failure), as the real app does
   once its spares are used up (it has none here); the relaunch resumes from the last spill.
+- ``DIR/DONE`` is written on completion, as mpickpt does. The launches after those that exit
+  75, up to the ``STANDIN_EXIT0``-th (default none), stop halfway with exit 0 and no ``DONE``:
+  what mpirun does when it loses a node without saying so.
 
 State lives in ``DIR/standin.json`` (written by rank 0 every ``every * spill_every`` steps and on
 stopping; the real app spills per-rank files).
@@ -67,16 +70,18 @@ def main() -> int:
         comm.Barrier()
 
     start = state["step"]
-    fail_at = None
+    fail_at, fail_code = None, RELAUNCH
     if state["launches"] <= int(os.environ.get("STANDIN_EXIT75", "1")):
         fail_at = start + max(1, (a.steps - start) // 2)
+    elif state["launches"] <= int(os.environ.get("STANDIN_EXIT0", "0")):
+        fail_at, fail_code = start + max(1, (a.steps - start) // 2), 0
     if comm.rank == 0:
         print(
             f"launch {state['launches']}: resuming at step {start} of {a.steps}, {comm.size} ranks",
             flush=True,
         )
     try:
-        return run(a, comm, start, fail_at, spill)
+        return run(a, comm, start, (fail_at, fail_code), spill)
     except MPI.Exception as e:
         if e.Get_error_class() not in PROCESS_FAILURE:
             raise
@@ -88,10 +93,12 @@ def run(
     a: argparse.Namespace,
     comm: MPI.Comm,
     start: int,
-    fail_at: int | None,
+    fail: tuple[int | None, int],
     spill: Callable[[int], None],
 ) -> int:
-    """The time-step loop from ``start``: returns 0, RELAUNCH or STOPPED."""
+    """The time-step loop from ``start``: returns 0, RELAUNCH or STOPPED; at step ``fail[0]``
+    it stops early with code ``fail[1]``."""
+    fail_at, fail_code = fail
     dt = float(os.environ.get("STANDIN_STEP_SECONDS", "0.02"))
     for step in range(start, a.steps):
         time.sleep(dt)
@@ -106,9 +113,12 @@ def run(
         if step + 1 == fail_at:
             spill(step + 1)
             if comm.rank == 0:
-                print(f"out of spares at step {step + 1}: spilled, exit {RELAUNCH}", flush=True)
-            return RELAUNCH
+                print(f"stopped early at step {step + 1}: spilled, exit {fail_code}", flush=True)
+            return fail_code
     spill(a.steps)
+    if comm.rank == 0:
+        with open(os.path.join(a.spill, "DONE"), "w") as f:  # as mpickpt does on completion
+            f.write(f"completed after step {a.steps}\n")
     if comm.rank == 0:
         digest = hashlib.sha256(f"{a.steps}:{a.size}".encode()).hexdigest()[:16]
         print(f"checksum: {digest}", flush=True)
