@@ -128,13 +128,17 @@ def _publish(tmp: str, final: str) -> None:
     _fsync_dir(os.path.dirname(final))
 
 
-def mark_done(directory: str, step: int) -> str:
-    """Record that the run completed (after ``step`` steps): ``DONE`` in the spill directory."""
-    final = os.path.join(directory, DONE)
+def _write_text(final: str, text: str) -> str:
+    """Write ``text`` to ``final`` atomically (through a fsynced ``.tmp``); return ``final``."""
     with open(final + ".tmp", "w") as f:
-        f.write(f"completed after step {step}\n")
+        f.write(text)
     _publish(final + ".tmp", final)
     return final
+
+
+def mark_done(directory: str, step: int) -> str:
+    """Record that the run completed (after ``step`` steps): ``DONE`` in the spill directory."""
+    return _write_text(os.path.join(directory, DONE), f"completed after step {step}\n")
 
 
 def _scheme_json(scheme_config: Mapping[str, Any]) -> str:
@@ -408,14 +412,7 @@ def commit_index(
         "total_size": sum(int(i["size"]) for i in files),
         "files": files,
     }
-    final = os.path.join(vdir, INDEX)
-    tmp = final + ".tmp"
-    with open(tmp, "w") as out:
-        json.dump(index, out, indent=1)
-        out.flush()
-        os.fsync(out.fileno())
-    _publish(tmp, final)
-    return final
+    return _write_text(os.path.join(vdir, INDEX), json.dumps(index, indent=1))
 
 
 def _versions(directory: str) -> list[int]:
