@@ -63,7 +63,7 @@ import mpickpt  # noqa: E402
 from mpickpt import transport  # noqa: E402
 from mpickpt.checksum import hasher  # noqa: E402
 from mpickpt.schemes import xor_into  # noqa: E402
-from mpickpt.state import State  # noqa: E402
+from mpickpt.segment import State  # noqa: E402
 
 MB = 1 << 20
 

@@ -2,7 +2,7 @@
 
 One process runs a time-step loop and spills its 32 MiB state every ``--every`` steps, four
 ways: not at all, synchronously in the loop, from a thread of the same interpreter, and
-through :class:`mpickpt.writer.SpillWriter` (a helper process). Two loops: ``python``
+through :class:`mpickpt.spill.writer.SpillWriter` (a helper process). Two loops: ``python``
 (interpreter-bound, like codes made of many small operations) and ``numpy`` (a memory-bound
 stencil on the state itself). Each mode runs in its own process, the modes interleaved, and
 the median of ``--repeats`` is kept. Hidden = 1 - (mode - none) / (sync - none).
@@ -26,8 +26,8 @@ import sys, time, shutil
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from mpickpt import spill
-from mpickpt.state import State
-from mpickpt.writer import SpillWriter
+from mpickpt.segment import State
+from mpickpt.spill.writer import SpillWriter
 
 mode, loop, d = sys.argv[1], sys.argv[2], sys.argv[5]
 steps, every = int(sys.argv[3]), int(sys.argv[4])

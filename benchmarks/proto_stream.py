@@ -25,7 +25,7 @@ from mpickpt.checksum import hasher
 from mpickpt.layout import Piece
 from mpickpt.memstore import Held, PieceHeader
 from mpickpt.schemes import Scheme
-from mpickpt.state import SegmentView
+from mpickpt.segment import SegmentView
 from mpickpt.transport import TAG_STREAM, _chunks
 
 

@@ -8,7 +8,7 @@ and the printed checksum is the same as without the failure.
 
 import mpickpt  # first: it turns off MPI_Finalize, which can hang after a failure
 from heat import Grid, arguments, scheme_params
-from mpickpt.testing import maybe_kill
+from mpickpt.faults import maybe_kill
 
 
 def simulate(ctx, steps, size):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mpickpt import ConfigError, IntegrityError
-from mpickpt.state import SegmentView, State, read_manifest, restore_value, unpack
+from mpickpt.segment import SegmentView, State, read_manifest, restore_value, unpack
 
 
 def make_arrays() -> dict[str, np.ndarray]:

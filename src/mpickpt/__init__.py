@@ -16,13 +16,20 @@ import mpi4py
 mpi4py.rc.finalize = False
 
 from .errors import (  # noqa: E402 - after the rc setting above
+    EXIT_APPLICATION,
+    EXIT_CONFIG,
+    EXIT_NO_SPARES,
+    EXIT_PREEMPTED,
+    EXIT_UNRECOVERABLE,
     ApplicationError,
     ConfigError,
     DecodeError,
     IntegrityError,
     MpickptError,
     NoSparesError,
+    Preempted,
     ProcessFailure,
+    SpillError,
     UnknownSchemeError,
     UnrecoverableError,
 )
@@ -34,17 +41,17 @@ __version__ = "0.1.0"
 # layout, the spill tools) does not start MPI.
 _LAZY = {
     "Checkpointer": "checkpointer",
-    "Context": "api",
-    "EXIT_APPLICATION": "api",
-    "EXIT_NO_SPARES": "api",
-    "EXIT_UNRECOVERABLE": "api",
+    "Context": "context",
+    "Runner": "runner",
     "resilient": "api",
     "waitall": "transport",
 }
 
 if TYPE_CHECKING:
-    from .api import EXIT_APPLICATION, EXIT_NO_SPARES, EXIT_UNRECOVERABLE, Context, resilient
+    from .api import resilient
     from .checkpointer import Checkpointer
+    from .context import Context
+    from .runner import Runner
     from .transport import waitall
 
 
@@ -52,20 +59,25 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        # api first: it switches off MPI_Finalize before mpi4py initializes MPI
-        importlib.import_module(".api", __name__)
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'mpickpt' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "EXIT_APPLICATION",
+    "EXIT_CONFIG",
     "EXIT_NO_SPARES",
+    "EXIT_PREEMPTED",
     "EXIT_UNRECOVERABLE",
+    "Checkpointer",
     "Context",
+    "Runner",
     "resilient",
     "waitall",
-    "Checkpointer",
     "ApplicationError",
     "ConfigError",
     "DecodeError",
@@ -74,8 +86,10 @@ __all__ = [
     "MpickptError",
     "NoSparesError",
     "Parity",
+    "Preempted",
     "ProcessFailure",
     "Scheme",
+    "SpillError",
     "Stripe",
     "UnknownSchemeError",
     "UnrecoverableError",

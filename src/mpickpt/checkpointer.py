@@ -4,22 +4,36 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from mpi4py import MPI
 
-from . import testing
+from . import faults
 from .checksum import checksum
-from .disk import DiskTier
 from .layout import backup_layout
-from .memstore import Held, MemStore, PieceHeader
-from .planning import Report, Sources, rebuild_sources
+from .memstore import Held, MemStore
+from .planning import Report, rebuild_sources
 from .schemes import Scheme, get_scheme
-from .state import State, restore_value, unpack
-from .transport import CHUNK, send_pieces, stream_pieces, uniformly
+from .segment import State, restore_value, unpack
+from .transport import CHUNK, fetch_segment, stream_pieces, uniformly
 
 T = TypeVar("T")
+
+
+class Tier(Protocol):
+    """A slower tier under the RAM checkpoints (the HDF5 spill), told of every commit.
+
+    ``collect`` runs inside the agreed step of a checkpoint (collective: what it returns is
+    committed only if every rank got it); ``on_commit`` runs after the agreement, with the new
+    version and this rank's segment of it (none when only the tier's own work was flushed).
+    """
+
+    def collect(self, comm: MPI.Comm) -> Any: ...
+
+    def on_commit(
+        self, rank: int, collected: Any, version: int = -1, segment: np.ndarray | None = None
+    ) -> None: ...
 
 
 class Checkpointer:
@@ -45,7 +59,7 @@ class Checkpointer:
         self.store = MemStore()
         self.step = 0  # the next step to run after a restore
         self.restored: dict[str, Any] = {}
-        self.disk: DiskTier | None = None  # the spill, if any
+        self.disk: Tier | None = None  # the spill, if any
         self.comm: MPI.Comm = MPI.COMM_NULL
         if comm is not None:
             base = comm.Dup()
@@ -119,7 +133,7 @@ class Checkpointer:
                     ),
                 )
             spilled = self.disk.collect(self.comm) if self.disk else None
-            testing.maybe_kill("checkpoint", step)
+            faults.maybe_kill("checkpoint", step)
             return spilled
 
         # the commit point: the same answer on every rank, or ProcessFailure everywhere
@@ -128,9 +142,8 @@ class Checkpointer:
         self.store.keep_local(version, seg)
         self.step = step
         if self.disk is not None:
-            self.disk.publish(self.rank, spilled)
-            self.disk.submit(version, self.store.local)  # type: ignore[arg-type]
-        testing.maybe_kill("commit", step)
+            self.disk.on_commit(self.rank, spilled, version, self.store.local)
+        faults.maybe_kill("commit", step)
         return version
 
     def flush(self) -> None:
@@ -138,7 +151,7 @@ class Checkpointer:
         if self.disk is not None:
             disk = self.disk
             spilled = uniformly(self.comm, lambda: disk.collect(self.comm), "spill")
-            disk.publish(self.rank, spilled)
+            disk.on_commit(self.rank, spilled)
 
     # -- rebuild ----------------------------------------------------------------------------
 
@@ -184,6 +197,37 @@ class Checkpointer:
         self.step = int(manifest["step"])
         return self.step
 
+    def restore_version(self, version: int, segment: np.ndarray, forget: bool = False) -> int:
+        """Roll back to committed ``version``, whose segment on this rank is ``segment`` (its
+        own copy, one rebuilt for it, or one loaded from disk); returns the step to resume
+        from. ``forget``: drop every piece held in RAM (they belong to another history)."""
+        if forget:
+            self.store.versions = {}
+        self.store.commit(version)
+        self.store.local, self.store.local_version = segment, version
+        return self.restore_from(segment)
+
+    def start_over(self) -> None:
+        """Nothing was committed: begin again from the initial state, at step 0."""
+        self.restored, self.step = {}, 0
+        self.state = State()
+
+    def adopt(self, version: int, values: dict[str, Any], step: int) -> None:
+        """Continue from ``values`` (what :meth:`protect` hands back) made of the segments of
+        ``version`` by the application, at ``step``: no piece and no own copy of it is held."""
+        self.store.versions, self.store.committed, self.store.local_version = {}, version, -1
+        self.restored, self.step = values, step
+        self.state = State()
+
+    @property
+    def local(self) -> np.ndarray | None:
+        """This rank's own copy of its newest committed segment."""
+        return self.store.local
+
+    def detach(self) -> None:
+        """This process no longer works (it became an idle spare)."""
+        self.comm = MPI.COMM_NULL
+
     def close(self) -> None:
         """Free the communicator and drop every piece."""
         if self.comm != MPI.COMM_NULL:
@@ -195,37 +239,3 @@ class Checkpointer:
 
 def _intact(h: Held) -> bool:
     return checksum(h.data) == h.header.checksum
-
-
-def fetch_segment(
-    comm: MPI.Comm,
-    store: MemStore,
-    scheme: Scheme,
-    version: int,
-    sources: dict[int, Sources],
-    dest: dict[int, int],
-) -> dict[int, np.ndarray]:
-    """Move the pieces named in ``sources`` to the rank ``dest[owner]`` and decode them there;
-    return the segments decoded on this rank. Checksums are verified before decoding."""
-    me = comm.Get_rank()
-    sends: list[tuple[int, Held]] = []
-    recvs: list[tuple[int, PieceHeader]] = []
-    for owner, (nbytes, names) in sorted(sources.items()):
-        size = scheme.piece_size(nbytes)
-        for holder, name, digest in names:
-            if holder == me:
-                sends.append((dest[owner], store.pieces(version, owner)[name]))
-            if dest[owner] == me:
-                recvs.append(
-                    (holder, PieceHeader(owner, version, name, 0, 0, size, digest, nbytes))
-                )
-    got = send_pieces(comm, sends, recvs)
-    out: dict[int, np.ndarray] = {}
-    for owner, (nbytes, _) in sources.items():
-        if dest[owner] != me:
-            continue
-        pieces = {h.header.name: h for h in got if h.header.owner == owner}
-        for h in pieces.values():
-            h.verify()
-        out[owner] = scheme.decode({n: h.data for n, h in pieces.items()}, nbytes)
-    return out

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, SpillError
 from .layout import choose_backups
 from .schemes import get_scheme
 
@@ -63,15 +63,31 @@ def cmd_layout(a: argparse.Namespace) -> int:
 
 
 def cmd_inspect(a: argparse.Namespace) -> int:
-    from . import spill
+    """The table of the versions in a spill directory; 2 if there is no directory."""
+    from .spill.listing import inspect
 
-    return spill.main_inspect([a.directory] + (["--verbose"] if a.verbose else []))
+    print(inspect(a.directory, verbose=a.verbose))
+    return 0
 
 
 def cmd_verify(a: argparse.Namespace) -> int:
-    from . import spill
+    """0 if all complete versions verify, 1 listing bad files if not, 2 if there is no
+    directory or no complete version."""
+    from .spill import complete_versions, verify
 
-    return spill.main_verify([a.directory])
+    d = a.directory
+    bad = verify(d)
+    versions = complete_versions(d)
+    for line in bad:
+        print(f"BAD {line}")
+    if bad:
+        print(f"{len(bad)} bad file(s) in {d}", file=sys.stderr)
+        return 1
+    if not versions:
+        print(f"mpickpt verify: no complete version in {d}", file=sys.stderr)
+        return 2
+    print(f"OK: {len(versions)} complete version(s) in {d} verified (newest {versions[0]})")
+    return 0
 
 
 _CHECKSUM = re.compile(r"^checksum: ([0-9a-f]{64})$", re.M)
@@ -184,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(fn=cmd_demo)
     ins = sub.add_parser("inspect", help="list the versions in a spill directory")
     ins.add_argument("directory")
-    ins.add_argument("--verbose", action="store_true")
+    ins.add_argument("-v", "--verbose", action="store_true", help="one line per rank file")
     ins.set_defaults(fn=cmd_inspect)
     ver = sub.add_parser("verify", help="recompute the checksums of a spill directory")
     ver.add_argument("directory")
@@ -192,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         return int(a.fn(a))
-    except ConfigError as e:
-        print(f"mpickpt: {e}", file=sys.stderr)
+    except (ConfigError, SpillError) as e:
+        print(f"mpickpt {a.command}: {e}", file=sys.stderr)
         return 2
 
 

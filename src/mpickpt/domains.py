@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 
 from mpi4py import MPI
+
+from .config import config
 
 ENV_RANKS_PER_NODE = "MPICKPT_RANKS_PER_NODE"
 
@@ -23,11 +24,8 @@ def failure_domains(world: MPI.Comm) -> list[int]:
     covered.
     """
     rank, size = world.Get_rank(), world.Get_size()
-    per = os.environ.get(ENV_RANKS_PER_NODE)
-    if per:
-        k = int(per)
-        if k < 1:
-            raise ValueError(f"{ENV_RANKS_PER_NODE} must be a positive integer, got {per!r}")
+    k = config().ranks_per_node
+    if k:
         return [r // k for r in range(size)]
     node = world.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
     leader = node.allreduce(rank, op=MPI.MIN)

@@ -1,6 +1,11 @@
-"""Exceptions raised by mpickpt. Every message says what happened and what to change."""
+"""Exceptions raised by mpickpt, and the exit code each gives a job.
+
+Every message says what happened and what to change.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class MpickptError(Exception):
@@ -50,3 +55,43 @@ class NoSparesError(MpickptError):
     def __init__(self, message: str, lost: tuple[int, ...] = ()) -> None:
         super().__init__(message)
         self.lost = lost
+
+
+class SpillError(MpickptError):
+    """A spill file or directory is missing, damaged, or does not fit this job.
+
+    ``paths`` lists the offending files (empty when the problem is not a file).
+    """
+
+    def __init__(self, message: str, paths: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.paths = list(paths)
+
+
+class Preempted(MpickptError):
+    """The job was asked to stop (SIGTERM/SIGUSR1); its state is on disk."""
+
+
+EXIT_OK = 0  # done (with a spill, DIR/DONE says so)
+EXIT_APPLICATION = 1  # the protected function raised an exception (ApplicationError)
+EXIT_CONFIG = 2  # bad configuration or spill (the message says what to change)
+EXIT_UNRECOVERABLE = 3  # the loss is beyond the redundancy and there is no spill to fall back to
+EXIT_NO_SPARES = 75  # workers were lost and no spare was left: relaunch (from the spill)
+EXIT_PREEMPTED = 76  # stopped on SIGTERM/SIGUSR1 after a final spill: requeue to continue
+
+_EXIT_CODES: list[tuple[type[MpickptError], int]] = [
+    (ApplicationError, EXIT_APPLICATION),
+    (ConfigError, EXIT_CONFIG),
+    (SpillError, EXIT_CONFIG),
+    (UnrecoverableError, EXIT_UNRECOVERABLE),
+    (NoSparesError, EXIT_NO_SPARES),
+    (Preempted, EXIT_PREEMPTED),
+]
+
+
+def exit_code(error: BaseException) -> int | None:
+    """The job's exit code for ``error``, or None if it is not one that ends a job cleanly."""
+    for cls, code in _EXIT_CODES:
+        if isinstance(error, cls):
+            return code
+    return None

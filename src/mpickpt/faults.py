@@ -11,13 +11,14 @@ kills RANK as it enters its first recovery. ``MPICKPT_PIDDIR=DIR`` makes every p
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import time
 from functools import cache
 
+from .config import config
+from .errors import ConfigError
+from .recovery.watchdog import sigkill_self
+
 ENV_KILL = "MPICKPT_KILL"
-ENV_PIDDIR = "MPICKPT_PIDDIR"
 PHASES = ("compute", "halo", "checkpoint", "commit", "recovery")
 
 
@@ -36,7 +37,7 @@ def parse_kills(spec: str) -> list[tuple[int, int, str]]:
                 raise ValueError(phase)
             kills.append((int(rank), int(step), phase))
         except ValueError:
-            raise ValueError(
+            raise ConfigError(
                 f"bad {ENV_KILL} entry {item!r}: use RANK@STEP[:PHASE] with PHASE one of "
                 f"{', '.join(PHASES)}, or RANK@recovery"
             ) from None
@@ -53,18 +54,16 @@ def _world_rank() -> int:
 @cache
 def _my_kills() -> list[tuple[int, str]]:
     me = _world_rank()
-    return [(s, p) for r, s, p in parse_kills(os.environ.get(ENV_KILL, "")) if r == me]
+    return [(s, p) for r, s, p in parse_kills(config().kill) if r == me]
 
 
 def die() -> None:
     """End this process the way a node failure would: ``SIGKILL``, no clean-up."""
-    d = os.environ.get(ENV_PIDDIR)
+    d = config().piddir
     if d:  # when it died, for the demo's and the benchmark's timelines
         with open(os.path.join(d, f"killed-rank{_world_rank()}.time"), "w") as f:
             f.write(f"{time.time():.6f}\n")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
+    sigkill_self()
 
 
 def maybe_kill(phase: str, step: int = -1) -> None:
@@ -76,7 +75,7 @@ def maybe_kill(phase: str, step: int = -1) -> None:
 
 def write_pidfile() -> None:
     """Write ``$MPICKPT_PIDDIR/rank<N>.pid`` if asked to."""
-    d = os.environ.get(ENV_PIDDIR)
+    d = config().piddir
     if d:
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, f"rank{_world_rank()}.pid"), "w") as f:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .checksum import checksum
 from .errors import IntegrityError
-from .state import SegmentView
+from .segment import SegmentView
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ from mpi4py import MPI
 from .checksum import hasher
 from .errors import ProcessFailure
 from .layout import Piece
-from .memstore import Held, PieceHeader
+from .memstore import Held, MemStore, PieceHeader
+from .planning import Sources
 from .schemes import Scheme
-from .state import SegmentView
+from .segment import SegmentView
 
 CHUNK = 4 << 20  # bytes per message: large enough for bandwidth, small enough to bound staging
 TAG_STREAM = 0x6D70
@@ -184,3 +185,37 @@ def send_pieces(
             reqs.append(comm.Isend([held.data, MPI.BYTE], dest, TAG_REBUILD))
         MPI.Request.Waitall(reqs)
     return got
+
+
+def fetch_segment(
+    comm: MPI.Comm,
+    store: MemStore,
+    scheme: Scheme,
+    version: int,
+    sources: dict[int, Sources],
+    dest: dict[int, int],
+) -> dict[int, np.ndarray]:
+    """Move the pieces named in ``sources`` to the rank ``dest[owner]`` and decode them there;
+    return the segments decoded on this rank. Checksums are verified before decoding."""
+    me = comm.Get_rank()
+    sends: list[tuple[int, Held]] = []
+    recvs: list[tuple[int, PieceHeader]] = []
+    for owner, (nbytes, names) in sorted(sources.items()):
+        size = scheme.piece_size(nbytes)
+        for holder, name, digest in names:
+            if holder == me:
+                sends.append((dest[owner], store.pieces(version, owner)[name]))
+            if dest[owner] == me:
+                recvs.append(
+                    (holder, PieceHeader(owner, version, name, 0, 0, size, digest, nbytes))
+                )
+    got = send_pieces(comm, sends, recvs)
+    out: dict[int, np.ndarray] = {}
+    for owner, (nbytes, _) in sources.items():
+        if dest[owner] != me:
+            continue
+        pieces = {h.header.name: h for h in got if h.header.owner == owner}
+        for h in pieces.values():
+            h.verify()
+        out[owner] = scheme.decode({n: h.data for n, h in pieces.items()}, nbytes)
+    return out

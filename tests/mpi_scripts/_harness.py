@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 from mpickpt import Checkpointer, UnrecoverableError  # noqa: E402
-from mpickpt.state import unpack  # noqa: E402
+from mpickpt.segment import unpack  # noqa: E402
 
 PREFIX = "mpickpt-test"
 CHUNK = 16 << 10  # small chunks, so that every segment streams in several rounds

@@ -1,7 +1,8 @@
-"""The disk tier under MPI: background spill of committed versions, the collective commit of
-their index, and restarts from the newest version every worker can load.
+"""The disk tier under MPI, the one owner of everything disk: background spill of committed
+versions, the collective commit of their index, the synchronous save of a whole version,
+restarts from the newest version every worker can load, and the ``DONE`` mark.
 
-The file format and everything that needs no MPI live in :mod:`mpickpt.spill`.
+The file format and the directory need no MPI: :mod:`.format` and :mod:`.directory`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from .spill import SpillError, complete_versions, load, read_index, write_version_file
+from .directory import Restart, complete_versions, find_restart, mark_done, write_version_file
 from .writer import SpillWriter
 
 
@@ -50,8 +51,21 @@ class DiskTier:
             self.writer = SpillWriter(self.directory, logical, nworkers, scheme_config, self.keep)
         self.pending = None
 
+    def on_commit(
+        self,
+        rank: int,
+        collected: list[dict[str, Any]] | None,
+        version: int = -1,
+        segment: np.ndarray | None = None,
+    ) -> None:
+        """After an agreement: index the version :meth:`collect` found complete everywhere,
+        then queue this rank's ``segment`` of the new ``version`` if it is due."""
+        self.publish(rank, collected)
+        if segment is not None:
+            self.submit(version, segment)
+
     def submit(self, version: int, segment: np.ndarray) -> None:
-        """After a commit: queue this rank's segment of ``version`` if it is due."""
+        """Queue this rank's segment of ``version`` if it is due."""
         self.count += 1
         if self.writer is not None and self.count % self.every == 0 and self.pending is None:
             t = time.perf_counter()
@@ -125,8 +139,8 @@ class DiskTier:
 
     def restore(
         self, comm: MPI.Comm, logical: int | None, nworkers: int, adapt: bool = False
-    ) -> tuple[int, dict[int, np.ndarray]] | None:
-        """Collective: the newest spilled version that every worker loads intact, and this
+    ) -> Restart | None:
+        """Collective: the newest spilled version that every worker loads intact, with this
         rank's segments of it (old worker id -> segment); ``None`` if there is no version.
 
         With the same number of workers a rank loads its own segment. With another number,
@@ -134,41 +148,36 @@ class DiskTier:
         the application to redistribute); without ``adapt`` that is a :class:`SpillError`,
         the same on every rank. A damaged version is reported and an older one tried.
         """
-        versions = complete_versions(self.directory) if os.path.isdir(self.directory) else []
-        if not versions:
+        if not self.complete():
             return None
-        n = self.written_by = int(read_index(self.directory, versions[0])["nworkers"])
-        if n != nworkers and not adapt:
-            raise SpillError(
-                f"spill version {versions[0]} in {self.directory} was written by {n} workers, "
-                f"but this job has {nworkers}; relaunch with {n} workers (plus spares), or use "
-                "another spill directory to start afresh"
+
+        def mine(n: int) -> range:
+            return range(0) if logical is None else range(logical, n, nworkers)
+
+        def agree(problems: list[str]) -> list[str]:
+            return [p for part in comm.allgather(problems) for p in part]
+
+        found = find_restart(self.directory, nworkers, mine, adapt=adapt, agree=agree)
+        self.written_by = found.written_by
+        if found.problems and comm.Get_rank() == 0:
+            print(
+                "mpickpt: skipped damaged spill versions:\n  " + "\n  ".join(found.problems),
+                file=sys.stderr,
+                flush=True,
             )
-        mine = [] if logical is None else list(range(logical, n, nworkers))
-        problems: list[str] = []
-        for v in versions:
-            if int(read_index(self.directory, v)["nworkers"]) != n:
-                break  # older versions of another run shape: not mixed in
-            segments: dict[int, np.ndarray] = {}
-            problem = None
-            try:
-                for r in mine:
-                    segments[r] = load(self.directory, v, r)
-            except SpillError as e:
-                problem = str(e)
-            found = [p for p in comm.allgather(problem) if p is not None]
-            if not found:
-                if problems and comm.Get_rank() == 0:
-                    print(
-                        "mpickpt: skipped damaged spill versions:\n  " + "\n  ".join(problems),
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                return v, segments
-            problems += found
-        raise SpillError(
-            f"no usable version in spill directory {self.directory}:\n  " + "\n  ".join(problems)
-        )
+        return found
+
+    def save(self, world: MPI.Comm, version: int, segments: dict[int, np.ndarray]) -> None:
+        """Collective over ``world``: write ``segments`` (worker -> segment of ``version``) now,
+        each process those it holds, then rank 0 writes the index."""
+        infos = self.write_now(version, segments)
+        everyone = [i for part in world.allgather(infos) for i in part]
+        if world.Get_rank() == 0:
+            self.commit(version, sorted(everyone, key=lambda i: int(i["rank"])))
+
+    def done(self, step: int) -> None:
+        """Record that the run completed (one worker, after every worker agreed it did)."""
+        mark_done(self.directory, step)
 
     def close(self) -> None:
         if self.writer is not None:

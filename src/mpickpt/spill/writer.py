@@ -34,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from .spill import SpillError, commit, rank_file, write_version_file
-from .state import SegmentView
+from ..errors import SpillError
+from ..segment import SegmentView
+from .directory import commit, write_version_file
+from .format import rank_file
 
 _MAX_MESSAGE = 1 << 16
 # the helper does no linear algebra: no BLAS thread pool (it halves its start-up CPU time)
@@ -44,7 +46,7 @@ _ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THR
 _BOOT = (
     "import sys\n"
     "if sys.argv[3] not in sys.path: sys.path.insert(0, sys.argv[3])\n"
-    "from mpickpt.writer import main\n"
+    "from mpickpt.spill.writer import main\n"
     "main(int(sys.argv[1]), int(sys.argv[2]))\n"
 )
 _PR_SET_PDEATHSIG = 1
@@ -111,6 +113,32 @@ class _Buffer:
         os.close(self.fd)
 
 
+class _BufferPool:
+    """Segment buffers for reuse: a warm copy costs far less than one into fresh memory."""
+
+    def __init__(self) -> None:
+        self.free: list[_Buffer] = []  # buffers of finished writes
+        self.forget: list[int] = []  # buffers closed here that the helper still has mapped
+        self.last = 0
+
+    def take(self, n: int) -> _Buffer:
+        """A buffer of at least ``n`` bytes: a free one if it is not much larger, else new."""
+        fits = [b for b in self.free if n <= b.size <= 2 * n]
+        if fits:
+            buf = min(fits, key=lambda b: b.size)
+            self.free.remove(buf)
+            return buf
+        self.close()  # at most queue_size + 1 buffers exist at once
+        self.last += 1
+        return _Buffer(self.last, n)
+
+    def close(self) -> None:
+        for b in self.free:
+            self.forget.append(b.ident)
+            b.close()
+        self.free.clear()
+
+
 class SpillWriter:
     """Writes one rank's segments to ``DIR/v<version>/rank<rank>.h5`` in a helper process.
 
@@ -122,7 +150,7 @@ class SpillWriter:
     If the helper process dies, the pending writes fail and the next submit starts a new one.
 
     The MPI wiring (every worker has a writer; the index is committed once every rank's file
-    is flushed) is :class:`mpickpt.disk.DiskTier`.
+    is flushed) is :class:`mpickpt.spill.tier.DiskTier`.
     """
 
     def __init__(
@@ -147,9 +175,7 @@ class SpillWriter:
         self.queue_size = queue_size
         self._jobs: dict[int, SpillJob] = {}
         self._pending: deque[tuple[SpillJob, _Buffer]] = deque()
-        self._free: list[_Buffer] = []  # buffers of finished writes, for reuse
-        self._forget: list[int] = []  # buffers the helper should unmap (it has them mapped)
-        self._next_buffer = 0
+        self._pool = _BufferPool()
         self._closed = False
         os.makedirs(self.directory, exist_ok=True)
         self._start()
@@ -159,9 +185,9 @@ class SpillWriter:
     def _start(self) -> None:
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._known: set[int] = set()  # buffers the helper has mapped
-        self._forget = []
+        self._pool.forget = []
         # the helper imports this very package, wherever the rank found it
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, str(theirs.fileno()), str(os.getpid()), root],
@@ -177,7 +203,7 @@ class SpillWriter:
         code = self._proc.poll()
         for job, buf in self._pending:
             job._finish(None, self._error(job, f"the spill writer process exited (status {code})"))
-            self._free.append(buf)
+            self._pool.free.append(buf)
         self._pending.clear()
         self._sock.close()
 
@@ -203,7 +229,7 @@ class SpillWriter:
             return True
         reply = json.loads(msg)
         job, buf = self._pending.popleft()
-        self._free.append(buf)
+        self._pool.free.append(buf)
         error = self._error(job, reply["error"]) if "error" in reply else None
         job._finish(reply.get("info"), error)
         return True
@@ -228,7 +254,7 @@ class SpillWriter:
             self._sock.close()
             self._start()
         src = segment if isinstance(segment, SegmentView) else np.frombuffer(segment, np.uint8)
-        buf = self._buffer(src.nbytes)
+        buf = self._pool.take(src.nbytes)
         data = buf.array(src.nbytes)
         if isinstance(src, SegmentView):
             src.read_into(0, data)
@@ -245,7 +271,7 @@ class SpillWriter:
             "buffer": buf.ident,
             "size": buf.size,
             "nbytes": src.nbytes,
-            "forget": self._forget,
+            "forget": self._pool.forget,
         }
         fds = [] if buf.ident in self._known else [buf.fd]
         self._pending.append((job, buf))
@@ -255,25 +281,11 @@ class SpillWriter:
             self._lost()
         else:
             self._known.add(buf.ident)
-            self._forget = []
+            self._pool.forget = []
         self._jobs[version] = job
         for old in [v for v in self._jobs if v < version - 64]:
             del self._jobs[old]
         return job
-
-    def _buffer(self, n: int) -> _Buffer:
-        """A buffer of at least ``n`` bytes: a free one if it is not much larger, else new."""
-        fits = [b for b in self._free if n <= b.size <= 2 * n]
-        if fits:
-            buf = min(fits, key=lambda b: b.size)
-            self._free.remove(buf)
-            return buf
-        for b in self._free:  # at most queue_size + 1 buffers exist at once
-            self._forget.append(b.ident)
-            b.close()
-        self._free.clear()
-        self._next_buffer += 1
-        return _Buffer(self._next_buffer, n)
 
     def job(self, version: int) -> SpillJob:
         """The job of a submitted version (recent versions only)."""
@@ -321,9 +333,7 @@ class SpillWriter:
             self._proc.wait(timeout=30)
         except subprocess.TimeoutExpired:  # pragma: no cover - a helper stuck in the kernel
             self._proc.kill()
-        for b in self._free:
-            b.close()
-        self._free.clear()
+        self._pool.close()
 
     def __enter__(self) -> SpillWriter:
         return self

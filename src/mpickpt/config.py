@@ -1,0 +1,62 @@
+"""Every ``MPICKPT_*`` environment variable, read once into one :class:`Config`.
+
+- ``MPICKPT_KILL`` (used by :mod:`.faults`): ``RANK@STEP[:PHASE],...``, SIGKILL ranks there
+  (tests, demos).
+- ``MPICKPT_PIDDIR`` (:mod:`.faults`): write ``rank<N>.pid`` there, to kill ranks from outside.
+- ``MPICKPT_VERBOSE`` (:mod:`.log`): recovery timelines and spill costs on standard error.
+- ``MPICKPT_RECOVERY_TIMEOUT`` (:mod:`.recovery.watchdog`): seconds before a stalled recovery
+  ends the job (default 120).
+- ``MPICKPT_RANKS_PER_NODE`` (:mod:`.domains`): virtual nodes of k consecutive ranks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+
+from .errors import ConfigError
+
+PREFIX = "MPICKPT_"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The library's settings from the environment (see the module docstring)."""
+
+    kill: str = ""
+    piddir: str = ""
+    verbose: bool = False
+    recovery_timeout: float = 120.0
+    ranks_per_node: int = 0  # 0: failure domains are the nodes
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Config:
+        """Parse ``env``; :class:`ConfigError` naming the variable if a value is malformed."""
+
+        def number(name: str, kind: type, default: float) -> float:
+            raw = env.get(PREFIX + name, "")
+            if raw == "":
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                value = None
+            if value is None or value <= 0:
+                raise ConfigError(f"{PREFIX}{name} must be a positive number, got {raw!r}")
+            return float(value)
+
+        return cls(
+            kill=env.get(PREFIX + "KILL", ""),
+            piddir=env.get(PREFIX + "PIDDIR", ""),
+            verbose=env.get(PREFIX + "VERBOSE", "0") not in ("", "0"),
+            recovery_timeout=number("RECOVERY_TIMEOUT", float, 120.0),
+            ranks_per_node=int(number("RANKS_PER_NODE", int, 0)),
+        )
+
+
+@cache
+def config() -> Config:
+    """This process's settings, read from the environment on first use."""
+    return Config.from_env(os.environ)

@@ -1,0 +1,156 @@
+"""When online recovery cannot simply rebuild and go on: reload a spilled version (loss beyond
+the RAM tolerance), save every worker's newest version to disk (no spare left), or continue on
+fewer workers through the application's redistribution hook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from ..checkpointer import Checkpointer
+from ..errors import ConfigError, MpickptError, NoSparesError, SpillError, UnrecoverableError
+from ..layout import choose_backups
+from ..planning import Plan, Report, save_plan
+from ..segment import unpack
+from ..spill.tier import DiskTier
+from ..transport import fetch_segment
+from .membership import Membership
+
+# redistribute(mine, adopted) -> the values to continue with, when the worker count changes:
+# ``mine`` is this worker's own saved state (name -> value, {} if it had none), ``adopted``
+# the saved states of the workers it takes over.
+Redistribute = Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, Any]]
+
+
+@dataclass
+class Shrunk:
+    """A recovery that continues on fewer workers: ``alive`` are the old ids of the workers
+    kept (their new ids are the positions), ``segments`` what this process rebuilt."""
+
+    version: int
+    alive: list[int]
+    domains: list[int]
+    segments: dict[int, Any]
+    comm: MPI.Comm
+    finish: bool = False
+
+
+def load_spill(
+    disk: DiskTier, world: MPI.Comm, plan: Plan, mine: int | None, nworkers: int, scheme: Any
+) -> dict[int, np.ndarray]:
+    """Every worker-to-be loads its segment of the newest spilled version all can load; the
+    plan's version becomes that one."""
+    try:
+        found = disk.restore(world, mine, nworkers)
+    except SpillError as e:
+        raise UnrecoverableError(
+            f"lost workers {list(plan.dead)} beyond the RAM tolerance and the spill cannot "
+            f"help: {e}",
+            lost=plan.dead,
+            version=plan.version,
+        ) from None
+    if found is None:
+        raise UnrecoverableError(
+            f"lost workers {list(plan.dead)} beyond the tolerance of {scheme!r} and no "
+            f"version in spill directory {disk.directory}",
+            lost=plan.dead,
+            version=plan.version,
+        )
+    plan.version = found.version
+    return found.segments
+
+
+def save_all(
+    disk: DiskTier | None,
+    world: MPI.Comm,
+    ckpt: Checkpointer,
+    logical: int | None,
+    reports: list[Report],
+    nworkers: int,
+    error: NoSparesError,
+) -> MpickptError:
+    """No spare is left: write the newest committed version of *every* worker to the spill
+    (the survivors rebuild the dead workers' segments and write them on their behalf), so
+    that a relaunch resumes from it. Returns the error to raise on every process."""
+    if disk is None or disk.writer is None:
+        return error
+    try:
+        version, sources, dest = save_plan(reports, nworkers, ckpt.scheme)
+    except UnrecoverableError as e:
+        return (
+            NoSparesError(f"{error}; {e}; relaunch from an older spilled version", error.lost)
+            if disk.complete()
+            else e
+        )
+    segments = fetch_segment(world, ckpt.store, ckpt.scheme, version, sources, dest)
+    if logical is not None and logical not in dest and ckpt.local is not None:
+        segments[logical] = ckpt.local
+    disk.save(world, version, segments)
+    return NoSparesError(
+        f"{error}; saved version {version} of all {nworkers} workers to {disk.directory}: "
+        "relaunch to resume from it",
+        error.lost,
+    )
+
+
+def shrink(
+    world: MPI.Intracomm, ckpt: Checkpointer, logical: int | None, reports: list[Report], n: int
+) -> Shrunk | None:
+    """No spare left but a redistribution hook: continue on the surviving workers, each
+    adopting the rebuilt segments of some dead ones. ``None`` if the scheme cannot work on
+    that few failure domains (then the job saves and stops instead)."""
+    version, sources, dest = save_plan(reports, n, ckpt.scheme)
+    alive = sorted(r.logical for r in reports if r.logical is not None)
+    domains = [reports[i].domain for w in alive for i, r in enumerate(reports) if r.logical == w]
+    try:
+        choose_backups(domains, ckpt.scheme.backups)
+    except ConfigError:
+        return None
+    segments = fetch_segment(world, ckpt.store, ckpt.scheme, version, sources, dest)
+    new = alive.index(logical) if logical is not None else None
+    comm = world.Split(0 if new is not None else MPI.UNDEFINED, key=new or 0)
+    return Shrunk(version, alive, domains, segments, comm)
+
+
+def adopt(
+    ckpt: Checkpointer,
+    redistribute: Redistribute,
+    version: int,
+    own: np.ndarray | None,
+    adopted: list[np.ndarray],
+    step: int,
+) -> None:
+    """Hand this worker's saved state and the adopted ones to the redistribution hook;
+    :meth:`Checkpointer.protect` then returns what it made of them."""
+    mine = dict(unpack(own)[1]) if own is not None else {}
+    others = [dict(unpack(seg)[1]) for seg in adopted]
+    ckpt.adopt(version, redistribute(mine, others), step)
+
+
+def switch_shrunk(
+    members: Membership,
+    ckpt: Checkpointer,
+    disk: DiskTier | None,
+    redistribute: Redistribute,
+    plan: Shrunk,
+    reports: list[Report],
+) -> str:
+    """After the agreement on ``plan``: continue on the surviving workers, renumbered; this
+    process's role (``shrunk``, or ``spare`` for an idle spare)."""
+    old = members.logical
+    members.nworkers = len(plan.alive)
+    members.spare_procs = [i for i, r in enumerate(reports) if r.logical is None]
+    if old is None:
+        return "spare"
+    members.logical = plan.alive.index(old)
+    ckpt.attach(plan.comm, plan.domains)
+    if disk is not None:
+        disk.attach(members.logical, members.nworkers, ckpt.scheme.get_config())
+    own = plan.segments.pop(old, ckpt.local)
+    step = int(unpack(own)[0]["step"])
+    adopt(ckpt, redistribute, plan.version, own, list(plan.segments.values()), step)
+    return "shrunk"

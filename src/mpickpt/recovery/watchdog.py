@@ -1,0 +1,80 @@
+"""What keeps a failed job from hanging: the recovery watchdog, the excepthook that turns an
+uncaught exception into a visible failure, and ``MPI_Finalize`` only after a clean run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from mpi4py import MPI
+
+from ..config import config
+from ..log import say
+
+
+class Watchdog:
+    """Ends this process with ``code()`` if a recovery stalls for ``MPICKPT_RECOVERY_TIMEOUT``.
+
+    Open MPI can abort a rank from inside a call when a peer dies ("Send error after request
+    freed"); such a rank is never reported failed over shared memory, so the others would wait
+    for it forever. Use as a context manager around the recovery.
+    """
+
+    def __init__(self, code: Callable[[], int]) -> None:
+        self.seconds = config().recovery_timeout
+        self.code = code
+        self.timer = threading.Timer(self.seconds, self._fire)
+        self.timer.daemon = True
+
+    def _fire(self) -> None:
+        code = self.code()
+        say(
+            f"world rank {MPI.COMM_WORLD.Get_rank()}: recovery stalled for {self.seconds:g} s "
+            f"(a rank aborted by Open MPI is not reported failed); exiting with {code}"
+        )
+        os._exit(code)
+
+    def __enter__(self) -> Watchdog:
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.cancel()
+
+
+def fatal_excepthook(exc_type: Any, exc: BaseException, tb: Any) -> None:
+    """Print the traceback, then die by ``SIGKILL``: an MPI process that merely exits with an
+    error is not seen as failed by the others, which would wait for it forever."""
+    sys.__excepthook__(exc_type, exc, tb)
+    sigkill_self()
+
+
+def sigkill_self() -> None:
+    """End this process at once, the way a node failure would: ``SIGKILL``, no clean-up (the
+    others see it fail; an ordinary exit with an error is not seen over shared memory)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def finalize_unless(failed: Callable[[], bool]) -> Callable[[], None]:
+    """An ``atexit`` handler: ``MPI_Finalize`` after a clean run (mpiexec expects it), but never
+    after a failure, when it can hang (open-mpi/ompi#11404)."""
+
+    def at_exit() -> None:
+        if not failed() and not MPI.Is_finalized():
+            MPI.Finalize()
+
+    return at_exit
+
+
+def ulfm_available() -> bool:
+    """Whether the job runs with ULFM fault tolerance enabled (Open MPI ``--with-ft ulfm``)."""
+    if "Open MPI" not in MPI.Get_library_version():
+        return False
+    flag = os.environ.get("OMPI_MCA_mpi_ft_enable", "0")  # noqa: SIM112 - Open MPI's name
+    return flag.lower() in ("1", "true", "yes")

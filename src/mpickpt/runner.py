@@ -1,0 +1,145 @@
+"""The engine under ``@resilient``: set the job up, run the protected function through its
+roles until it completed on every worker, and end every process with the job's exit code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import mpi4py
+from mpi4py import MPI
+
+from .checkpointer import Checkpointer
+from .context import Context, stop_requested
+from .errors import (
+    EXIT_CONFIG,
+    EXIT_PREEMPTED,
+    ApplicationError,
+    ConfigError,
+    MpickptError,
+    NoSparesError,
+    Preempted,
+    ProcessFailure,
+    SpillError,
+    UnrecoverableError,
+    exit_code,
+)
+from .recovery.fallback import Redistribute
+from .recovery.membership import end_process
+from .recovery.transaction import Runtime
+from .recovery.watchdog import fatal_excepthook
+from .schemes import Scheme
+from .spill.tier import DiskTier
+
+T = TypeVar("T")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Runner:
+    """Runs a protected function on the workers of this job; the object API under
+    :func:`mpickpt.resilient`, which takes the same arguments.
+
+    ``Runner("parity", group=3, backups=4, spares=1).run(fn, *args)`` calls
+    ``fn(ctx, *args)`` on the workers until it completed on all of them, recovering from
+    failures on the way, and returns its result (``None`` on idle spares). With
+    ``exit_on_error`` a run that cannot complete ends the process with the job's exit code.
+    """
+
+    def __init__(
+        self,
+        scheme: str | Scheme = "parity",
+        *,
+        spares: int = 0,
+        every: int = 10,
+        spill: str | os.PathLike[str] | None = None,
+        spill_every: int = 1,
+        keep: int = 2,
+        redistribute: Redistribute | None = None,
+        exit_on_error: bool = True,
+        **params: Any,
+    ) -> None:
+        self.scheme, self.params = scheme, params
+        self.spares, self.every, self.redistribute = spares, every, redistribute
+        self.spill, self.spill_every, self.keep = spill, spill_every, keep
+        self.exit_on_error = exit_on_error
+
+    def _checkpointer(self) -> Checkpointer:
+        ckpt = Checkpointer(None, self.scheme, **self.params)
+        if self.spill is not None:
+            ckpt.disk = DiskTier(self.spill, self.spill_every, self.keep)
+        return ckpt
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """Run ``fn(ctx, *args, **kwargs)`` as described in the class docstring."""
+        sys.excepthook = fatal_excepthook
+        if mpi4py.rc.finalize:
+            warnings.warn(
+                "mpi4py.MPI was imported before mpickpt: MPI_Finalize will run "
+                "at exit and can hang after a failure; import mpickpt first",
+                stacklevel=3,
+            )
+        if self.spill is not None:
+            for sig in STOP_SIGNALS:  # early: Slurm may signal long before the end
+                signal.signal(sig, stop_requested.set)
+        try:
+            runtime = Runtime(self._checkpointer, self.spares, self.redistribute)
+        except (ConfigError, SpillError) as e:  # the same on every process
+            self._report(e)
+            end_process(EXIT_CONFIG)
+        members = runtime.members
+        try:
+            result = self._roles(fn, runtime, args, kwargs)
+        except Preempted:
+            members.release_spares(runtime.ckpt.comm, EXIT_PREEMPTED)
+            members.exit(EXIT_PREEMPTED)
+        except SpillError as e:  # at the start, on every worker: the spares are idle
+            self._report(e)
+            members.release_spares(runtime.ckpt.comm, EXIT_CONFIG)
+            members.exit(EXIT_CONFIG)
+        except (UnrecoverableError, NoSparesError, ApplicationError) as e:  # on everyone
+            self._report(e)
+            agreed = members.settle()  # every survivor has said it before any exits
+            members.exit(exit_code(e) or 1, agreed)
+        if members.exit_code:  # an idle spare, told how the workers ended the job
+            members.exit(members.exit_code)
+        return result
+
+    def _roles(self, fn: Callable[..., T], runtime: Runtime, args: Any, kwargs: Any) -> T | None:
+        """Enter ``fn`` in each role this process takes until the job is finished."""
+        role = runtime.start() if runtime.members.is_worker else runtime.wait_as_spare()
+        result: T | None = None
+        while role != "finished":
+            try:
+                result = fn(Context(runtime, role, self.every), *args, **kwargs)
+                role = runtime.finish()
+            except ProcessFailure:  # raised after the workers' decision point
+                role = runtime.recover(done=False)
+            except MPI.Exception:  # seen in the application's own communication
+                runtime.leave()
+                role = runtime.recover(done=False)
+            except (MpickptError, Preempted):
+                raise
+            except Exception as e:  # a bug, not a failed rank: every rank ends the same way
+                traceback.print_exc()  # where it happened, from this rank only
+                runtime.error = f"{type(e).__name__}: {e}"
+                runtime.leave()
+                role = runtime.recover(done=False)
+            if role == "spare":  # pragma: no cover - a worker never becomes a spare
+                role = runtime.wait_as_spare()
+        if runtime.members.logical == 0 and runtime.disk is not None:
+            runtime.disk.done(runtime.ckpt.step)  # every worker agreed it completed
+        return result if runtime.members.is_worker else None
+
+    def _report(self, error: Exception) -> None:
+        if not self.exit_on_error:
+            raise error
+        print(
+            f"mpickpt: rank {MPI.COMM_WORLD.Get_rank()}: {type(error).__name__}: {error}",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -1,0 +1,47 @@
+"""The HDF5 spill: one rank's file (:mod:`.format`), a directory of versions
+(:mod:`.directory`), the helper process that writes (:mod:`.writer`) and, under MPI, the disk
+tier that owns them all (:mod:`.tier`, imported on its own since it needs MPI).
+
+The names below need no MPI.
+"""
+
+from ..errors import SpillError
+from .directory import (
+    DONE,
+    INDEX,
+    Restart,
+    commit,
+    commit_index,
+    complete_versions,
+    find_restart,
+    load,
+    mark_done,
+    next_version,
+    prune,
+    read_index,
+    verify,
+    write_version_file,
+)
+from .format import rank_file, read_rank_file, version_dir, write_rank_file
+
+__all__ = [
+    "DONE",
+    "INDEX",
+    "Restart",
+    "SpillError",
+    "commit",
+    "commit_index",
+    "complete_versions",
+    "find_restart",
+    "load",
+    "mark_done",
+    "next_version",
+    "prune",
+    "rank_file",
+    "read_index",
+    "read_rank_file",
+    "verify",
+    "version_dir",
+    "write_rank_file",
+    "write_version_file",
+]

@@ -1,0 +1,358 @@
+"""A spill directory: versions, their index (the commit marker), pruning, the restart search.
+
+Layout::
+
+    DIR/v00000007/rank00000.h5     one self-describing HDF5 file per rank and version
+    DIR/v00000007/rank00001.h5
+    DIR/v00000007/INDEX.json       the commit marker: a version without it does not exist
+    DIR/DONE                       the run completed (written last, by worker 0)
+
+``INDEX.json`` is written atomically by one rank only after every rank has reported its file
+complete; see :func:`commit_index`. No MPI here: the ranks are coordinated by
+:mod:`mpickpt.spill.tier`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from ..errors import SpillError
+from .format import (
+    CHECKSUM_ALGORITHM,
+    FORMAT,
+    FORMAT_VERSION,
+    _fsync_dir,
+    _library_version,
+    _write_text,
+    rank_file,
+    read_rank_file,
+    version_dir,
+    write_rank_file,
+)
+
+INDEX = "INDEX.json"
+DONE = "DONE"  # job scripts check it: mpirun also exits 0 when it loses a node mid-run
+_VDIR = re.compile(r"^v(\d{8,})$")
+
+
+def mark_done(directory: str, step: int) -> str:
+    """Record that the run completed (after ``step`` steps): ``DONE`` in the spill directory."""
+    return _write_text(os.path.join(directory, DONE), f"completed after step {step}\n")
+
+
+def write_version_file(
+    directory: str | os.PathLike[str],
+    version: int,
+    rank: int,
+    segment: np.ndarray,
+    *,
+    nworkers: int,
+    scheme_config: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write ``rank``'s file of ``version`` under ``directory``; its index entry.
+
+    Creates the version directory if needed. If the version was complete, it stops being
+    complete first (its index is removed): a version is rewritten only after a rollback, and
+    its index is written again once every rank's file is back.
+    """
+    directory = os.fspath(directory)
+    vdir = version_dir(directory, version)
+    if not os.path.isdir(vdir):
+        os.makedirs(vdir, exist_ok=True)
+        _fsync_dir(directory)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(vdir, INDEX))
+        _fsync_dir(vdir)
+    return write_rank_file(
+        rank_file(directory, version, rank),
+        segment,
+        version=version,
+        rank=rank,
+        nworkers=nworkers,
+        scheme_config=scheme_config,
+    )
+
+
+def commit(
+    directory: str | os.PathLike[str],
+    version: int,
+    nworkers: int,
+    scheme_config: Mapping[str, Any],
+    files_info: Sequence[Mapping[str, Any]],
+    keep: int,
+) -> None:
+    """Write the index of ``version`` from every rank's entry and prune to ``keep`` versions
+    (one rank only, after every rank's file is written)."""
+    steps = {int(i["step"]) for i in files_info}
+    if len(steps) != 1:
+        raise SpillError(f"version {version}: ranks report different steps {sorted(steps)}")
+    commit_index(directory, version, nworkers, steps.pop(), scheme_config, files_info)
+    prune(directory, keep)
+
+
+# --------------------------------------------------------------------------------------------
+# the index (commit marker) and the directory
+
+
+def commit_index(
+    directory: str | os.PathLike[str],
+    version: int,
+    nworkers: int,
+    step: int,
+    scheme_config: Mapping[str, Any],
+    files_info: Sequence[Mapping[str, Any]],
+) -> str:
+    """Mark ``version`` complete by writing ``INDEX.json`` atomically; return its path.
+
+    Call on one rank, only after every rank's file of ``version`` is written and flushed
+    (``files_info`` is the gathered :meth:`mpickpt.spill.writer.SpillWriter.info` of ranks
+    ``0..nworkers-1``).
+    Each file must exist with the reported size.
+    """
+    vdir = version_dir(directory, version)
+    files = sorted((dict(i) for i in files_info), key=lambda i: int(i["rank"]))
+    if [int(i["rank"]) for i in files] != list(range(nworkers)):
+        raise SpillError(
+            f"version {version}: index needs one file per rank 0..{nworkers - 1}, "
+            f"got ranks {[i['rank'] for i in files]}"
+        )
+    for i in files:
+        path = os.path.join(vdir, str(i["file"]))
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            raise SpillError(
+                f"{path}: missing; version {version} cannot be committed", [path]
+            ) from None
+        if size != int(i["size"]):
+            raise SpillError(f"{path}: {size} bytes on disk, rank reported {i['size']}", [path])
+    now = time.time()
+    index = {
+        "format": FORMAT + "-index",
+        "format_version": FORMAT_VERSION,
+        "version": version,
+        "step": step,
+        "nworkers": nworkers,
+        "scheme": dict(scheme_config),
+        "mpickpt_version": _library_version(),
+        "time": now,
+        "time_iso": datetime.fromtimestamp(now, timezone.utc).isoformat(),
+        "checksum_algorithm": CHECKSUM_ALGORITHM,
+        "total_size": sum(int(i["size"]) for i in files),
+        "files": files,
+    }
+    return _write_text(os.path.join(vdir, INDEX), json.dumps(index, indent=1))
+
+
+def _versions(directory: str) -> list[int]:
+    """Every version directory present (complete or not), newest first."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = [int(m.group(1)) for n in names if (m := _VDIR.match(n))]
+    return sorted(found, reverse=True)
+
+
+def read_index(directory: str | os.PathLike[str], version: int) -> dict[str, Any]:
+    """The parsed ``INDEX.json`` of ``version``; :class:`SpillError` if missing or invalid."""
+    path = os.path.join(version_dir(directory, version), INDEX)
+    try:
+        with open(path) as f:
+            index: dict[str, Any] = json.load(f)
+    except FileNotFoundError:
+        raise SpillError(f"version {version} is not complete (no {path})", [path]) from None
+    except (OSError, ValueError) as e:
+        raise SpillError(f"{path}: unreadable index ({e})", [path]) from e
+    try:
+        ok = (
+            index["format"] == FORMAT + "-index"
+            and int(index["version"]) == version
+            and len(index["files"]) == int(index["nworkers"])
+        )
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise SpillError(f"{path}: invalid index", [path])
+    return index
+
+
+def complete_versions(directory: str | os.PathLike[str]) -> list[int]:
+    """Versions with a valid ``INDEX.json``, newest first (their files are not read)."""
+    out = []
+    for v in _versions(os.fspath(directory)):
+        with contextlib.suppress(SpillError):
+            read_index(directory, v)
+            out.append(v)
+    return out
+
+
+def next_version(directory: str | os.PathLike[str]) -> int:
+    """A version number above every version directory present (0 for an empty spill).
+
+    After a restart from disk, number new versions from here so that they sort after the
+    old ones (and are not pruned as old).
+    """
+    found = _versions(os.fspath(directory))
+    return found[0] + 1 if found else 0
+
+
+def prune(directory: str | os.PathLike[str], keep: int) -> list[int]:
+    """Delete all but the newest ``keep`` complete versions; return the deleted versions.
+
+    Incomplete version directories older than the newest complete version are deleted too
+    (newer ones may still be being written). An index is removed before its files, so a
+    crash mid-prune never leaves a version that looks complete but is not.
+    """
+    if keep < 1:
+        raise SpillError(f"keep={keep}: the spill must keep at least one version")
+    d = os.fspath(directory)
+    complete = complete_versions(d)
+    if not complete:
+        return []
+    kept = set(complete[:keep])
+    gone = [v for v in _versions(d) if v not in kept and v < complete[0]]
+    for v in gone:
+        vdir = version_dir(d, v)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(vdir, INDEX))
+            _fsync_dir(vdir)
+        shutil.rmtree(vdir, ignore_errors=True)
+    if gone:
+        _fsync_dir(d)
+    return gone
+
+
+def load(directory: str | os.PathLike[str], version: int, rank: int) -> np.ndarray:
+    """The exact segment bytes of ``rank`` at a complete ``version``, checksums verified.
+
+    Raises :class:`SpillError` naming the file if the version is not complete, or the file is
+    missing, truncated, unreadable or fails a checksum.
+    """
+    index = read_index(directory, version)
+    if not 0 <= rank < int(index["nworkers"]):
+        raise SpillError(f"version {version} has ranks 0..{index['nworkers'] - 1}, not {rank}")
+    info = next(i for i in index["files"] if int(i["rank"]) == rank)
+    path = os.path.join(version_dir(directory, version), str(info["file"]))
+    return read_rank_file(path, info)
+
+
+@dataclass
+class Restart:
+    """A spilled version to restart from: how many workers wrote it, its step, this process's
+    ``segments`` of it (old worker id -> segment bytes), and the damage met on newer ones."""
+
+    version: int
+    written_by: int
+    step: int
+    segments: dict[int, np.ndarray] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def _everyone(problems: list[str]) -> list[str]:
+    return problems
+
+
+def find_restart(
+    directory: str | os.PathLike[str],
+    nworkers: int,
+    ranks: Callable[[int], Iterable[int]] | None = None,
+    *,
+    adapt: bool = False,
+    agree: Callable[[list[str]], list[str]] = _everyone,
+) -> Restart:
+    """The newest complete version whose files all load and verify: the one restart search.
+
+    Damaged versions are skipped and each damage is described in ``problems``. ``ranks(n)``
+    names the ranks whose files this process loads from a version written by ``n`` workers
+    (default: all of them). Under MPI each process loads its own, and ``agree`` (collective)
+    turns this process's problems into everyone's, so that all pick the same version.
+
+    Raises :class:`SpillError` if the newest complete version was written by a different number
+    of workers (unless ``adapt``: then the application redistributes), or if no version is
+    usable (the message lists the bad files).
+    """
+    d = os.fspath(directory)
+    if not os.path.isdir(d):
+        raise SpillError(f"no spill directory {d}")
+    problems: list[str] = []
+    bad: list[str] = []
+    shape: int | None = None  # the number of workers of the newest complete version
+    for v in _versions(d):
+        try:
+            index = read_index(d, v)
+            n = int(index["nworkers"])
+        except SpillError as e:
+            if os.path.exists(os.path.join(version_dir(d, v), INDEX)):
+                problems.append(str(e))
+                bad += e.paths
+            continue  # no index: an interrupted spill, not a version
+        expected = shape if shape is not None else None if adapt else nworkers
+        if expected is not None and n != expected:
+            if shape is None:
+                raise SpillError(
+                    f"spill version {v} in {d} was written by {n} workers, but this job has "
+                    f"{nworkers}; relaunch with {n} workers (plus spares), or use another "
+                    f"spill directory to start afresh"
+                )
+            # older versions of another run shape are not mixed in
+            problems.append(f"spill version {v} in {d} was written by {n} workers, not {shape}")
+            continue
+        shape = n
+        segments: dict[int, np.ndarray] = {}
+        mine: list[str] = []
+        for r in ranks(n) if ranks is not None else range(n):
+            try:
+                segments[r] = load(d, v, r)
+            except SpillError as e:
+                mine.append(str(e))
+                bad += e.paths
+        found = agree(mine)
+        if not found:
+            return Restart(v, n, int(index["step"]), segments, problems)
+        problems += found
+    if not bad and not problems:
+        raise SpillError(f"no complete version in spill directory {d}")
+    listing = "\n".join(f"  - {p}" for p in problems)
+    raise SpillError(f"no usable version in spill directory {d}:\n{listing}", bad)
+
+
+# --------------------------------------------------------------------------------------------
+# inspect / verify (no MPI; wired into the CLI)
+
+
+def verify(directory: str | os.PathLike[str]) -> list[str]:
+    """Re-read every file of every complete version and recompute its checksums.
+
+    Returns one ``"<path>: <reason>"`` line per bad file or index (empty: all good).
+    Interrupted spills (no index) are not versions and are not checked.
+    """
+    d = os.fspath(directory)
+    if not os.path.isdir(d):
+        raise SpillError(f"no spill directory {d}")
+    bad: list[str] = []
+    for v in _versions(d):
+        if not os.path.exists(os.path.join(version_dir(d, v), INDEX)):
+            continue
+        try:
+            index = read_index(d, v)
+        except SpillError as e:
+            bad.append(str(e))
+            continue
+        for info in index["files"]:
+            try:
+                load(d, v, int(info["rank"]))
+            except SpillError as e:
+                bad.append(str(e))
+    return bad

@@ -1,0 +1,108 @@
+"""What a spill directory holds, as a table for people (``mpickpt inspect``). No MPI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+import h5py
+
+from ..errors import SpillError
+from .directory import INDEX, _versions, read_index
+from .format import version_dir
+
+_RANKFILE = re.compile(r"^rank(\d{5,})\.h5$")
+
+
+def _scheme_short(scheme: Any) -> str:
+    """``parity(group=3, backups=4)`` from a scheme config (dict or JSON string)."""
+    try:
+        cfg = dict(json.loads(scheme) if isinstance(scheme, str) else scheme)
+    except (TypeError, ValueError):
+        return str(scheme)
+    name = cfg.pop("id", "?")
+    return f"{name}(" + ", ".join(f"{k}={v}" for k, v in sorted(cfg.items())) + ")"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _peek(path: str) -> dict[str, Any]:
+    """Attributes of a rank file, or {} if it cannot be read."""
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: f.attrs[k] for k in ("step", "nworkers", "scheme", "time")}
+    except Exception:  # noqa: BLE001 - inspect describes what it can
+        return {}
+
+
+def inspect(directory: str | os.PathLike[str], verbose: bool = False) -> str:
+    """A human-readable table of the versions in a spill directory (files are not verified).
+
+    Columns: version, step, workers, size on disk, scheme, time written (UTC), status.
+    ``verbose`` adds one line per rank file.
+    """
+    d = os.fspath(directory)
+    if not os.path.isdir(d):
+        raise SpillError(f"no spill directory {d}")
+    rows = [("version", "step", "workers", "size", "scheme", "written (UTC)", "status")]
+    details: dict[int, list[str]] = {}
+    for v in _versions(d):
+        vdir = version_dir(d, v)
+        files = sorted(n for n in os.listdir(vdir) if _RANKFILE.match(n))
+        size = sum(os.path.getsize(os.path.join(vdir, n)) for n in files)
+        try:
+            ix = read_index(d, v)
+            step, nw, scheme, when = ix["step"], ix["nworkers"], ix["scheme"], ix["time"]
+            status = "complete"
+        except SpillError as e:
+            attrs = _peek(os.path.join(vdir, files[0])) if files else {}
+            step, nw = attrs.get("step", "?"), attrs.get("nworkers", "?")
+            scheme, when = attrs.get("scheme"), attrs.get("time")
+            if os.path.exists(os.path.join(vdir, INDEX)):
+                status = f"BAD INDEX ({e})"
+            else:
+                status = f"incomplete ({len(files)} of {nw} files, no index)"
+        rows.append(
+            (
+                str(v),
+                str(step),
+                str(nw),
+                _size(size),
+                _scheme_short(scheme) if scheme is not None else "?",
+                _when(float(when)) if when is not None else "?",
+                status,
+            )
+        )
+        if verbose:
+            details[v] = [
+                f"    {n}  {_size(os.path.getsize(os.path.join(vdir, n)))}" for n in files
+            ]
+    if len(rows) == 1:
+        return f"{d}: no spill versions"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = [f"spill directory {d}"]
+    for r in rows:
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i < 3 else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=False))
+            )
+            + "  "
+            + r[-1]
+        )
+        if r[0].isdigit():
+            lines += details.get(int(r[0]), [])
+    return "\n".join(lines)
