@@ -73,6 +73,12 @@ class Grid:
         )
         return u
 
+    def blank(self) -> np.ndarray:
+        """A field of this block's shape, for state that a restore fills in."""
+        return np.zeros(
+            (self.rows.stop - self.rows.start + 2, self.cols.stop - self.cols.start + 2)
+        )
+
     def exchange(self, u: np.ndarray, inside=None) -> None:
         """Halo exchange with the four neighbours on ``self.comm``."""
         for dy, dx, send, recv in (

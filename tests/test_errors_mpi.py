@@ -1,6 +1,6 @@
 """Errors that are not rank failures, on real ranks: a configuration that cannot work (exit 2)
 and an exception raised by the protected function (exit 1). Every process prints the same
-clear error; never a hang, an exit 0, or the "relaunch" code 75."""
+clear error once; never a hang, an exit 0, or the "relaunch" code 75."""
 
 from __future__ import annotations
 
@@ -22,14 +22,18 @@ pytestmark = pytest.mark.mpi
         (3, [], r"needs 3 backups on 3 other failure domains.*use fewer backups \(at most 1\)"),
         (4, ["--group", "0"], r"parity needs group >= 1, got 0"),
         (4, ["--spares", "4"], r"4 spare\(s\) leave no worker among 4 processes"),
+        # 1 worker + 1 spare: nothing could be rebuilt for the spare
+        (2, ["--spares", "1"], r"a single worker has no other rank to hold its checkpoint"),
+        # parameters are checked where they are written, before MPI does anything
+        (4, ["--every", "0"], r"every must be a whole number >= 1, got 0"),
+        (4, ["--spill-every", "-1", "--spill", "x"], r"spill_every must be a whole number"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(n: int, args: list[str], message: str) -> None:
     rc, out, err = run_mpi(EXAMPLES / "heat2d.py", n, *HEAT, *args, timeout=60)
     assert rc == 2, f"rc={rc}\n{out}\n{err}"
-    lines = re.findall(r"^mpickpt: rank (\d+): ConfigError: (.*)$", err, re.M)
-    assert sorted(int(rank) for rank, _ in lines) == list(range(n)), err
-    assert len({text for _, text in lines}) == 1 and re.search(message, lines[0][1]), err
+    lines = re.findall(r"^mpickpt: ConfigError: (.*)$", err, re.M)
+    assert len(lines) == 1 and re.search(message, lines[0]), err  # printed once
     assert "Traceback" not in err and "checksum" not in out, err
 
 
@@ -49,11 +53,10 @@ def raises(n: int, *args: str) -> tuple[int, str, str]:
 def test_exception_in_the_application_ends_the_job(n: int, args: list[str]) -> None:
     rc, out, err = raises(n, *args)
     assert rc == 1, f"rc={rc}\n{out}\n{err}"
-    lines = re.findall(r"^mpickpt: rank (\d+): ApplicationError: (.*)$", err, re.M)
-    assert sorted(int(rank) for rank, _ in lines) == list(range(n)), err
-    assert len({text for _, text in lines}) == 1, err
+    lines = re.findall(r"^mpickpt: ApplicationError: (.*)$", err, re.M)
+    assert len(lines) == 1, err  # printed once, by the lowest process
     # A worker that sees its neighbour's failure before reaching its own raise does not raise.
-    message = lines[0][1]
+    message = lines[0]
     named = re.findall(r"worker (\d+) raised ValueError: step 3 went wrong on worker \1", message)
     more = re.search(r"and (\d+) more", message)
     raised = len(named) + (int(more.group(1)) if more else 0)
@@ -65,3 +68,49 @@ def test_exception_in_the_application_ends_the_job(n: int, args: list[str]) -> N
 def test_application_without_exception_completes():
     rc, out, err = raises(5, "--spares", "1")
     assert rc == 0 and re.search(r"^done \d+$", out, re.M), f"rc={rc}\n{out}\n{err}"
+
+
+def test_malformed_environment_variable_is_a_clear_error() -> None:
+    rc, out, err = run_mpi(
+        EXAMPLES / "heat2d.py", 4, *HEAT, env={"MPICKPT_KILL": "1@@x"}, timeout=60
+    )
+    assert rc == 2, f"rc={rc}\n{out}\n{err}"
+    lines = re.findall(r"^mpickpt: ConfigError: (.*)$", err, re.M)
+    assert len(lines) == 1 and "bad MPICKPT_KILL entry '1@@x'" in lines[0], err
+    assert "checksum" not in out
+
+
+@pytest.mark.parametrize("spares", [0, 1])
+def test_unusable_spill_directory_exits_2(tmp_path: Path, spares: int) -> None:
+    """A spill path under a regular file: exit 2 and why, not 75 (relaunched for ever) or 0."""
+    (tmp_path / "file").write_text("not a directory")
+    spill = str(tmp_path / "file" / "ckpt")
+    n = 4 + spares
+    rc, out, err = run_mpi(
+        EXAMPLES / "heat2d.py", n, *HEAT, "--spares", str(spares), "--spill", spill, timeout=60
+    )
+    assert rc == 2, f"rc={rc}\n{out}\n{err}"
+    lines = re.findall(r"^mpickpt: SpillError: (.*)$", err, re.M)
+    assert len(lines) == 1 and f"cannot use spill directory {spill}" in lines[0], err
+    assert "checksum" not in out
+
+
+@pytest.mark.parametrize("then", ["allgather", "exit"])
+@pytest.mark.parametrize("spares", [0, 1])
+def test_exception_after_the_function_returned_is_not_exit_0(then: str, spares: int) -> None:
+    """The user's own post-processing raises on one rank: the job exits with 1, whether the
+    others wait for that rank (they are woken) or simply end; the traceback is printed."""
+    script = Path(__file__).parent / "mpi_scripts" / "after_return.py"
+    args = ["--raise-on", "2", "--then", then, "--spares", str(spares)]
+    rc, out, err = run_mpi(script, 5, *args, timeout=60)
+    assert rc == 1, f"rc={rc}\n{out}\n{err}"
+    assert "RuntimeError: post-processing failed" in err, err
+    assert "done" not in out, out
+
+
+def test_post_processing_without_exception_exits_0() -> None:
+    script = Path(__file__).parent / "mpi_scripts" / "after_return.py"
+    rc, out, err = run_mpi(script, 5, "--spares", "1", timeout=60)
+    workers, steps, length = 4, 6, 4  # each step adds the number of workers to every element
+    expected = f"done {float(workers * steps * length)}"
+    assert rc == 0 and expected in out.splitlines(), f"rc={rc}\n{out}\n{err}"

@@ -287,6 +287,9 @@ def test_nothing_committed_means_initial_state():
     assert plan.version == -1
     assert plan.assign == [0, 3, 1, 2]
     assert plan.rebuild == {}
+    # nothing to restore: the promoted spare and the survivors all enter as ``initial``, so an
+    # application that builds its state only in that role never computes from zeros
+    assert [plan.role(p, reports) for p in range(4)] == ["initial"] * 4
 
 
 def test_rebuild_sources_skip_pieces_not_reported():

@@ -7,6 +7,7 @@ the loop resumes from the last committed step.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import mpi4py
@@ -33,7 +34,13 @@ from .errors import (  # noqa: E402 - after the rc setting above
     UnknownSchemeError,
     UnrecoverableError,
 )
+from .errors import excepthook as _excepthook  # noqa: E402
 from .schemes import Mirror, Parity, Scheme, Stripe, get_scheme  # noqa: E402
+
+# - an mpickpt error raised before the job's processes have joined (a bad parameter) is
+#   printed once and gives the job its exit code (see errors.excepthook)
+if sys.excepthook is sys.__excepthook__:
+    sys.excepthook = _excepthook
 
 __version__ = "0.1.0"
 

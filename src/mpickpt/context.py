@@ -60,8 +60,8 @@ class Context:
 
         Checkpoints when it starts (after a recovery this re-protects at once: the pieces the
         dead held are gone), then after every ``every``-th step and after the last one, whose
-        spill (if any) is waited for. On SIGTERM/SIGUSR1 it stops after the current step with
-        a final checkpoint and spill (:class:`Preempted`).
+        spill (if any) is waited for. On SIGTERM/SIGUSR1 (with a spill) it stops at the next
+        checkpoint, after a final spill (:class:`Preempted`).
         """
         ckpt = self.checkpointer
         start = ckpt.step
@@ -72,8 +72,10 @@ class Context:
         for step in range(start, n):
             faults.maybe_kill("compute", step)
             yield step
-            stop = ckpt.disk is not None and self._stop_agreed()
-            if stop or (step + 1) % self.every == 0 or step + 1 == n:
+            due = (step + 1) % self.every == 0 or step + 1 == n
+            # a stop request is agreed on at checkpoints only: an agreement per step costs
+            stop = due and ckpt.disk is not None and self._stop_agreed()
+            if due:
                 ckpt.checkpoint(step + 1)
             if stop:
                 ckpt.flush()

@@ -5,7 +5,10 @@ Every message says what happened and what to change.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 class MpickptError(Exception):
@@ -95,3 +98,29 @@ def exit_code(error: BaseException) -> int | None:
         if isinstance(error, cls):
             return code
     return None
+
+
+def _first_process() -> bool:
+    """Whether this is the job's first process, from the launcher's environment (no MPI)."""
+    for name in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"):
+        if name in os.environ:
+            return os.environ[name] == "0"
+    return True
+
+
+def excepthook(exc_type: Any, exc: BaseException, tb: Any) -> None:
+    """Before the job's processes have joined: an mpickpt error here (a bad parameter, a bad
+    environment variable) is the same on every process, so only the first prints it and exits
+    with its code, the others with 0 (mpiexec returns the code; several processes exiting
+    non-zero at once can hang Open MPI's mpiexec). Anything else is Python's usual exit."""
+    code = exit_code(exc)
+    if code is None:
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    if _first_process():
+        print(f"mpickpt: {exc_type.__name__}: {exc}", file=sys.stderr, flush=True)
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        mpi.Finalize()
+    sys.stdout.flush()
+    os._exit(code if _first_process() else 0)

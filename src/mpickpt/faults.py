@@ -4,7 +4,8 @@
 when it reaches STEP in PHASE: ``compute`` (default: at the start of the step, outside MPI),
 ``halo`` (inside the application's exchange, where it calls :func:`maybe_kill`),
 ``checkpoint`` (pieces sent, before the commit) or ``commit`` (just after it). ``RANK@recovery``
-kills RANK as it enters its first recovery. ``MPICKPT_PIDDIR=DIR`` makes every process write
+kills RANK as it enters its first recovery, ``RANK@start`` as it starts (before the
+job's processes have joined). ``MPICKPT_PIDDIR=DIR`` makes every process write
 ``DIR/rank<N>.pid`` so that a test can kill it from outside at any time.
 """
 
@@ -19,7 +20,7 @@ from .errors import ConfigError
 from .recovery.watchdog import sigkill_self
 
 ENV_KILL = "MPICKPT_KILL"
-PHASES = ("compute", "halo", "checkpoint", "commit", "recovery")
+PHASES = ("compute", "halo", "checkpoint", "commit", "recovery", "start")
 
 
 def parse_kills(spec: str) -> list[tuple[int, int, str]]:
@@ -30,8 +31,8 @@ def parse_kills(spec: str) -> list[tuple[int, int, str]]:
         try:
             rank, rest = item.split("@")
             step, _, phase = rest.partition(":")
-            if step == "recovery":
-                step, phase = "-1", "recovery"
+            if step in ("recovery", "start"):
+                step, phase = "-1", step
             phase = phase or "compute"
             if phase not in PHASES:
                 raise ValueError(phase)
@@ -57,6 +58,12 @@ def _my_kills() -> list[tuple[int, str]]:
     return [(s, p) for r, s, p in parse_kills(config().kill) if r == me]
 
 
+def arm() -> None:
+    """Check ``MPICKPT_KILL`` and write the pid file now, before the job does anything."""
+    write_pidfile()
+    maybe_kill("start")
+
+
 def die() -> None:
     """End this process the way a node failure would: ``SIGKILL``, no clean-up."""
     d = config().piddir
@@ -69,7 +76,7 @@ def die() -> None:
 def maybe_kill(phase: str, step: int = -1) -> None:
     """Die here if ``MPICKPT_KILL`` asks for this rank at this step and phase."""
     for s, p in _my_kills():
-        if p == phase and (s == step or phase == "recovery"):
+        if p == phase and (s == step or s < 0):
             die()
 
 
@@ -78,5 +85,7 @@ def write_pidfile() -> None:
     d = config().piddir
     if d:
         os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, f"rank{_world_rank()}.pid"), "w") as f:
+        path = os.path.join(d, f"rank{_world_rank()}.pid")
+        with open(path + ".tmp", "w") as f:  # renamed when complete: readers never see it empty
             f.write(f"{os.getpid()}\n")
+        os.replace(path + ".tmp", path)

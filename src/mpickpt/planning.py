@@ -43,9 +43,12 @@ class Plan:
     from_disk: bool = False  # beyond the RAM tolerance: every worker reloads from the spill
 
     def role(self, proc: int, reports: Sequence[Report]) -> str:
-        """``survivor`` or ``recovered`` for a worker, ``spare`` for a process left idle."""
+        """``survivor`` or ``recovered`` for a worker, ``spare`` for a process left idle;
+        ``initial`` for every worker when nothing was committed yet (nothing to restore)."""
         if proc not in self.assign:
             return "spare"
+        if self.version < 0:
+            return "initial"
         was = reports[proc].logical
         return "survivor" if was is not None and self.assign[was] == proc else "recovered"
 
@@ -74,9 +77,14 @@ def plan_recovery(
 
     spares = [i for i, r in enumerate(reports) if r.logical is None]
     if len(spares) < len(dead):
+        then = (
+            "relaunch to resume from the spill"
+            if fallback
+            else "nothing is on disk: relaunch with more spares to start again (with spill=, a "
+            "relaunch would resume)"
+        )
         raise NoSparesError(
-            f"workers {list(dead)} failed and only {len(spares)} spare(s) are left; relaunch "
-            f"with more spares (or from the spill)",
+            f"workers {list(dead)} failed and only {len(spares)} spare(s) are left; {then}",
             lost=dead,
         )
     assign = [where.get(w, -1) for w in range(nworkers)]

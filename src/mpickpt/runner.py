@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import traceback
 import warnings
 from collections.abc import Callable
@@ -14,11 +13,10 @@ from typing import Any, TypeVar
 import mpi4py
 from mpi4py import MPI
 
+from . import errors, faults
 from .checkpointer import Checkpointer
 from .context import Context, stop_requested
 from .errors import (
-    EXIT_CONFIG,
-    EXIT_PREEMPTED,
     ApplicationError,
     ConfigError,
     MpickptError,
@@ -29,11 +27,10 @@ from .errors import (
     UnrecoverableError,
     exit_code,
 )
+from .recovery.ending import current as ending_of_job
 from .recovery.fallback import Redistribute
-from .recovery.membership import end_process
 from .recovery.transaction import Runtime
-from .recovery.watchdog import fatal_excepthook
-from .schemes import Scheme
+from .schemes import Scheme, get_scheme
 from .spill.tier import DiskTier
 
 T = TypeVar("T")
@@ -63,6 +60,15 @@ class Runner:
         exit_on_error: bool = True,
         **params: Any,
     ) -> None:
+        for name, value, least in (
+            ("spares", spares, 0),
+            ("every", every, 1),
+            ("spill_every", spill_every, 1),
+            ("keep", keep, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"{name} must be a whole number >= {least}, got {value!r}")
+        get_scheme(scheme, **params)  # a bad scheme or parameter fails here, where it is written
         self.scheme, self.params = scheme, params
         self.spares, self.every, self.redistribute = spares, every, redistribute
         self.spill, self.spill_every, self.keep = spill, spill_every, keep
@@ -76,42 +82,46 @@ class Runner:
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         """Run ``fn(ctx, *args, **kwargs)`` as described in the class docstring."""
-        sys.excepthook = fatal_excepthook
         if mpi4py.rc.finalize:
             warnings.warn(
                 "mpi4py.MPI was imported before mpickpt: MPI_Finalize will run "
                 "at exit and can hang after a failure; import mpickpt first",
                 stacklevel=3,
             )
+        faults.arm()  # the environment is checked before anything runs
         if self.spill is not None:
             for sig in STOP_SIGNALS:  # early: Slurm may signal long before the end
                 signal.signal(sig, stop_requested.set)
         try:
             runtime = Runtime(self._checkpointer, self.spares, self.redistribute)
+            ending = runtime.members.ending
         except (ConfigError, SpillError) as e:  # the same on every process
-            self._report(e)
-            end_process(EXIT_CONFIG)
+            self._raise_unless_exit(e)
+            joined = ending_of_job()
+            if joined is not None:
+                joined.end(exit_code(e) or 1, _describe(e))
+            errors.excepthook(type(e), e, None)  # printed once; the job exits with 2
+            raise  # pragma: no cover - excepthook exits
         members = runtime.members
+        ending.revoke.append(lambda: members.world)
+        ending.revoke.append(lambda: runtime.ckpt.comm)
         try:
             result = self._roles(fn, runtime, args, kwargs)
-        except Preempted:
-            members.release_spares(runtime.ckpt.comm, EXIT_PREEMPTED)
-            members.exit(EXIT_PREEMPTED)
-        except SpillError as e:  # at the start, on every worker: the spares are idle
-            self._report(e)
-            members.release_spares(runtime.ckpt.comm, EXIT_CONFIG)
-            members.exit(EXIT_CONFIG)
+        except (Preempted, SpillError) as e:  # on every worker; the spares are idle
+            self._raise_unless_exit(e)
+            code = exit_code(e) or 1
+            members.release_spares(runtime.ckpt.comm, code)
+            ending.end(code, _describe(e))
         except (UnrecoverableError, NoSparesError, ApplicationError) as e:  # on everyone
-            self._report(e)
-            agreed = members.settle()  # every survivor has said it before any exits
-            members.exit(exit_code(e) or 1, agreed)
+            self._raise_unless_exit(e)
+            ending.end(exit_code(e) or 1, _describe(e))
         if members.exit_code:  # an idle spare, told how the workers ended the job
-            members.exit(members.exit_code)
+            ending.end(members.exit_code)
         return result
 
     def _roles(self, fn: Callable[..., T], runtime: Runtime, args: Any, kwargs: Any) -> T | None:
         """Enter ``fn`` in each role this process takes until the job is finished."""
-        role = runtime.start() if runtime.members.is_worker else runtime.wait_as_spare()
+        role = runtime.enter()
         result: T | None = None
         while role != "finished":
             try:
@@ -135,11 +145,10 @@ class Runner:
             runtime.disk.done(runtime.ckpt.step)  # every worker agreed it completed
         return result if runtime.members.is_worker else None
 
-    def _report(self, error: Exception) -> None:
+    def _raise_unless_exit(self, error: Exception) -> None:
         if not self.exit_on_error:
             raise error
-        print(
-            f"mpickpt: rank {MPI.COMM_WORLD.Get_rank()}: {type(error).__name__}: {error}",
-            file=sys.stderr,
-            flush=True,
-        )
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"

@@ -91,8 +91,8 @@ def save_all(
         segments[logical] = ckpt.local
     disk.save(world, version, segments)
     return NoSparesError(
-        f"{error}; saved version {version} of all {nworkers} workers to {disk.directory}: "
-        "relaunch to resume from it",
+        f"workers {list(error.lost)} failed and no spare is left; saved version {version} of "
+        f"all {nworkers} workers to {disk.directory}: relaunch to resume from it",
         error.lost,
     )
 

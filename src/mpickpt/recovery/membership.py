@@ -3,18 +3,18 @@ of each worker, the idle spares; how spares wait and are released, and how a pro
 
 from __future__ import annotations
 
-import os
-import sys
+import contextlib
+import functools
 import time
 from collections.abc import Callable
-from typing import NoReturn
 
 import numpy as np
 from mpi4py import MPI
 
 from ..domains import failure_domains
-from ..errors import ConfigError
-from ..transport import keep_on_failure, waitall
+from ..errors import ConfigError, ProcessFailure
+from ..transport import keep_on_failure, uniformly, waitall
+from .ending import install
 
 SPARE_POLL = 0.005  # seconds between tests of an idle spare's receive (~0 CPU while idle)
 TAG_RELEASE = 0x6D72  # workers to idle spares: the job is over, with this exit code
@@ -28,22 +28,44 @@ class Membership:
     """
 
     def __init__(self, spares: int) -> None:
-        self.world: MPI.Intracomm = MPI.COMM_WORLD.Dup()
-        self.world.Set_errhandler(MPI.ERRORS_RETURN)
-        size = self.world.Get_size()
+        size = MPI.COMM_WORLD.Get_size()
         self.nworkers = size - spares
         if self.nworkers < 1:
             raise ConfigError(
                 f"{spares} spare(s) leave no worker among {size} processes; launch more "
                 f"processes (mpiexec -n {spares + 1} or more) or ask for fewer spares"
             )
-        self.failures_seen = False
+        if self.nworkers == 1 and spares:
+            raise ConfigError(
+                f"a single worker has no other rank to hold its checkpoint, so a spare could "
+                f"not rebuild it; launch 2 or more workers (mpiexec -n {spares + 2} or more) "
+                "or use no spare"
+            )
         self.exit_code = 0  # for idle spares: how the workers ended the job
-        self.spare_procs = list(range(self.nworkers, size))  # idle spares' ranks in world
-        self.domains = failure_domains(self.world)
-        rank = self.world.Get_rank()
-        self.domain = self.domains[rank]
-        self.logical: int | None = rank if rank < self.nworkers else None
+        self.lost_at_start = False
+        self.world, final, self.domains, ranks = self._join()
+        # workers are the first COMM_WORLD ranks, spares the last; a process lost at start-up
+        # leaves a hole that the first recovery fills
+        self.spare_procs = [i for i, r in enumerate(ranks) if r >= self.nworkers]
+        me = MPI.COMM_WORLD.Get_rank()
+        self.logical: int | None = me if me < self.nworkers else None
+        self.domain = self.domains[self.world.Get_rank()]
+        self.ending = install(final)
+
+    def _join(self) -> tuple[MPI.Intracomm, MPI.Intracomm, list[int], list[int]]:
+        """Collective: the job's own ``world``, a communicator for its final agreement, the
+        failure domain and the ``COMM_WORLD`` rank of each of its processes. A process lost
+        meanwhile is left out (shrink, and again)."""
+        base: MPI.Intracomm = MPI.COMM_WORLD
+        while True:
+            try:
+                return uniformly(base, functools.partial(_join, base), "start-up")
+            except ProcessFailure:
+                self.lost_at_start = True
+                with contextlib.suppress(MPI.Exception):
+                    base.Revoke()
+                base = base.Shrink()  # type: ignore[assignment]
+                base.Set_errhandler(MPI.ERRORS_RETURN)
 
     @property
     def is_worker(self) -> bool:
@@ -51,7 +73,7 @@ class Membership:
 
     def workers_comm(self) -> MPI.Comm:
         """Collective over ``world``: the workers' communicator (``COMM_NULL`` on spares)."""
-        key = self.world.Get_rank()
+        key = self.logical if self.logical is not None else 0
         return self.world.Split(0 if self.logical is not None else MPI.UNDEFINED, key=key)
 
     # -- idle spares ------------------------------------------------------------------------
@@ -111,43 +133,11 @@ class Membership:
         except MPI.Exception:
             return False
 
-    # -- the end ----------------------------------------------------------------------------
 
-    def settle(self) -> bool:
-        """Wait until every surviving process got here; False if a failure ended the wait."""
-        try:
-            return bool(self.world.Agree(1))
-        except MPI.Exception:
-            return False
-
-    def exit(self, code: int, agreed: bool = True) -> NoReturn:
-        """End the process so that the job ends with ``code``.
-
-        Only one process exits with ``code``: the lowest rank left (rank 0 of ``world``, alive
-        at the last agreement; never an idle spare while a worker is left, since spares have the
-        highest ranks and are promoted lowest first); the others exit with 0, and mpiexec
-        returns ``code``. When several processes exit non-zero at once, Open MPI 5.0's mpiexec
-        can hang after every rank has gone (measured on a loaded host: 4-12 % of runs; none
-        with one). ``agreed=False``: the processes left could not agree that they all got
-        here, so the lowest one may be dead; then every one exits with ``code``.
-
-        Through ``sys.exit`` (and so MPI_Finalize, see :func:`.watchdog.finalize_unless`) while
-        no failure was seen, else at once, since MPI_Finalize can hang after a failure.
-        """
-        end_process(code, self.world, agreed, self.failures_seen)
-
-
-def end_process(
-    code: int, world: MPI.Comm | None = None, agreed: bool = True, failed: bool = False
-) -> NoReturn:
-    """:meth:`Membership.exit` for any process; with ``world`` None (no runtime could be set
-    up, every process is still there) over ``COMM_WORLD``, finalizing MPI first."""
-    if agreed and (world or MPI.COMM_WORLD).Get_rank() != 0:
-        code = 0
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if world is None:
-        MPI.Finalize()
-    elif failed:
-        os._exit(code)
-    sys.exit(code)
+def _join(base: MPI.Intracomm) -> tuple[MPI.Intracomm, MPI.Intracomm, list[int], list[int]]:
+    world: MPI.Intracomm = base.Dup()
+    final: MPI.Intracomm = base.Dup()
+    for comm in (world, final):
+        comm.Set_errhandler(MPI.ERRORS_RETURN)
+    ranks = world.allgather(MPI.COMM_WORLD.Get_rank())
+    return world, final, failure_domains(world), ranks

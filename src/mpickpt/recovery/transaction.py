@@ -9,7 +9,6 @@ starts the transaction again on a smaller world.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import warnings
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from ..transport import fetch_segment, uniformly
 from . import fallback
 from .fallback import Redistribute, Shrunk
 from .membership import Membership
-from .watchdog import Watchdog, finalize_unless, ulfm_available
+from .watchdog import Watchdog, ulfm_available
 
 
 class UlfmWarning(UserWarning):
@@ -61,18 +60,32 @@ class Runtime:
                 UlfmWarning,
                 stacklevel=2,
             )
-        faults.write_pidfile()
-        atexit.register(finalize_unless(lambda: m.failures_seen))
         self.ckpt = make_checkpointer()
-        # Every process checks the workers' layout, spares too: a layout that cannot work fails
-        # the same way everywhere (spares would otherwise wait for workers that have quit).
-        backup_layout(m.domains[: m.nworkers], self.ckpt.scheme.backups)
         self.timeline = Timeline()
         self.recoveries = 0
         self.error: str | None = None  # what the protected function raised in this process
+        if m.lost_at_start:
+            return  # the first recovery sets the workers up (see pending)
+        # Every process checks the workers' layout, spares too: a layout that cannot work fails
+        # the same way everywhere (spares would otherwise wait for workers that have quit).
+        backup_layout(m.domains[: m.nworkers], self.ckpt.scheme.backups)
         comm = m.workers_comm()
         if m.logical is not None:
             self.ckpt.attach(comm, m.domains[: m.nworkers])
+
+    def enter(self) -> str:
+        """The role this process enters the job with: a worker ``initial`` or ``restarted``
+        (from the spill); an idle spare waits until promoted or the end."""
+        role = "initial" if self.members.is_worker else "spare"
+        if self.members.lost_at_start:  # a process was lost before anything ran: recover
+            role = self.recover(done=False)
+        while role == "initial":
+            try:
+                return self.start()
+            except (MPI.Exception, ProcessFailure):  # lost while opening the spill
+                self.leave()
+                role = self.recover(done=False)
+        return self.wait_as_spare() if role == "spare" else role
 
     @property
     def disk(self) -> DiskTier | None:
@@ -87,8 +100,8 @@ class Runtime:
         disk, m = self.disk, self.members
         if disk is None or m.logical is None:
             return "initial"
-        disk.attach(m.logical, m.nworkers, self.ckpt.scheme.get_config())
-        found = disk.restore(self.ckpt.comm, m.logical, m.nworkers, self.redistribute is not None)
+        config, adapt = self.ckpt.scheme.get_config(), self.redistribute is not None
+        found = disk.open(self.ckpt.comm, m.logical, m.nworkers, config, adapt)
         if found is None:
             return "initial"
         segments = found.segments
@@ -137,7 +150,7 @@ class Runtime:
         ``recovered``, ``shrunk``, ``spare`` or ``finished``). Raises the same
         ``UnrecoverableError`` / ``NoSparesError`` / ``ApplicationError`` on every surviving
         process when it cannot recover."""
-        self.members.failures_seen = True
+        self.members.ending.failures_seen = True
         self.timeline = Timeline()
         self.timeline.mark("failure detected")
         faults.maybe_kill("recovery")

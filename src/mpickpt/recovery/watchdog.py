@@ -1,5 +1,4 @@
-"""What keeps a failed job from hanging: the recovery watchdog, the excepthook that turns an
-uncaught exception into a visible failure, and ``MPI_Finalize`` only after a clean run."""
+"""What keeps a failed job from hanging: the recovery watchdog, and an end that peers see."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from mpi4py import MPI
 
@@ -46,30 +44,12 @@ class Watchdog:
         self.timer.cancel()
 
 
-def fatal_excepthook(exc_type: Any, exc: BaseException, tb: Any) -> None:
-    """Print the traceback, then die by ``SIGKILL``: an MPI process that merely exits with an
-    error is not seen as failed by the others, which would wait for it forever."""
-    sys.__excepthook__(exc_type, exc, tb)
-    sigkill_self()
-
-
 def sigkill_self() -> None:
     """End this process at once, the way a node failure would: ``SIGKILL``, no clean-up (the
     others see it fail; an ordinary exit with an error is not seen over shared memory)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-def finalize_unless(failed: Callable[[], bool]) -> Callable[[], None]:
-    """An ``atexit`` handler: ``MPI_Finalize`` after a clean run (mpiexec expects it), but never
-    after a failure, when it can hang (open-mpi/ompi#11404)."""
-
-    def at_exit() -> None:
-        if not failed() and not MPI.Is_finalized():
-            MPI.Finalize()
-
-    return at_exit
 
 
 def ulfm_available() -> bool:

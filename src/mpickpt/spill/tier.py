@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from ..errors import SpillError
+from ..transport import uniformly
 from .directory import Restart, complete_versions, find_restart, mark_done, write_version_file
 from .writer import SpillWriter
 
@@ -136,6 +138,35 @@ class DiskTier:
         """Write the index of ``version`` (one rank)."""
         assert self.writer is not None
         self.writer.commit(version, infos)
+
+    def open(
+        self, comm: MPI.Comm, logical: int, nworkers: int, scheme: dict[str, Any], adapt: bool
+    ) -> Restart | None:
+        """Collective over the workers: write as worker ``logical`` from now on, and find the
+        version to restart from (see :meth:`restore`). A directory that cannot be used is the
+        same :class:`SpillError` on every worker."""
+
+        def step() -> tuple[str | None, Restart | None]:
+            problem = None
+            try:
+                self.attach(logical, nworkers, scheme)
+            except (SpillError, OSError) as e:
+                problem = (
+                    f"cannot use spill directory {self.directory} ({e}); give a directory "
+                    "that can be created and written"
+                )
+            problems = [p for p in comm.allgather(problem) if p is not None]
+            if problems:
+                return problems[0], None
+            try:
+                return None, self.restore(comm, logical, nworkers, adapt)
+            except SpillError as e:
+                return str(e), None
+
+        problem, found = uniformly(comm, step, "opening the spill")
+        if problem is not None:
+            raise SpillError(problem)
+        return found
 
     def restore(
         self, comm: MPI.Comm, logical: int | None, nworkers: int, adapt: bool = False
