@@ -26,7 +26,7 @@ from .errors import (  # noqa: E402 - after the rc setting above
     UnknownSchemeError,
     UnrecoverableError,
 )
-from .schemes import Mirror, Parity, Scheme, Stripe, get_scheme  # noqa: E402
+from .schemes import Mirror, Parity, ReedSolomon, Scheme, Stripe, get_scheme  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -75,6 +75,7 @@ __all__ = [
     "NoSparesError",
     "Parity",
     "ProcessFailure",
+    "ReedSolomon",
     "Scheme",
     "Stripe",
     "UnknownSchemeError",
