@@ -3,6 +3,7 @@ relation to ``parity``, the pieces a recovery fetches, chunked encoding, configu
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from itertools import combinations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from mpickpt import ConfigError, DecodeError, Parity, ReedSolomon, get_scheme
+from mpickpt.cli import main
 from mpickpt.gf256 import UNIT
 
 
@@ -135,3 +137,40 @@ def test_defaults_and_config():
 def test_bad_configs(params, match):
     with pytest.raises(ConfigError, match=match):
         get_scheme("rs", **params)
+
+
+def test_cli_layout_shows_rs_placement(capsys):
+    argv = [
+        "layout",
+        "--scheme",
+        "rs",
+        "--group",
+        "4",
+        "--parity",
+        "2",
+        "--backups",
+        "6",
+        "--subsegments",
+        "8",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == (
+        "ReedSolomon(group=4, parity=2, backups=6, subsegments=8): tolerates the owner + "
+        "2 backup(s); stores 1.5 x the segment"
+    )
+    assert "  backup 6: p0.1, p1.0" in out
+    assert main([*argv, "--json", "--ranks", "7"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["scheme"] == "rs" and got["tolerance"] == 2 and got["overhead"] == 1.5
+    assert got["backups"] == [[p.name for p in h] for h in ReedSolomon(4, 2, 6, 8).held()]
+    assert got["owners"]["0"] == [1, 2, 3, 4, 5, 6]
+    assert main(["layout", "--scheme", "rs", "--group", "3", "--parity", "3"]) == 0  # backups: 6
+    assert "ReedSolomon(group=3, parity=3, backups=6, subsegments=18)" in capsys.readouterr().out
+
+
+def test_cli_layout_rejects_too_few_backups(capsys):
+    assert (
+        main(["layout", "--scheme", "rs", "--group", "4", "--parity", "2", "--backups", "5"]) == 2
+    )
+    assert "needs backups >= group+parity = 6" in capsys.readouterr().err

@@ -140,16 +140,51 @@ class ReedSolomon(Scheme):
         padded = np.empty(size * self.subsegments, dtype=np.uint8)
         subs = padded.reshape(self.subsegments, size)
         for s, got in enumerate(self._chosen(available.keys())):
-            bufs = [np.frombuffer(available[p.name], dtype=np.uint8, count=size) for p in got]
-            rows = [p.index for p in got]
             base = s * self.group
-            for p, buf in zip(got, bufs, strict=True):
+            coding: list[tuple[int, np.ndarray]] = []
+            for p in got:
+                buf = np.frombuffer(available[p.name], dtype=np.uint8, count=size)
                 if p.index < self.group:
                     subs[base + p.index] = buf
-            missing = [j for j in range(self.group) if j not in rows]
-            if not missing:
-                continue
-            inverse = gf256.decode_matrix(self.matrix, rows)
-            for j in missing:
-                gf256.combine(gf256.schedule(inverse[j]), bufs, out=subs[base + j])
+                else:
+                    coding.append((p.index - self.group, buf))
+            known = [p.index for p in got if p.index < self.group]
+            missing = [j for j in range(self.group) if j not in known]
+            if missing:
+                self._solve(coding, [subs[base + j] for j in known], known, missing, subs[base:])
         return padded[:nbytes]
+
+    def _solve(
+        self,
+        coding: list[tuple[int, np.ndarray]],
+        data: list[np.ndarray],
+        known: list[int],
+        missing: list[int],
+        out: np.ndarray,
+    ) -> None:
+        """Rebuild the ``missing`` data pieces of a stripe into ``out[j]`` from its ``coding``
+        pieces ``(row, bytes)`` (as many as are missing) and its ``known`` data pieces.
+
+        Syndromes first: ``S_i = p_i + sum_known C[i][j] d_j`` removes the known data with
+        the cheap coefficients of ``C``; then the missing pieces solve the small system
+        ``S = C[rows][missing] d_missing``, whose inverse has costly (arbitrary) coefficients.
+        With the all-ones row among them, the last missing piece is instead ``S_0`` plus the
+        others: plain XORs.
+        """
+        rows = [i for i, _ in coding]
+        syndromes = [
+            gf256.combine(gf256.schedule([1] + [self.matrix[i][j] for j in known]), [buf, *data])
+            for i, buf in coding
+        ]
+        inverse = gf256.mat_inv([[self.matrix[i][j] for j in missing] for i in rows])
+        by_xor = missing[-1] if 0 in rows else None
+        for t, j in enumerate(missing):
+            if j != by_xor:
+                gf256.combine(gf256.schedule(inverse[t]), syndromes, out=out[j])
+        if by_xor is not None:
+            others = [out[j] for j in missing if j != by_xor]
+            gf256.combine(
+                gf256.schedule([1] * (1 + len(others))),
+                [syndromes[rows.index(0)], *others],
+                out=out[by_xor],
+            )
