@@ -142,7 +142,9 @@ def main() -> None:
     print(f"segment {a.mb} MB, median of {a.repeats}; memcpy {gbs / memcpy:.2f} GB/s")
     print(f"numpy XOR into a segment (parity's arithmetic): {gbs / xor:.2f} GB/s")
     print()
-    print("| group+parity | method | encode GB/s | encode / memcpy | decode GB/s | decode / memcpy |")
+    print(
+        "| group+parity | method | encode GB/s | encode / memcpy | decode GB/s | decode / memcpy |"
+    )
     print("|---|---|---|---|---|---|")
     for cfg in a.configs.split(","):
         group, parity = map(int, cfg.split("+"))
