@@ -172,19 +172,22 @@ class ReedSolomon(Scheme):
         others: plain XORs.
         """
         rows = [i for i, _ in coding]
+        # with the all-ones row, its syndrome is built right where the last missing piece goes
+        by_xor = missing[-1] if 0 in rows else None
         syndromes = [
-            gf256.combine(gf256.schedule([1] + [self.matrix[i][j] for j in known]), [buf, *data])
+            gf256.combine(
+                gf256.schedule([1] + [self.matrix[i][j] for j in known]),
+                [buf, *data],
+                out=out[by_xor] if i == 0 and by_xor is not None else None,
+            )
             for i, buf in coding
         ]
         inverse = gf256.mat_inv([[self.matrix[i][j] for j in missing] for i in rows])
-        by_xor = missing[-1] if 0 in rows else None
         for t, j in enumerate(missing):
             if j != by_xor:
                 gf256.combine(gf256.schedule(inverse[t]), syndromes, out=out[j])
-        if by_xor is not None:
+        if by_xor is not None:  # d_last = S_0 + the other missing pieces, in place
             others = [out[j] for j in missing if j != by_xor]
-            gf256.combine(
-                gf256.schedule([1] * (1 + len(others))),
-                [syndromes[rows.index(0)], *others],
-                out=out[by_xor],
-            )
+            if others:
+                ones = gf256.schedule([1] * (1 + len(others)))
+                gf256.combine(ones, [out[by_xor], *others], out=out[by_xor])
