@@ -3,8 +3,9 @@
 One process, one thread (numpy does not thread these loops). A segment of ``--mb`` MB is cut
 into ``group`` data blocks; *encode* computes the ``parity`` coding blocks, *decode* rebuilds
 the segment after losing as many data blocks as there are coding blocks (the worst case: the
-most arithmetic). GB/s are segment bytes per second; every time is also given as a multiple of
-a plain memcpy of the segment measured in the same run (the machine is shared and noisy).
+most arithmetic). GB/s are segment bytes per second of wall time and, in parentheses, per
+second of this process's CPU time (per core: the steadier figure on a shared machine); every
+time is also given as a multiple of a plain memcpy of the segment measured in the same run.
 
 Methods:
 
@@ -33,15 +34,17 @@ CHUNK = 4 << 20  # the transport's chunk
 SUB = 1 << 20  # the table method's sub-chunk
 
 
-def timed(f: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``f()`` over ``repeats`` runs, after one warm-up run."""
+def timed(f: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median wall and CPU time of ``f()`` over ``repeats`` runs, after one warm-up run. On a
+    shared machine the CPU time (this process's own seconds on a core) is the steadier one."""
     f()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         f()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def bitmatrix_case(scheme: ReedSolomon, seg: np.ndarray) -> tuple[Callable[[], object], ...]:
@@ -136,14 +139,16 @@ def main() -> None:
     nbytes = a.mb << 20
     src = rng.integers(0, 256, nbytes, dtype=np.uint8)
     dst = np.empty_like(src)
-    memcpy = timed(lambda: np.copyto(dst, src), a.repeats)
-    xor = timed(lambda: np.bitwise_xor(dst, src, out=dst), a.repeats)
+    memcpy, memcpy_cpu = timed(lambda: np.copyto(dst, src), a.repeats)
+    xor, xor_cpu = timed(lambda: np.bitwise_xor(dst, src, out=dst), a.repeats)
     gbs = nbytes / 1e9
-    print(f"segment {a.mb} MB, median of {a.repeats}; memcpy {gbs / memcpy:.2f} GB/s")
-    print(f"numpy XOR into a segment (parity's arithmetic): {gbs / xor:.2f} GB/s")
+    print(f"segment {a.mb} MB, median of {a.repeats}; GB/s by wall time (by CPU time)")
+    print(f"memcpy: {gbs / memcpy:.2f} ({gbs / memcpy_cpu:.2f}) GB/s")
+    print(f"numpy XOR into a segment (parity's arithmetic): {gbs / xor:.2f} ({gbs / xor_cpu:.2f})")
     print()
     print(
-        "| group+parity | method | encode GB/s | encode / memcpy | decode GB/s | decode / memcpy |"
+        "| group+parity | method | encode GB/s (CPU) | encode / memcpy "
+        "| decode GB/s (CPU) | decode / memcpy |"
     )
     print("|---|---|---|---|---|---|")
     for cfg in a.configs.split(","):
@@ -161,11 +166,12 @@ def main() -> None:
             if case is None:
                 print(f"| {cfg} | {method} | not installed | | | |")
                 continue
-            enc, dec = (timed(f, a.repeats) for f in case)
+            (enc, enc_cpu), (dec, dec_cpu) = (timed(f, a.repeats) for f in case)
             size = seg.size / 1e9
             print(
-                f"| {cfg} | {method} | {size / enc:.2f} | {enc / memcpy:.1f} "
-                f"| {size / dec:.2f} | {dec / memcpy:.1f} |"
+                f"| {cfg} | {method} | {size / enc:.2f} ({size / enc_cpu:.2f}) "
+                f"| {enc / memcpy:.1f} | {size / dec:.2f} ({size / dec_cpu:.2f}) "
+                f"| {dec / memcpy:.1f} |"
             )
 
 
