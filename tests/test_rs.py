@@ -174,3 +174,26 @@ def test_cli_layout_rejects_too_few_backups(capsys):
         main(["layout", "--scheme", "rs", "--group", "4", "--parity", "2", "--backups", "5"]) == 2
     )
     assert "needs backups >= group+parity = 6" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    [ReedSolomon(2, 1), ReedSolomon(1, 2), ReedSolomon(2, 2), ReedSolomon(4, 2), ReedSolomon(2, 3)],
+    ids=repr,
+)
+def test_decodes_exactly_when_at_most_parity_backups_are_lost(scheme):
+    """With ``backups = group + parity`` every stripe has one piece on every backup: losing up
+    to ``parity`` backups gives the bytes back, losing more is a DecodeError, whichever they
+    are (the owner is always lost: only backups hold pieces)."""
+    data = payload(10_000)
+    pieces = scheme.encode(data)
+    held = scheme.held()
+    for k in range(scheme.backups + 1):
+        for lost in combinations(range(scheme.backups), k):
+            gone = {p.name for b in lost for p in held[b]}
+            left = {n: v for n, v in pieces.items() if n not in gone}
+            if k <= scheme.parity:
+                assert scheme.decode(left, len(data)).tobytes() == data, lost
+            else:
+                with pytest.raises(DecodeError, match="cannot be rebuilt"):
+                    scheme.decode(left, len(data))
