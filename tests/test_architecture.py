@@ -13,6 +13,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "mpickpt"
 PURE = [
     "mpickpt.layout",
+    "mpickpt.gf256",
     "mpickpt.schemes",
     "mpickpt.planning",
     "mpickpt.segment",

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from math import comb
 
 import pytest
 
 pytestmark = pytest.mark.mpi
 
 PREFIX = "mpickpt-test"
-SCHEMES = ["parity", "mirror", "stripe"]
-TOLERANCE = {"parity": 1, "mirror": 1, "stripe": 0}  # as configured in checkpoint_schemes.py
-BACKUPS = {"parity": 3, "mirror": 2, "stripe": 2}
+SCHEMES = ["parity", "mirror", "stripe", "rs"]
+TOLERANCE = {"parity": 1, "mirror": 1, "stripe": 0, "rs": 2}  # as in checkpoint_schemes.py
+BACKUPS = {"parity": 3, "mirror": 2, "stripe": 2, "rs": 4}
+# rank counts per scheme: enough failure domains for the backups (rs: 5 at least)
+RANKS = [(s, n) for s in SCHEMES for n in (4, 6, 8) if n > BACKUPS[s]] + [("rs", 5)]
 
 
 def launch(run_mpi, script: str, n: int, *args: str, env=None) -> list[dict]:
@@ -70,8 +73,7 @@ def test_single_rank_checkpoints_and_restores_locally(run_mpi, scheme):
         assert len(checks_named(records, name)) == 1, name
 
 
-@pytest.mark.parametrize("n", [4, 6, 8])
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize(("scheme", "n"), RANKS)
 def test_checkpoint_and_rebuild(run_mpi, scheme, n):
     records = launch(run_mpi, "checkpoint_schemes.py", n, scheme)
 
@@ -82,7 +84,7 @@ def test_checkpoint_and_rebuild(run_mpi, scheme, n):
     # (b) each owner with each of its backups (or alone, for stripe): both got their segment
     lost_ok = checks_named(records, "rebuild-lost")
     cases = {(r["owner"], tuple(r["lost"])) for r in lost_ok}
-    per_owner = BACKUPS[scheme] if TOLERANCE[scheme] else 1
+    per_owner = comb(BACKUPS[scheme], TOLERANCE[scheme])
     assert Counter(owner for owner, _ in cases) == dict.fromkeys(range(n), per_owner)
     assert all(owner in lost and len(lost) == TOLERANCE[scheme] + 1 for owner, lost in cases)
     assert len(lost_ok) == sum(len(lost) for _, lost in cases)  # one record per lost rank

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import combinations
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from mpickpt import (
     Mirror,
     NoSparesError,
     Parity,
+    ReedSolomon,
     Scheme,
     Stripe,
     UnrecoverableError,
@@ -106,7 +108,7 @@ class Job:
             assert self.scheme.decode(got, nbytes).tobytes() == self.segments[owner]
 
 
-SCHEMES = [Parity(2, 3), Parity(3, 4, subsegments=6), Mirror(2), Mirror(3)]
+SCHEMES = [Parity(2, 3), Parity(3, 4, subsegments=6), Mirror(2), Mirror(3), ReedSolomon(2, 2)]
 
 
 @pytest.mark.parametrize("scheme", SCHEMES, ids=repr)
@@ -140,6 +142,19 @@ def test_owner_and_one_of_its_backups_within_parity_tolerance():
     job.assert_rebuilds(plan, reports)
 
 
+@pytest.mark.parametrize("scheme", [ReedSolomon(2, 2), ReedSolomon(3, 2, 6), ReedSolomon(1, 3)])
+def test_owner_and_any_parity_backups_within_rs_tolerance(scheme):
+    job = Job(scheme, 8)
+    owner = 3
+    for lost in combinations(job.backups[owner], scheme.parity):
+        dead = sorted([owner, *lost])
+        plan, reports = job.plan(dead=dead, spares=len(dead))
+        assert set(plan.rebuild) == set(dead)
+        for _, sources in plan.rebuild.values():  # exactly group pieces per stripe are fetched
+            assert len(sources) == scheme.subsegments
+        job.assert_rebuilds(plan, reports)
+
+
 def test_stripe_rebuilds_the_owner_alone():
     job = Job(Stripe(2), 4)
     plan, reports = job.plan(dead=[1])
@@ -162,7 +177,9 @@ def test_spares_do_not_count_for_the_version():
 
 
 @pytest.mark.parametrize(
-    ("scheme", "extra"), [(Parity(2, 3), 2), (Mirror(2), 2), (Stripe(2), 1)], ids=repr
+    ("scheme", "extra"),
+    [(Parity(2, 3), 2), (Mirror(2), 2), (Stripe(2), 1), (ReedSolomon(2, 2), 3)],
+    ids=repr,
 )
 def test_beyond_tolerance_is_unrecoverable(scheme, extra):
     job = Job(scheme, 6)

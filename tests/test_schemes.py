@@ -21,6 +21,7 @@ from mpickpt import (
     DecodeError,
     Mirror,
     Parity,
+    ReedSolomon,
     Scheme,
     Stripe,
     UnknownSchemeError,
@@ -49,7 +50,16 @@ def stripe_configs():
             yield Stripe(backups=backups, subsegments=subsegments)
 
 
-ALL_SCHEMES = [*parity_configs(), *mirror_configs(), *stripe_configs()]
+def rs_configs():
+    for group, parity in ((1, 1), (2, 1), (3, 1), (1, 2), (2, 2), (4, 2), (2, 3), (3, 3), (2, 4)):
+        for backups in sorted({group + parity, group + parity + 1}):
+            if backups > 7:  # 2^backups loss patterns each: keep the sweep quick
+                continue
+            for subsegments in sorted({group, group * backups}):
+                yield ReedSolomon(group, parity, backups, subsegments)
+
+
+ALL_SCHEMES = [*parity_configs(), *mirror_configs(), *stripe_configs(), *rs_configs()]
 
 
 def payload(n: int, seed: int = 0) -> bytes:
@@ -111,7 +121,7 @@ def test_every_loss_pattern(scheme):
 
 
 def test_sweep_covers_every_scheme():
-    assert {type(s) for s in ALL_SCHEMES} == {Parity, Mirror, Stripe}
+    assert {type(s) for s in ALL_SCHEMES} == {Parity, Mirror, Stripe, ReedSolomon}
 
 
 @pytest.mark.parametrize(
@@ -124,6 +134,9 @@ def test_sweep_covers_every_scheme():
         (Mirror(4), 3),
         (Stripe(1), 0),
         (Stripe(4), 0),
+        (ReedSolomon(3, 1, 4), 1),  # the same as parity's
+        (ReedSolomon(4, 2, 6), 2),
+        (ReedSolomon(2, 4), 4),
     ],
     ids=repr,
 )
@@ -134,12 +147,18 @@ def test_tolerance(scheme, tolerance):
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_random_config_length_and_loss(data):
-    kind = data.draw(st.sampled_from(["parity", "mirror", "stripe"]))
+    kind = data.draw(st.sampled_from(["parity", "mirror", "stripe", "rs"]))
     if kind == "parity":
         group = data.draw(st.integers(1, 6), label="group")
         backups = data.draw(st.integers(group + 1, group + 5), label="backups")
         stripes = data.draw(st.integers(1, 6), label="stripes")
         scheme: Scheme = Parity(group, backups, subsegments=group * stripes)
+    elif kind == "rs":
+        group = data.draw(st.integers(1, 6), label="group")
+        parity = data.draw(st.integers(1, 4), label="parity")
+        backups = data.draw(st.integers(group + parity, group + parity + 3), label="backups")
+        stripes = data.draw(st.integers(1, 4), label="stripes")
+        scheme = ReedSolomon(group, parity, backups, subsegments=group * stripes)
     elif kind == "mirror":
         scheme = Mirror(data.draw(st.integers(1, 6), label="copies"))
     else:
@@ -154,7 +173,9 @@ def test_random_config_length_and_loss(data):
 # -- buffers --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scheme", [Parity(3, 4), Mirror(2), Stripe(3)], ids=repr)
+@pytest.mark.parametrize(
+    "scheme", [Parity(3, 4), Mirror(2), Stripe(3), ReedSolomon(3, 2)], ids=repr
+)
 def test_encode_and_decode_accept_every_buffer_type(scheme):
     arr = np.random.default_rng(1).random(125)  # 1000 bytes of float64
     raw = arr.tobytes()
@@ -274,8 +295,8 @@ def test_parity_rejects_nonpositive_subsegments(subsegments):
 
 
 def test_unknown_scheme_lists_known_ids():
-    with pytest.raises(UnknownSchemeError, match="'rs'.*mirror, parity, stripe") as info:
-        get_scheme("rs")
+    with pytest.raises(UnknownSchemeError, match="'raid7'.*mirror, parity, rs, stripe") as info:
+        get_scheme("raid7")
     assert isinstance(info.value, ConfigError)
     assert isinstance(info.value, ValueError)
     with pytest.raises(UnknownSchemeError, match="known schemes"):

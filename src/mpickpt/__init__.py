@@ -35,7 +35,7 @@ from .errors import (  # noqa: E402 - after the rc setting above
     UnrecoverableError,
 )
 from .errors import excepthook as _excepthook  # noqa: E402
-from .schemes import Mirror, Parity, Scheme, Stripe, get_scheme  # noqa: E402
+from .schemes import Mirror, Parity, ReedSolomon, Scheme, Stripe, get_scheme  # noqa: E402
 
 # - an mpickpt error raised before the job's processes have joined (a bad parameter) is
 #   printed once and gives the job its exit code (see errors.excepthook)
@@ -95,6 +95,7 @@ __all__ = [
     "Parity",
     "Preempted",
     "ProcessFailure",
+    "ReedSolomon",
     "Scheme",
     "SpillError",
     "Stripe",

@@ -14,22 +14,33 @@ from typing import Any
 
 from .errors import ConfigError, SpillError
 from .layout import choose_backups
-from .schemes import get_scheme
+from .schemes import get_scheme, registry
 
 
 def _scheme_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scheme", default="parity", choices=["parity", "mirror", "stripe"])
-    p.add_argument("--subsegments", type=int, default=None, help="parity/stripe")
-    p.add_argument("--group", type=int, default=3, help="parity: subsegments per stripe")
-    p.add_argument("--backups", type=int, default=4, help="parity/stripe: backups per owner")
+    p.add_argument("--scheme", default="parity", choices=sorted(registry))
+    p.add_argument("--subsegments", type=int, default=None, help="parity/stripe/rs")
+    p.add_argument("--group", type=int, default=3, help="parity/rs: subsegments per stripe")
+    p.add_argument(
+        "--backups",
+        type=int,
+        default=None,
+        help="backups per owner (parity/stripe: 4, rs: group+parity)",
+    )
     p.add_argument("--copies", type=int, default=2, help="mirror: full copies")
+    p.add_argument("--parity", type=int, default=2, help="rs: coding pieces per stripe")
 
 
 def _scheme(a: argparse.Namespace) -> Any:
+    if a.scheme == "rs":
+        return get_scheme(
+            "rs", group=a.group, parity=a.parity, backups=a.backups, subsegments=a.subsegments
+        )
+    backups = 4 if a.backups is None else a.backups
     if a.scheme == "parity":
-        return get_scheme("parity", group=a.group, backups=a.backups, subsegments=a.subsegments)
+        return get_scheme("parity", group=a.group, backups=backups, subsegments=a.subsegments)
     if a.scheme == "stripe":
-        return get_scheme("stripe", backups=a.backups, subsegments=a.subsegments)
+        return get_scheme("stripe", backups=backups, subsegments=a.subsegments)
     return get_scheme("mirror", copies=a.copies)
 
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .errors import ApplicationError, DecodeError, NoSparesError, UnrecoverableError
-from .layout import decode_plan
 from .schemes import Scheme
 
 # owner -> (segment nbytes, [(holder, piece name, checksum), ...]): what to move for a rebuild
@@ -165,7 +164,7 @@ def rebuild_sources(
                 for name, digest in entry[1].items():
                     found.setdefault(name, (i, digest))
         try:
-            steps = decode_plan(scheme.pieces(), scheme.subsegments, found)
+            used = scheme.needed(found)
         except DecodeError as e:
             raise UnrecoverableError(
                 f"cannot rebuild worker {owner} at version {version} after losing workers "
@@ -174,6 +173,5 @@ def rebuild_sources(
                 lost=dead,
                 version=version,
             ) from None
-        used = sorted({piece.name for _, piece, _ in steps})
         result[owner] = (nbytes, [(found[n][0], n, found[n][1]) for n in used])
     return result

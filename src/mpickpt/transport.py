@@ -83,9 +83,9 @@ def _chunks(size: int, chunk: int) -> list[tuple[int, int]]:
     return [(a, min(chunk, size - a)) for a in range(0, size, chunk)]
 
 
-def _fill(piece: Piece, seg: SegmentView, size: int, a: int, n: int) -> np.ndarray:
+def _fill(scheme: Scheme, piece: Piece, seg: SegmentView, size: int, a: int, n: int) -> np.ndarray:
     """Chunk ``[a, a+n)`` of ``piece``: the sources' bytes read in place where one region holds
-    them (a plain data chunk is then not copied at all), XORed together for parity."""
+    them (a plain data chunk is then not copied at all), combined by the scheme for parity."""
     chunks = []
     for k in piece.sources:
         mv = seg.view(k * size + a, n)
@@ -94,12 +94,7 @@ def _fill(piece: Piece, seg: SegmentView, size: int, a: int, n: int) -> np.ndarr
             if mv is not None
             else seg.read_into(k * size + a, np.empty(n, np.uint8))
         )
-    if len(chunks) == 1:
-        return chunks[0]
-    out = np.bitwise_xor(chunks[0], chunks[1])
-    for c in chunks[2:]:
-        np.bitwise_xor(out, c, out=out)
-    return out
+    return scheme.combine(piece, chunks)
 
 
 def stream_pieces(
@@ -118,6 +113,7 @@ def stream_pieces(
     attached. At most two rounds of chunks are staged at once on the sender.
     """
     me = comm.Get_rank()
+    chunk = max(scheme.granule, chunk - chunk % scheme.granule)  # combine needs whole granules
     sizes = comm.allgather(seg.nbytes)
     held = scheme.held()
     backups_of = comm.allgather(list(backups))
@@ -145,7 +141,7 @@ def stream_pieces(
             rounds.append(reqs)
             for slot, dest in enumerate(backups):
                 for p in held[slot]:
-                    data = _fill(p, seg, size, a, n)
+                    data = _fill(scheme, p, seg, size, a, n)
                     hashes[p.name].update(data)
                     reqs.append(comm.Isend([data, MPI.BYTE], dest, TAG_STREAM))
             if len(rounds) > 3:  # bound the staging memory: wait for the oldest send round

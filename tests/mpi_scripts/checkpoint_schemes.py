@@ -1,13 +1,15 @@
 """Checkpoint every rank's state with one scheme, then rebuild it from the other ranks' pieces.
 
-Usage: ``mpiexec -n N python checkpoint_schemes.py {parity,mirror,stripe}`` with N = 1 or
-N >= 4 (parity uses group=2, backups=3, so it needs 4 ranks). At one rank there is nobody to
-hold pieces: the checkpoint is kept and restored locally.
+Usage: ``mpiexec -n N python checkpoint_schemes.py {parity,mirror,stripe,rs}`` with N = 1 or
+N >= 4 (parity uses group=2, backups=3, so it needs 4 ranks; rs uses group=2, parity=2,
+backups=4: 5 ranks). At one rank there is nobody to hold pieces: the checkpoint is kept and
+restored locally.
 """
 
 from __future__ import annotations
 
 import sys
+from itertools import combinations
 
 # _harness first: it sets mpi4py.rc before MPI starts
 from _harness import (
@@ -31,15 +33,15 @@ PARAMS = {
     "parity": {"group": 2, "backups": 3},
     "mirror": {"copies": 2},
     "stripe": {"backups": 2},
+    "rs": {"group": 2, "parity": 2, "backups": 4},
 }
 
 
 def within_tolerance(ckpt: Checkpointer, owner: int) -> list[list[int]]:
-    """Losses the scheme must survive: the owner with each one of its backups, or (tolerance
-    0) the owner alone."""
-    if ckpt.scheme.tolerance == 0:
-        return [[owner]]
-    return [[owner, b] for b in ckpt.backups[owner]]
+    """Losses the scheme must survive: the owner with every choice of ``tolerance`` of its
+    backups (with tolerance 0, the owner alone)."""
+    chosen = combinations(ckpt.backups[owner], ckpt.scheme.tolerance)
+    return [[owner, *c] for c in chosen]
 
 
 def body(comm: MPI.Comm, checks: Checks) -> None:

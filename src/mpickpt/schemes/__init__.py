@@ -9,6 +9,7 @@ from ..errors import UnknownSchemeError
 from .base import Scheme, xor_into
 from .mirror import Mirror
 from .parity import Parity
+from .rs import ReedSolomon
 from .stripe import Stripe
 
 registry: dict[str, type[Scheme]] = {}
@@ -20,7 +21,7 @@ def register(cls: type[Scheme]) -> type[Scheme]:
     return cls
 
 
-for _cls in (Parity, Mirror, Stripe):
+for _cls in (Parity, Mirror, Stripe, ReedSolomon):
     register(_cls)
 
 
@@ -38,4 +39,14 @@ def get_scheme(config: str | Mapping[str, Any] | Scheme, **params: Any) -> Schem
     return registry[str(sid)].from_config(config)
 
 
-__all__ = ["Scheme", "Parity", "Mirror", "Stripe", "get_scheme", "register", "registry", "xor_into"]
+__all__ = [
+    "Scheme",
+    "Parity",
+    "Mirror",
+    "Stripe",
+    "ReedSolomon",
+    "get_scheme",
+    "register",
+    "registry",
+    "xor_into",
+]

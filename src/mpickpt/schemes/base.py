@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import ConfigError
-from ..layout import Piece, by_backup, decode_plan, subsegment_size
+from ..layout import ALIGN, Piece, by_backup, decode_plan, subsegment_size
 
 Buffer = bytes | bytearray | memoryview | np.ndarray
 
@@ -25,11 +25,14 @@ def xor_into(out: np.ndarray, *srcs: Buffer) -> np.ndarray:
 class Scheme(ABC):
     """A redundancy scheme: a codec from one segment to pieces placed on ``backups`` backups.
 
-    Subclasses define the pieces (pure placement math) and their tolerance; encoding and
-    decoding are shared, since every piece is an XOR of subsegments.
+    Subclasses define the pieces (pure placement math) and their tolerance. Encoding and
+    decoding default to XOR pieces (a piece is the XOR of its sources, decoded by peeling); a
+    scheme with other arithmetic overrides :meth:`combine`, :meth:`needed` and :meth:`decode`.
     """
 
     scheme_id: ClassVar[str]
+    # pieces are a multiple of it, and combine() works on chunks that are a multiple of it
+    granule: ClassVar[int] = ALIGN
     backups: int
     subsegments: int
 
@@ -78,7 +81,25 @@ class Scheme(ABC):
     # -- whole-segment encode / decode (the chunked transport uses the same pieces) --
 
     def piece_size(self, nbytes: int) -> int:
+        """Bytes of every piece (and subsegment) of an ``nbytes`` segment."""
         return subsegment_size(nbytes, self.subsegments)
+
+    def combine(self, piece: Piece, sources: Sequence[np.ndarray]) -> np.ndarray:
+        """Bytes ``[a, a+n)`` of ``piece`` from bytes ``[a, a+n)`` of its source subsegments
+        (uint8, in ``piece.sources`` order): here their XOR. A piece with one source is that
+        source itself, returned without a copy. The transport builds every chunk with this."""
+        if len(sources) == 1:
+            return sources[0]
+        out = np.bitwise_xor(sources[0], sources[1])
+        for c in sources[2:]:
+            np.bitwise_xor(out, c, out=out)
+        return out
+
+    def needed(self, available: Iterable[str]) -> list[str]:
+        """The names of the ``available`` pieces that suffice to rebuild the segment (the ones
+        a recovery fetches). Raises :class:`~mpickpt.errors.DecodeError` if none do."""
+        steps = decode_plan(self.pieces(), self.subsegments, available)
+        return sorted({piece.name for _, piece, _ in steps})
 
     def encode(self, segment: Buffer) -> dict[str, np.ndarray]:
         """All pieces of ``segment`` by name."""
@@ -89,9 +110,8 @@ class Scheme(ABC):
         subs = padded.reshape(self.subsegments, size)
         out = {}
         for p in self.pieces():
-            buf = subs[p.sources[0]].copy()
-            xor_into(buf, *(subs[k] for k in p.sources[1:]))
-            out[p.name] = buf
+            buf = self.combine(p, [subs[k] for k in p.sources])
+            out[p.name] = buf.copy() if np.shares_memory(buf, padded) else buf
         return out
 
     def decode(self, available: Mapping[str, Buffer], nbytes: int) -> np.ndarray:
