@@ -7,6 +7,7 @@ the loop resumes from the last committed step.
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import mpi4py
@@ -28,7 +29,10 @@ from .errors import (  # noqa: E402 - after the rc setting above
 )
 from .schemes import Mirror, Parity, Scheme, Stripe, get_scheme  # noqa: E402
 
-__version__ = "0.1.0"
+try:  # one source for the version: pyproject.toml, through the installed package's metadata
+    __version__ = metadata.version("mpickpt")
+except metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout on PYTHONPATH
+    __version__ = "0+unknown"
 
 # The MPI-facing names are imported on first use, so that ``import mpickpt`` (the schemes, the
 # layout, the spill tools) does not start MPI.
@@ -59,6 +63,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "__version__",
     "EXIT_APPLICATION",
     "EXIT_NO_SPARES",
     "EXIT_UNRECOVERABLE",
