@@ -71,8 +71,12 @@ def simulate(ctx, steps, size):
         if step % 100 == 0:
             stats["energy"].append(float(np.sum(new * new)))
 
-    # 3. The result, assembled on worker 0 (None elsewhere)
-    parts = ctx.comm.gather((u[1:-1].copy(), crossings.copy(), stats), 0)
+    return result(ctx.comm, u, crossings, stats)
+
+
+def result(comm, u, crossings, stats):
+    """sha256 of the global state, on worker 0 (None elsewhere), in global order."""
+    parts = comm.gather((u[1:-1].copy(), crossings.copy(), stats), 0)
     if parts is None:
         return None
     digest = hashlib.sha256(np.concatenate([f for f, _, _ in parts]).tobytes())
