@@ -2,34 +2,14 @@
 
     mpiexec --with-ft ulfm -n 9 python examples/heat2d.py --steps 200 --size 256 --spares 1
 
-Kill any worker at any time (or set MPICKPT_KILL=RANK@STEP[:PHASE]): a spare takes its place
-and the printed checksum is the same as without the failure.
+The code is in ``src/mpickpt/examples/heat2d.py``, shipped inside the package so that
+``mpickpt demo`` runs from an installed wheel; this script runs it, with the same options
+(``--help`` lists them). Kill any worker at any time (or set MPICKPT_KILL=RANK@STEP[:PHASE]):
+a spare takes its place and the printed checksum is the same as without the failure.
 """
 
-import mpickpt  # first: it turns off MPI_Finalize, which can hang after a failure
-from heat import Grid, arguments, scheme_params
-from mpickpt.faults import maybe_kill
-
-
-def simulate(ctx, steps, size):
-    grid = Grid(ctx.comm, size, waitall=mpickpt.waitall)  # survives a failed peer
-    # the initial field only when nothing is restored (it would be overwritten)
-    u = ctx.protect("u", grid.initial_field() if ctx.role == "initial" else grid.blank())
-    for step in ctx.steps(steps):
-        grid.advance(u, inside=lambda step=step: maybe_kill("halo", step))
-    return grid.checksum(u)
-
+import mpickpt  # noqa: F401 - first: it turns off MPI_Finalize, which can hang after a failure
+from mpickpt.examples.heat2d import main
 
 if __name__ == "__main__":
-    args = arguments(__doc__)
-    resilient = mpickpt.resilient(
-        args.scheme,
-        spares=args.spares,
-        every=args.every,
-        spill=args.spill,
-        spill_every=args.spill_every,
-        **scheme_params(args),
-    )
-    checksum = resilient(simulate)(args.steps, args.size)
-    if checksum is not None:
-        print(f"checksum: {checksum}", flush=True)
+    main()

@@ -10,9 +10,12 @@
 # the spill. Once a link reports the run done (or failed) in the state file beside the spill,
 # the remaining links exit at once. Prints the job ids, one a line.
 #
-# Example (8 workers + 1 spare, 4 links of 12 h):
-#   SPILL_DIR=$PWD/ckpt NWORKERS=8 NSPARES=1 APP_ARGS="--steps 100000 --size 4096 --every 50" \
-#       jobscripts/submit-chain.sh 4 --time=12:00:00 --nodes=3
+# Example (3 nodes x 3 tasks = 9 ranks: 8 workers + 1 spare; 4 links of 12 h):
+#   SPILL_DIR=$PWD/ckpt NSPARES=1 APP_ARGS="--steps 100000 --size 4096 --every 50" \
+#       jobscripts/submit-chain.sh 4 --time=12:00:00 --nodes=3 --ntasks-per-node=3
+# The sbatch options given here override the script's #SBATCH lines; the settings (NSPARES,
+# APP, APP_ARGS, ...) and the "Environment" block to edit are those of resilient.sbatch, whose
+# header says what the application must accept.
 #
 # The alternative inside one job id is ON_STOP=requeue (resilient.sbatch's default): the job
 # requeues itself with `scontrol requeue`; use that where the site allows requeueing.

@@ -208,8 +208,7 @@ def resilient_env(spill: Path, **extra: str) -> dict[str, str]:
         "APP": f"{sys.executable} {STANDIN}",
         "APP_ARGS": "--steps 100 --size 8 --every 5",
         "SPILL_DIR": str(spill),
-        "NWORKERS": "3",
-        "NSPARES": "1",
+        "NSPARES": "1",  # NWORKERS: the job's other tasks (3 of the tests' 4)
         "MPIRUN_ARGS": MPIRUN_ARGS,
         "STANDIN_STEP_SECONDS": "0.01",
     }
@@ -233,6 +232,7 @@ def test_resilient_relaunches_from_spill_on_75(slurm: SlurmCluster, tmp_path: Pa
         env=resilient_env(tmp_path / "ckpt", STANDIN_EXIT75="2"),
     )
     assert job.state == "COMPLETED" and job.exit_code == 0, job.output
+    assert "3 workers + 1 spares" in job.output, job.output  # SLURM_NTASKS - NSPARES
     assert job.output.count("relaunching from the spill") == 2, job.output
     assert "launch 3: resuming at step 75 of 100" in job.output, job.output
     assert re.search(r"^checksum: [0-9a-f]+$", job.output, re.M), job.output
@@ -359,6 +359,7 @@ def test_resilient_continues_after_node_loss(
         STANDIN_STEP_SECONDS="0.02",
         APP_ARGS="--steps 150 --size 8 --every 5",
         MPIRUN_ARGS="--mca btl self,sm,tcp --map-by ppr:2:node",
+        NWORKERS="3",  # fewer than the tasks: 4 ranks still fit once a node is lost
     )
     job_id = slurm.submit(RESILIENT, f"--nodes={nodes}", "--ntasks-per-node=2", env=env)
     slurm.wait_output(job_id, "resuming at step 0")
@@ -422,6 +423,7 @@ def heat_env(spill: Path, **extra: str) -> dict[str, str]:
         "APP": f"{sys.executable} {ROOT / 'examples' / 'heat2d.py'}",
         "APP_ARGS": " ".join(HEAT),
         "SPILL_DIR": str(spill),
+        # 4 workers on 4 tasks + 1 spare (oversubscribed): parity(2, 3) needs 4 workers
         "NWORKERS": "4",
         "NSPARES": "1",
         "MPIRUN_ARGS": MPIRUN_ARGS,

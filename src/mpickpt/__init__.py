@@ -8,6 +8,7 @@ the loop resumes from the last committed step.
 from __future__ import annotations
 
 import sys
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import mpi4py
@@ -42,7 +43,10 @@ from .schemes import Mirror, Parity, ReedSolomon, Scheme, Stripe, get_scheme  # 
 if sys.excepthook is sys.__excepthook__:
     sys.excepthook = _excepthook
 
-__version__ = "0.1.0"
+try:  # one source for the version: pyproject.toml, through the installed package's metadata
+    __version__ = metadata.version("mpickpt")
+except metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout on PYTHONPATH
+    __version__ = "0+unknown"
 
 # The MPI-facing names are imported on first use, so that ``import mpickpt`` (the schemes, the
 # layout, the spill tools) does not start MPI.
@@ -75,6 +79,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "__version__",
     "EXIT_APPLICATION",
     "EXIT_CONFIG",
     "EXIT_NO_SPARES",

@@ -1,4 +1,4 @@
-"""``mpickpt layout | demo | inspect | verify``."""
+"""``mpickpt layout | demo | inspect | verify`` (and ``mpickpt --version``)."""
 
 from __future__ import annotations
 
@@ -191,7 +191,10 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="mpickpt", description=__doc__)
+    p.add_argument("--version", action="version", version=f"mpickpt {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     lay = sub.add_parser("layout", help="show how a scheme places pieces on backups")
     _scheme_args(lay)

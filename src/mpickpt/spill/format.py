@@ -19,7 +19,6 @@ import os
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import Any
 
 import h5py
@@ -55,10 +54,9 @@ def _hex(value: int) -> str:
 
 
 def _library_version() -> str:
-    try:
-        return metadata.version("mpickpt")
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "unknown"
+    from .. import __version__
+
+    return __version__
 
 
 def _key(name: str) -> str:
