@@ -65,6 +65,17 @@ def test_exception_in_the_application_ends_the_job(n: int, args: list[str]) -> N
     assert "done" not in out, out
 
 
+def test_mpi_error_that_is_not_a_failure_is_an_application_error():
+    """MPI_ERR_TRUNCATE in the application's receive is its bug: exit 1 once, not a recovery
+    that replays it for ever."""
+    rc, out, err = raises(5, "--truncate-on", "2", "--spares", "1")
+    assert rc == 1, f"rc={rc}\n{out}\n{err}"
+    lines = re.findall(r"^mpickpt: ApplicationError: (.*)$", err, re.M)
+    assert len(lines) == 1 and "worker 2 raised MPI error" in lines[0], err
+    assert "truncated" in lines[0].lower(), lines[0]
+    assert "done" not in out, out
+
+
 def test_application_without_exception_completes():
     rc, out, err = raises(5, "--spares", "1")
     assert rc == 0 and re.search(r"^done \d+$", out, re.M), f"rc={rc}\n{out}\n{err}"

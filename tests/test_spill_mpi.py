@@ -113,6 +113,32 @@ def test_no_spare_left_saves_every_worker_then_relaunch_resumes(tmp_path, heat_r
     assert (tmp_path / spill.DONE).read_text() == "completed after step 40\n"
 
 
+def test_more_dead_than_spares_with_an_idle_spare_saves_without_waiting(tmp_path, heat_reference):
+    """A whole virtual node (2 workers) lost with 1 spare: the idle spare must take part in
+    saving the newest version (it used to skip it and leave the workers waiting for it until
+    the recovery watchdog ended the job, with nothing saved)."""
+    env = {"MPICKPT_RANKS_PER_NODE": "2", "MPICKPT_KILL": "2@13,3@13"}
+    env["MPICKPT_RECOVERY_TIMEOUT"] = "60"
+    rc, out, err = heat(9, tmp_path, "--spares", "1", env=env)
+    assert rc == 75, f"{out}\n{err}"
+    assert "saved version" in err and "recovery stalled" not in err, err
+    saved = spill.read_index(tmp_path, spill.complete_versions(tmp_path)[0])
+    assert saved["nworkers"] == 8
+    rc, out, err = heat(9, tmp_path, "--spares", "1", env={"MPICKPT_RANKS_PER_NODE": "2"})
+    assert rc == 0 and "restarted from spilled version" in err, err
+    assert checksum(out) == heat_reference
+
+
+def test_index_that_cannot_be_written_skips_that_version(tmp_path, heat_reference):
+    """Worker 0 fails to write one version's index (an OSError after the agreement, e.g. a full
+    disk): that version is skipped and the job goes on, instead of ending with exit 1."""
+    (tmp_path / "v00000003" / "INDEX.json.tmp").mkdir(parents=True)  # its write must fail
+    rc, out, err = heat(5, tmp_path, "--spares", "1")
+    assert rc == 0 and checksum(out) == heat_reference, f"rc={rc}\n{out}\n{err}"
+    assert "spill of version 3 could not be indexed" in err, err
+    assert 3 not in spill.complete_versions(tmp_path)
+
+
 def test_signal_stops_with_a_final_spill_then_requeue_finishes(tmp_path, long_reference):
     proc = start(5, tmp_path / "ckpt", tmp_path, "--spares", "1")
     wait_for_versions(tmp_path / "ckpt", 1, proc)

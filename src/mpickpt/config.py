@@ -7,6 +7,10 @@
 - ``MPICKPT_RECOVERY_TIMEOUT`` (:mod:`.recovery.watchdog`): seconds before a stalled recovery
   ends the job (default 120).
 - ``MPICKPT_RANKS_PER_NODE`` (:mod:`.domains`): virtual nodes of k consecutive ranks.
+- ``MPICKPT_SPILL_TIMEOUT`` (:mod:`.spill.tier`): seconds a checkpoint waits for the previous
+  spill before it goes on without it (default 300).
+- ``MPICKPT_MAX_ROLLBACKS`` (:mod:`.recovery.transaction`): how many recoveries may roll back
+  to one version before the job stops (default 10).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class Config:
     verbose: bool = False
     recovery_timeout: float = 120.0
     ranks_per_node: int = 0  # 0: failure domains are the nodes
+    max_rollbacks: int = 10
+    spill_timeout: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -53,6 +59,8 @@ class Config:
             verbose=env.get(PREFIX + "VERBOSE", "0") not in ("", "0"),
             recovery_timeout=number("RECOVERY_TIMEOUT", float, 120.0),
             ranks_per_node=int(number("RANKS_PER_NODE", int, 0)),
+            max_rollbacks=int(number("MAX_ROLLBACKS", int, 10)),
+            spill_timeout=number("SPILL_TIMEOUT", float, 300.0),
         )
 
 

@@ -34,6 +34,8 @@ from .schemes import Scheme, get_scheme
 from .spill.tier import DiskTier
 
 T = TypeVar("T")
+# the MPI errors that mean a lost peer; any other is the application's, unless a peer died
+FAILURE_CLASSES = (MPI.ERR_PROC_FAILED, MPI.ERR_PROC_FAILED_PENDING, MPI.ERR_REVOKED)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
@@ -129,7 +131,11 @@ class Runner:
                 role = runtime.finish()
             except ProcessFailure:  # raised after the workers' decision point
                 role = runtime.recover(done=False)
-            except MPI.Exception:  # seen in the application's own communication
+            except MPI.Exception as e:  # seen in the application's own communication
+                if e.Get_error_class() not in FAILURE_CLASSES:  # e.g. MPI_ERR_TRUNCATE: a bug,
+                    # unless a peer did die (after a failure Open MPI may report ERR_OTHER):
+                    # the recovery's plan tells, the same on every process
+                    runtime.error = f"MPI error: {e.Get_error_string()}"
                 runtime.leave()
                 role = runtime.recover(done=False)
             except (MpickptError, Preempted):

@@ -33,13 +33,23 @@ _orphans: list[MPI.Request] = []
 
 @contextmanager
 def keep_on_failure(requests: Iterable[Any]) -> Iterator[None]:
-    """On an error inside, keep every request in ``requests`` (or in its lists) alive."""
+    """On an error inside, keep every request in ``requests`` (or in its lists) alive, and let
+    go of those kept earlier that have completed since (their buffers with them)."""
     try:
         yield
     except BaseException:
+        _orphans[:] = [r for r in _orphans if not _completed(r)]
         for r in requests:
             _orphans.extend(r if isinstance(r, list) else [r])
         raise
+
+
+def _completed(request: MPI.Request) -> bool:
+    """Whether ``request`` has completed, with an error or not (MPI has then released it)."""
+    try:
+        return bool(request.Test())
+    except MPI.Exception:
+        return True
 
 
 def waitall(requests: Sequence[MPI.Request]) -> None:

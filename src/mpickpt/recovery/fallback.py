@@ -76,7 +76,7 @@ def save_all(
     """No spare is left: write the newest committed version of *every* worker to the spill
     (the survivors rebuild the dead workers' segments and write them on their behalf), so
     that a relaunch resumes from it. Returns the error to raise on every process."""
-    if disk is None or disk.writer is None:
+    if disk is None:  # idle spares take part too: they are in every collective step below
         return error
     try:
         version, sources, dest = save_plan(reports, nworkers, ckpt.scheme)

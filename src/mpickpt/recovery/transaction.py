@@ -19,6 +19,7 @@ from mpi4py import MPI
 
 from .. import faults
 from ..checkpointer import Checkpointer
+from ..config import config
 from ..errors import (
     ApplicationError,
     MpickptError,
@@ -63,9 +64,11 @@ class Runtime:
         self.ckpt = make_checkpointer()
         self.timeline = Timeline()
         self.recoveries = 0
+        self.rollbacks: dict[int, int] = {}  # version -> recoveries that rolled back to it
+        self.dog = self._watchdog()  # the running recovery's
         self.error: str | None = None  # what the protected function raised in this process
         if m.lost_at_start:
-            return  # the first recovery sets the workers up (see pending)
+            return  # the first recovery sets the workers up (see enter)
         # Every process checks the workers' layout, spares too: a layout that cannot work fails
         # the same way everywhere (spares would otherwise wait for workers that have quit).
         backup_layout(m.domains[: m.nworkers], self.ckpt.scheme.backups)
@@ -154,7 +157,7 @@ class Runtime:
         self.timeline = Timeline()
         self.timeline.mark("failure detected")
         faults.maybe_kill("recovery")
-        with self._watchdog():
+        with self._watchdog() as self.dog:
             while True:
                 with contextlib.suppress(MPI.Exception):
                     self.members.world.Revoke()  # wakes idle spares and anyone on the old world
@@ -187,21 +190,32 @@ class Runtime:
                 if self.redistribute:
                     shrunk = fallback.shrink(world, ckpt, m.logical, reports, m.nworkers)
                 if shrunk is None:
-                    saved = fallback.save_all(
-                        self.disk, world, ckpt, m.logical, reports, m.nworkers, e
-                    )
+                    with self.dog.paused():
+                        saved = fallback.save_all(
+                            self.disk, world, ckpt, m.logical, reports, m.nworkers, e
+                        )
                     return reports, None, saved, nothing, MPI.COMM_NULL
                 return reports, shrunk, None, nothing, MPI.COMM_NULL
             except (UnrecoverableError, ApplicationError) as e:
                 return reports, None, e, nothing, MPI.COMM_NULL
             if plan.finish:
                 return reports, plan, None, nothing, MPI.COMM_NULL
+            if self.rollbacks.get(plan.version, 0) >= config().max_rollbacks:
+                again = UnrecoverableError(
+                    f"rolled back to version {plan.version} {config().max_rollbacks} times and "
+                    "lost a process again each time: the same failure keeps coming back (a "
+                    "crash at the same step?); stopping (MPICKPT_MAX_ROLLBACKS sets the limit)",
+                    lost=plan.dead,
+                    version=plan.version,
+                )
+                return reports, None, again, nothing, MPI.COMM_NULL
             mine = plan.assign.index(me) if me in plan.assign else None
             if plan.from_disk:
                 assert self.disk is not None
-                segments = fallback.load_spill(
-                    self.disk, world, plan, mine, m.nworkers, ckpt.scheme
-                )
+                with self.dog.paused():
+                    segments = fallback.load_spill(
+                        self.disk, world, plan, mine, m.nworkers, ckpt.scheme
+                    )
                 self.timeline.mark(f"beyond the RAM tolerance: reloaded version {plan.version}")
             else:
                 dest = {owner: plan.assign[owner] for owner in plan.rebuild}
@@ -227,6 +241,7 @@ class Runtime:
         mine = plan.assign.index(me) if me in plan.assign else None
         self._switch(plan, reports, mine, comm, segments.get(mine) if mine is not None else None)
         self.recoveries += 1
+        self.rollbacks[plan.version] = self.rollbacks.get(plan.version, 0) + 1
         self.timeline.mark("recovered")
         return plan.role(me, reports)
 

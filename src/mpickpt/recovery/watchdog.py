@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from mpi4py import MPI
 
@@ -42,6 +43,18 @@ class Watchdog:
 
     def __exit__(self, *exc: object) -> None:
         self.timer.cancel()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Not while inside: synchronous disk I/O may be slow and healthy (a large job's
+        files on a parallel file system); the timeout starts again after it."""
+        self.timer.cancel()
+        try:
+            yield
+        finally:
+            self.timer = threading.Timer(self.seconds, self._fire)
+            self.timer.daemon = True
+            self.timer.start()
 
 
 def sigkill_self() -> None:

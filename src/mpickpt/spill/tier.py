@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from ..config import config
 from ..errors import SpillError
+from ..log import say
 from ..transport import uniformly
 from .directory import Restart, complete_versions, find_restart, mark_done, write_version_file
 from .writer import SpillWriter
@@ -69,7 +71,8 @@ class DiskTier:
     def submit(self, version: int, segment: np.ndarray) -> None:
         """Queue this rank's segment of ``version`` if it is due."""
         self.count += 1
-        if self.writer is not None and self.count % self.every == 0 and self.pending is None:
+        due = self.count % self.every == 0 and self.pending is None
+        if self.writer is not None and due and not self.writer.busy():
             t = time.perf_counter()
             self.writer.submit(version, segment)
             self.copying += time.perf_counter() - t
@@ -82,16 +85,18 @@ class DiskTier:
         if self.pending is None or self.writer is None:
             return None
         t = time.perf_counter()
-        ok = self.writer.wait(self.pending, raise_errors=False)
+        seconds = config().spill_timeout
+        ok = self.writer.wait(self.pending, seconds, raise_errors=False)
         self.waiting += time.perf_counter() - t
+        if not ok and not self.writer.job(self.pending).done():
+            say(
+                f"rank {comm.Get_rank()}: spill of version {self.pending} did not finish in "
+                f"{seconds:g} s (a stalled file system?); the loop goes on without it"
+            )
         infos = comm.allgather(self.writer.info(self.pending) if ok else None)
         if any(i is None for i in infos):
             if comm.Get_rank() == 0:
-                print(
-                    f"mpickpt: spill of version {self.pending} failed on some rank; it is skipped",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                say(f"spill of version {self.pending} failed on some rank; it is skipped")
             return []
         return infos
 
@@ -100,7 +105,10 @@ class DiskTier:
         if infos is None:
             return
         if infos and rank == 0 and self.writer is not None and self.pending is not None:
-            self.writer.commit(self.pending, infos)
+            try:  # after the agreement, on one rank: a failure here must not stop the job
+                self.writer.commit(self.pending, infos)
+            except (OSError, SpillError) as e:
+                say(f"spill of version {self.pending} could not be indexed ({e}); it is skipped")
         self.pending = None
 
     def summary(self) -> str:

@@ -287,6 +287,10 @@ class SpillWriter:
             del self._jobs[old]
         return job
 
+    def busy(self) -> bool:
+        """Whether a submit now would have to wait for an earlier write."""
+        return len(self._pending) > self.queue_size
+
     def job(self, version: int) -> SpillJob:
         """The job of a submitted version (recent versions only)."""
         try:
@@ -361,7 +365,10 @@ def serve(sock: socket.socket) -> None:
     """Write each requested segment and reply, until the rank closes the socket."""
     maps: dict[int, mmap.mmap] = {}
     while True:
-        msg, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 1)
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 1)
+        except ConnectionResetError:  # the rank was killed: nothing to report to anyone
+            return
         if not msg:
             return
         req = json.loads(msg)
