@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import mpi4py
+import numpy as np
 from mpi4py import MPI
 
 from . import testing
@@ -25,6 +26,7 @@ from .errors import (
     ProcessFailure,
     UnrecoverableError,
 )
+from .policies import Policy, Schedule, make_schedule
 from .recovery import Redistribute, Runtime, fatal_excepthook, verbose
 from .schemes import Scheme
 from .spill import SpillError, mark_done
@@ -60,11 +62,11 @@ class Context:
     """What a protected function works with: ``comm`` (use it instead of ``COMM_WORLD``),
     ``role`` (``initial``, ``survivor`` or ``recovered``), :meth:`protect` and :meth:`steps`."""
 
-    def __init__(self, runtime: Runtime, role: str, every: int) -> None:
+    def __init__(self, runtime: Runtime, role: str, schedule: Schedule) -> None:
         self.runtime = runtime
         self.checkpointer = runtime.ckpt
         self.role = role
-        self.every = every
+        self.schedule = schedule  # when to checkpoint (mpickpt.policies)
         self.comm: MPI.Comm = runtime.ckpt.comm
         self.rank: int = self.comm.Get_rank()
         self.size: int = self.comm.Get_size()
@@ -84,28 +86,61 @@ class Context:
         """Steps ``start..n-1``, where ``start`` follows the restored checkpoint (0 at first).
 
         Checkpoints when it starts (after a recovery this re-protects at once: the pieces the
-        dead held are gone), then after every ``every``-th step and after the last one, whose
-        spill (if any) is waited for. On SIGTERM/SIGUSR1 it stops after the current step with
-        a final checkpoint and spill (:class:`Preempted`).
+        dead held are gone), then when the schedule says so (every ``every`` steps, every
+        ``every_seconds``, or ``"auto"``: see :mod:`mpickpt.policies`) and after the last
+        step, whose spill (if any) is waited for. On SIGTERM/SIGUSR1 it stops with a final
+        checkpoint and spill (:class:`Preempted`), at the next checkpoint or stop check.
         """
         ckpt = self.checkpointer
         start = ckpt.step
-        ckpt.checkpoint(start)
+        self.schedule.resume()
+        stop = self._checkpoint(start)
         if self.role in ("survivor", "recovered", "shrunk"):
             self.runtime.timeline.mark(f"re-protected; resuming at step {start}")
             self.runtime.timeline.report(self.rank)
         for step in range(start, n):
-            testing.maybe_kill("compute", step)
-            yield step
-            stop = ckpt.disk is not None and self._stop_agreed()
-            if stop or (step + 1) % self.every == 0 or step + 1 == n:
-                ckpt.checkpoint(step + 1)
             if stop:
                 ckpt.flush()
-                raise Preempted(f"stopped after step {step} on a signal; state saved")
-        ckpt.flush()
-        if ckpt.disk is not None and self.rank == 0 and verbose():
-            print(f"mpickpt: spill: {ckpt.disk.summary()}", file=sys.stderr, flush=True)
+                raise Preempted(f"stopped before step {step} on a signal; state saved")
+            testing.maybe_kill("compute", step)
+            yield step
+            if self.schedule.due(step) or step + 1 == n:
+                stop = self._checkpoint(step + 1)
+            elif (  # between checkpoints, stop requests are agreed on only every ~2 s
+                ckpt.disk is not None and self.schedule.stop_check_due(step) and self._stop_agreed()
+            ):
+                self._checkpoint(step + 1)
+                stop = True
+        ckpt.flush()  # a stop asked at the last checkpoint: the run is complete anyway
+        if self.rank == 0 and verbose():
+            if ckpt.disk is not None:
+                print(f"mpickpt: spill: {ckpt.disk.summary()}", file=sys.stderr, flush=True)
+            print(f"mpickpt: schedule: {self.schedule.summary()}", file=sys.stderr, flush=True)
+
+    def _checkpoint(self, step: int) -> bool:
+        """Checkpoint before ``step``; the schedule's values travel in the checkpoint's own
+        transaction (no extra agreement) and plan the next one, the same on every worker.
+        Returns whether a worker asked to stop (only with a spill)."""
+        ckpt, schedule = self.checkpointer, self.schedule
+
+        def reduce(comm: MPI.Comm) -> np.ndarray:
+            stop = _stop_requested and ckpt.disk is not None
+            mine = np.array(schedule.contribution(stop), dtype=np.float64)
+            out = np.empty_like(mine)
+            comm.Allreduce(mine, out, op=MPI.MAX)
+            return out
+
+        ckpt.exchange = reduce
+        schedule.begin(step)
+        ckpt.checkpoint(step)
+        plan = schedule.end(step, ckpt.exchanged)
+        if self.rank == 0 and verbose() and schedule.changed():
+            print(
+                f"mpickpt: checkpoint at step {step}; {plan.describe()}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return schedule.stop and ckpt.disk is not None
 
     def _stop_agreed(self) -> bool:
         """Collective: whether any worker was asked to stop. An agreement, not a reduction:
@@ -129,14 +164,16 @@ class Context:
             raise ProcessFailure("a worker failed")
 
 
-def run(fn: Callable[..., T], runtime: Runtime, every: int, *args: Any, **kwargs: Any) -> T | None:
+def run(
+    fn: Callable[..., T], runtime: Runtime, schedule: Schedule, *args: Any, **kwargs: Any
+) -> T | None:
     """Run ``fn(ctx, *args, **kwargs)`` on the workers until it completes on all of them,
     recovering from failures on the way. Idle spares return ``None``."""
     role = runtime.start() if runtime.is_worker else runtime.wait_as_spare()
     result: T | None = None
     while role != "finished":
         try:
-            result = fn(Context(runtime, role, every), *args, **kwargs)
+            result = fn(Context(runtime, role, schedule), *args, **kwargs)
             role = runtime.finish()
         except ProcessFailure:  # raised after the workers' decision point
             role = runtime.recover(done=False)
@@ -197,7 +234,9 @@ def resilient(
     scheme: str | Scheme = "parity",
     *,
     spares: int = 0,
-    every: int = 10,
+    every: int | str | Policy | None = None,
+    every_seconds: float | str | None = None,
+    mtbf: float | str | None = None,
     spill: str | os.PathLike[str] | None = None,
     spill_every: int = 1,
     keep: int = 2,
@@ -211,7 +250,13 @@ def resilient(
     ``size - spares`` ranks); the last ``spares`` ranks wait idle and replace failed workers.
     State registered with ``ctx.protect`` is checkpointed into other ranks' RAM with ``scheme``
     (``parity``: ``group``, ``backups``; ``mirror``: ``copies``; ``stripe``: ``backups``)
-    every ``every`` steps of ``ctx.steps``. Spares return ``None``.
+    every ``every`` steps of ``ctx.steps`` (default 10). Spares return ``None``.
+
+    When to checkpoint (:mod:`mpickpt.policies`): ``every=N`` steps; ``every_seconds=S``
+    (seconds or a string like ``"10min"``) of computation between checkpoints;
+    ``every="auto"`` with ``mtbf`` (seconds or ``"6h"``; else ``MPICKPT_MTBF``): at Daly's
+    optimum for the measured checkpoint cost; or a policy object. The decision is the same on
+    every worker; ``MPICKPT_VERBOSE=1`` prints the chosen interval on worker 0.
 
     With ``spill="DIR"`` every ``spill_every``-th committed version is also written to HDF5
     in the background (the last ``keep`` versions are kept). A job that finds a complete
@@ -255,12 +300,13 @@ def resilient(
                 for sig in STOP_SIGNALS:  # early: Slurm may signal long before the end
                     signal.signal(sig, _request_stop)
             try:
+                schedule = make_schedule(every, every_seconds, mtbf, os.environ)
                 runtime = Runtime(make, spares, redistribute)
             except (ConfigError, SpillError) as e:  # the same on every process
                 _report(e, exit_on_error)
                 _exit(EXIT_CONFIG, None)
             try:
-                result = run(fn, runtime, every, *args, **kwargs)
+                result = run(fn, runtime, schedule, *args, **kwargs)
             except Preempted:
                 runtime.release_spares(EXIT_PREEMPTED)
                 _exit(EXIT_PREEMPTED, runtime)
