@@ -59,8 +59,12 @@ def test_failure_free_matches_plain(heat_reference, policy):
 def test_one_worker_killed(heat_reference, policy, kill):
     """Killed while computing, and inside the second checkpoint (always after step 1: the
     probe), whose transaction carries the policy's reduction."""
-    rc, out, err = heat(5, "--spares", "1", *BASE, *policy, env={"MPICKPT_KILL": kill})
+    rc, out, err = heat(5, "--spares", "1", *BASE, *policy, env={**VERBOSE, "MPICKPT_KILL": kill})
     assert_recovered(rc, out, err, heat_reference)
+    assert "mpickpt: recovery timeline" in err, err  # the kill did happen
+    assert {p for _, p, _ in plans(err)} == {
+        "Auto(mtbf=3)" if policy is AUTO else "EverySeconds(0.05)"
+    }
 
 
 LONG = ["--steps", "15000", "--size", "48"]
