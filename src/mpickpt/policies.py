@@ -354,12 +354,13 @@ class Schedule:
         """The checkpoint at ``step`` is committed; ``reduced`` is the element-wise maximum of
         every worker's :meth:`contribution` (``None``: this worker alone, e.g. without a
         reduction). Updates the estimates from it and plans the next checkpoint."""
+        # alone, the values this worker contributed during the checkpoint (before its end)
+        values = [float(v) for v in (reduced if reduced is not None else self.contribution())]
         now = self.clock()
         self._measured_checkpoint = now - self._began
         self._since = (now, step)
         self.checkpoints += 1
         self.checkpoint_seconds += now - self._began
-        values = list(reduced) if reduced is not None else self.contribution()
         if len(values) != len(self.FIELDS):
             raise ValueError(f"expected {len(self.FIELDS)} reduced values, got {len(values)}")
         old_c, old_s, old_n, neg_c, new_s, stop = values
