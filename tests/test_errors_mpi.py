@@ -25,7 +25,7 @@ pytestmark = pytest.mark.mpi
         # 1 worker + 1 spare: nothing could be rebuilt for the spare
         (2, ["--spares", "1"], r"a single worker has no other rank to hold its checkpoint"),
         # parameters are checked where they are written, before MPI does anything
-        (4, ["--every", "0"], r"every must be a whole number >= 1, got 0"),
+        (4, ["--every", "0"], r"every must be a positive number of steps, got 0"),
         (4, ["--spill-every", "-1", "--spill", "x"], r"spill_every must be a whole number"),
     ],
 )

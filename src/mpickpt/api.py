@@ -9,6 +9,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .context import Context
 from .errors import EXIT_APPLICATION, EXIT_CONFIG, EXIT_NO_SPARES, EXIT_UNRECOVERABLE
+from .policies import Policy
 from .recovery.fallback import Redistribute
 from .runner import Runner
 from .schemes import Scheme
@@ -30,7 +31,9 @@ def resilient(
     scheme: str | Scheme = "parity",
     *,
     spares: int = 0,
-    every: int = 10,
+    every: int | str | Policy | None = None,
+    every_seconds: float | str | None = None,
+    mtbf: float | str | None = None,
     spill: str | os.PathLike[str] | None = None,
     spill_every: int = 1,
     keep: int = 2,
@@ -44,7 +47,13 @@ def resilient(
     ``size - spares`` ranks); the last ``spares`` ranks wait idle and replace failed workers.
     State registered with ``ctx.protect`` is checkpointed into other ranks' RAM with ``scheme``
     (``parity``: ``group``, ``backups``; ``mirror``: ``copies``; ``stripe``: ``backups``)
-    every ``every`` steps of ``ctx.steps``. Spares return ``None``.
+    every ``every`` steps of ``ctx.steps`` (default 10). Spares return ``None``.
+
+    When to checkpoint (:mod:`mpickpt.policies`): ``every=N`` steps; ``every_seconds=S``
+    (seconds or a string like ``"10min"``) of computation between checkpoints;
+    ``every="auto"`` with ``mtbf`` (seconds or ``"6h"``; else ``MPICKPT_MTBF``): at Daly's
+    optimum for the measured checkpoint cost; or a policy object. The decision is the same on
+    every worker; ``MPICKPT_VERBOSE=1`` prints the chosen interval on worker 0.
 
     With ``spill="DIR"`` every ``spill_every``-th committed version is also written to HDF5
     in the background (the last ``keep`` versions are kept). A job that finds a complete
@@ -71,6 +80,8 @@ def resilient(
         scheme,
         spares=spares,
         every=every,
+        every_seconds=every_seconds,
+        mtbf=mtbf,
         spill=spill,
         spill_every=spill_every,
         keep=keep,

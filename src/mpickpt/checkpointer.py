@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -60,6 +60,11 @@ class Checkpointer:
         self.step = 0  # the next step to run after a restore
         self.restored: dict[str, Any] = {}
         self.disk: Tier | None = None  # the spill, if any
+        # a small collective run inside each checkpoint's transaction, before its commit
+        # agreement (the checkpoint policy's reduction, see policies.Schedule); its result,
+        # the same on every rank, is in ``exchanged`` after the commit
+        self.exchange: Callable[[MPI.Comm], Any] | None = None
+        self.exchanged: Any = None
         self.comm: MPI.Comm = MPI.COMM_NULL
         if comm is not None:
             base = comm.Dup()
@@ -117,7 +122,7 @@ class Checkpointer:
         version = self.store.committed + 1
         seg = self.state.snapshot(step, {"version": version, "rank": self.rank})
 
-        def stream() -> list[dict[str, Any]] | None:
+        def stream() -> tuple[list[dict[str, Any]] | None, Any]:
             if self.comm.Get_size() > 1:
                 mine = [self.backups[self.rank][j] for j in range(self.scheme.backups)]
                 self.store.stage(
@@ -133,11 +138,13 @@ class Checkpointer:
                     ),
                 )
             spilled = self.disk.collect(self.comm) if self.disk else None
+            exchanged = self.exchange(self.comm) if self.exchange is not None else None
             faults.maybe_kill("checkpoint", step)
-            return spilled
+            return spilled, exchanged
 
         # the commit point: the same answer on every rank, or ProcessFailure everywhere
-        spilled = uniformly(self.comm, stream, f"checkpoint of version {version}")
+        spilled, exchanged = uniformly(self.comm, stream, f"checkpoint of version {version}")
+        self.exchanged = exchanged
         self.store.commit(version)
         self.store.keep_local(version, seg)
         self.step = step

@@ -9,6 +9,8 @@
 - ``MPICKPT_RANKS_PER_NODE`` (:mod:`.domains`): virtual nodes of k consecutive ranks.
 - ``MPICKPT_SPILL_TIMEOUT`` (:mod:`.spill.tier`): seconds a checkpoint waits for the previous
   spill before it goes on without it (default 300).
+- ``MPICKPT_MTBF`` (:mod:`.runner`, for :mod:`.schedule`): the job's mean time between
+  failures for ``every="auto"`` (seconds, or a string like ``6h``).
 - ``MPICKPT_MAX_ROLLBACKS`` (:mod:`.recovery.transaction`): how many recoveries may roll back
   to one version before the job stops (default 10).
 """
@@ -36,6 +38,7 @@ class Config:
     ranks_per_node: int = 0  # 0: failure domains are the nodes
     max_rollbacks: int = 10
     spill_timeout: float = 300.0
+    mtbf: str = ""  # parsed by the schedule, which names the variable if it is malformed
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -61,6 +64,7 @@ class Config:
             ranks_per_node=int(number("RANKS_PER_NODE", int, 0)),
             max_rollbacks=int(number("MAX_ROLLBACKS", int, 10)),
             spill_timeout=number("SPILL_TIMEOUT", float, 300.0),
+            mtbf=env.get(PREFIX + "MTBF", "").strip(),
         )
 
 

@@ -15,6 +15,7 @@ from mpi4py import MPI
 
 from . import errors, faults
 from .checkpointer import Checkpointer
+from .config import config
 from .context import Context, stop_requested
 from .errors import (
     ApplicationError,
@@ -27,9 +28,11 @@ from .errors import (
     UnrecoverableError,
     exit_code,
 )
+from .policies import ENV_MTBF, Policy
 from .recovery.ending import current as ending_of_job
 from .recovery.fallback import Redistribute
 from .recovery.transaction import Runtime
+from .schedule import make_schedule
 from .schemes import Scheme, get_scheme
 from .spill.tier import DiskTier
 
@@ -54,7 +57,9 @@ class Runner:
         scheme: str | Scheme = "parity",
         *,
         spares: int = 0,
-        every: int = 10,
+        every: int | str | Policy | None = None,
+        every_seconds: float | str | None = None,
+        mtbf: float | str | None = None,
         spill: str | os.PathLike[str] | None = None,
         spill_every: int = 1,
         keep: int = 2,
@@ -64,15 +69,15 @@ class Runner:
     ) -> None:
         for name, value, least in (
             ("spares", spares, 0),
-            ("every", every, 1),
             ("spill_every", spill_every, 1),
             ("keep", keep, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"{name} must be a whole number >= {least}, got {value!r}")
         get_scheme(scheme, **params)  # a bad scheme or parameter fails here, where it is written
+        self.schedule = make_schedule(every, every_seconds, mtbf, {ENV_MTBF: config().mtbf})
         self.scheme, self.params = scheme, params
-        self.spares, self.every, self.redistribute = spares, every, redistribute
+        self.spares, self.redistribute = spares, redistribute
         self.spill, self.spill_every, self.keep = spill, spill_every, keep
         self.exit_on_error = exit_on_error
 
@@ -127,7 +132,7 @@ class Runner:
         result: T | None = None
         while role != "finished":
             try:
-                result = fn(Context(runtime, role, self.every), *args, **kwargs)
+                result = fn(Context(runtime, role, self.schedule), *args, **kwargs)
                 role = runtime.finish()
             except ProcessFailure:  # raised after the workers' decision point
                 role = runtime.recover(done=False)

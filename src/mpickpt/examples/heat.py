@@ -19,7 +19,13 @@ def arguments(description: str) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--steps", type=int, default=200, help="time steps")
     p.add_argument("--size", type=int, default=256, help="global grid is SIZE x SIZE")
-    p.add_argument("--every", type=int, default=10, help="checkpoint every N steps")
+    p.add_argument(
+        "--every", type=_every, default=None, help="checkpoint every N steps (10), or 'auto'"
+    )
+    p.add_argument(
+        "--every-seconds", default=None, help="checkpoint every S of computation ('90', '2min')"
+    )
+    p.add_argument("--mtbf", default=None, help="mean time between failures ('1h'), for auto")
     p.add_argument("--spares", type=int, default=1, help="idle spare ranks (the last ones)")
     p.add_argument("--spill", default=None, help="also spill checkpoints to HDF5 in DIR")
     p.add_argument("--spill-every", type=int, default=1, help="spill every K-th checkpoint")
@@ -29,6 +35,11 @@ def arguments(description: str) -> argparse.Namespace:
     p.add_argument("--copies", type=int, default=2, help="mirror: copies")
     p.add_argument("--parity", type=int, default=2, help="rs: coding pieces per stripe")
     return p.parse_args()
+
+
+def _every(text: str) -> int | str:
+    """``--every``: a number of steps, or ``auto`` (mpickpt checks the value)."""
+    return text if text == "auto" else int(text)
 
 
 def scheme_params(args: argparse.Namespace) -> dict:

@@ -6,7 +6,8 @@ It ships inside the package so that ``mpickpt demo`` runs from an installed whee
 ``examples/heat2d.py`` of a checkout runs this module.
 
 Kill any worker at any time (or set MPICKPT_KILL=RANK@STEP[:PHASE]): a spare takes its place
-and the printed checksum is the same as without the failure.
+and the printed checksum is the same as without the failure. When to checkpoint: --every N
+(steps), --every-seconds S, or --every auto --mtbf 1h (MPICKPT_VERBOSE=1 prints the interval).
 """
 
 import mpickpt  # first: it turns off MPI_Finalize, which can hang after a failure
@@ -30,6 +31,8 @@ def main() -> None:
         args.scheme,
         spares=args.spares,
         every=args.every,
+        every_seconds=args.every_seconds,
+        mtbf=args.mtbf,
         spill=args.spill,
         spill_every=args.spill_every,
         **scheme_params(args),
