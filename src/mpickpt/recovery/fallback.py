@@ -14,6 +14,7 @@ from mpi4py import MPI
 from ..checkpointer import Checkpointer
 from ..errors import ConfigError, MpickptError, NoSparesError, SpillError, UnrecoverableError
 from ..layout import choose_backups
+from ..log import say
 from ..planning import Plan, Report, save_plan
 from ..segment import unpack
 from ..spill.tier import DiskTier
@@ -154,3 +155,29 @@ def switch_shrunk(
     step = int(unpack(own)[0]["step"])
     adopt(ckpt, redistribute, plan.version, own, list(plan.segments.values()), step)
     return "shrunk"
+
+
+def restart(
+    disk: DiskTier, members: Membership, ckpt: Checkpointer, redistribute: Redistribute | None
+) -> str:
+    """Workers at start-up (collective): resume from the newest spilled version every worker
+    loads (``restarted``), else ``initial``."""
+    logical = members.logical
+    assert logical is not None
+    config, adapt = ckpt.scheme.get_config(), redistribute is not None
+    found = disk.open(ckpt.comm, logical, members.nworkers, config, adapt)
+    if found is None:
+        return "initial"
+    segments = found.segments
+    if list(segments) == [logical] and found.written_by == members.nworkers:
+        ckpt.restore_version(found.version, segments[logical])
+    else:  # written by another number of workers: the application redistributes
+        assert redistribute is not None
+        own = segments.pop(logical, None)
+        adopt(ckpt, redistribute, found.version, own, list(segments.values()), found.step)
+    if logical == 0:
+        say(
+            f"restarted from spilled version {found.version} (step {ckpt.step}, "
+            f"{found.written_by} workers) in {disk.directory}"
+        )
+    return "restarted"

@@ -28,7 +28,7 @@ from ..errors import (
     UnrecoverableError,
 )
 from ..layout import backup_layout
-from ..log import Timeline, say
+from ..log import Timeline
 from ..planning import Plan, Report, plan_recovery
 from ..spill.tier import DiskTier
 from ..transport import fetch_segment, uniformly
@@ -100,27 +100,9 @@ class Runtime:
 
     def start(self) -> str:
         """Workers: ``restarted`` when resuming from a spilled version, else ``initial``."""
-        disk, m = self.disk, self.members
-        if disk is None or m.logical is None:
+        if self.disk is None or self.members.logical is None:
             return "initial"
-        config, adapt = self.ckpt.scheme.get_config(), self.redistribute is not None
-        found = disk.open(self.ckpt.comm, m.logical, m.nworkers, config, adapt)
-        if found is None:
-            return "initial"
-        segments = found.segments
-        if list(segments) == [m.logical] and found.written_by == m.nworkers:
-            self.ckpt.restore_version(found.version, segments[m.logical])
-        else:  # written by another number of workers: the application redistributes
-            assert self.redistribute is not None
-            own = segments.pop(m.logical, None)
-            others = list(segments.values())
-            fallback.adopt(self.ckpt, self.redistribute, found.version, own, others, found.step)
-        if m.logical == 0:
-            say(
-                f"restarted from spilled version {found.version} (step {self.ckpt.step}, "
-                f"{found.written_by} workers) in {disk.directory}"
-            )
-        return "restarted"
+        return fallback.restart(self.disk, self.members, self.ckpt, self.redistribute)
 
     def finish(self) -> str:
         """Workers, after the protected function returned: agree that every worker completed,
@@ -200,14 +182,8 @@ class Runtime:
                 return reports, None, e, nothing, MPI.COMM_NULL
             if plan.finish:
                 return reports, plan, None, nothing, MPI.COMM_NULL
-            if self.rollbacks.get(plan.version, 0) >= config().max_rollbacks:
-                again = UnrecoverableError(
-                    f"rolled back to version {plan.version} {config().max_rollbacks} times and "
-                    "lost a process again each time: the same failure keeps coming back (a "
-                    "crash at the same step?); stopping (MPICKPT_MAX_ROLLBACKS sets the limit)",
-                    lost=plan.dead,
-                    version=plan.version,
-                )
+            again = _replayed(plan, self.rollbacks.get(plan.version, 0))
+            if again is not None:
                 return reports, None, again, nothing, MPI.COMM_NULL
             mine = plan.assign.index(me) if me in plan.assign else None
             if plan.from_disk:
@@ -265,6 +241,19 @@ class Runtime:
         if segment is None:  # a survivor with its own copy of that version
             segment = ckpt.local
         ckpt.restore_version(plan.version, segment, forget=plan.from_disk)
+
+
+def _replayed(plan: Plan, rollbacks: int) -> UnrecoverableError | None:
+    """The error that stops a job rolled back to one version too often, or None."""
+    if rollbacks < config().max_rollbacks:
+        return None
+    return UnrecoverableError(
+        f"rolled back to version {plan.version} {rollbacks} times and lost a process again "
+        "each time: the same failure keeps coming back (a crash at the same step?); stopping "
+        "(MPICKPT_MAX_ROLLBACKS sets the limit)",
+        lost=plan.dead,
+        version=plan.version,
+    )
 
 
 def _rebuilt(plan: Plan) -> str:
