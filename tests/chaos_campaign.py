@@ -92,26 +92,30 @@ def _heat(steps: int, size: int, every: int, spares: int, *extra: str) -> tuple[
     )  # fmt: skip
 
 
-def scenarios(scale: float = 1.0) -> dict[str, Scenario]:
-    """The campaign's scenarios; ``scale`` multiplies the number of steps (run length)."""
+def scenarios(scale: float = 1.0, big: int = 512) -> dict[str, Scenario]:
+    """The campaign's scenarios; ``scale`` multiplies the number of steps (run length), ``big``
+    is the grid of the two-kill scenarios (512: the configuration of issue 9's abort).
+    Scenarios with the same configuration share one reference run."""
 
     def s(steps: int) -> int:
         return max(10, int(steps * scale))
 
     heat, walk = "heat2d.py", "walkers_resilient.py"
     rpn = (("MPICKPT_RANKS_PER_NODE", "2"),)
+    base = _heat(s(1500), 96, 10, 2)
+    pair = _heat(s(300 * 512 // big), big, 10, 2)
     table = [
-        Scenario("single", heat, 7, _heat(s(1500), 96, 10, 2), "single", 2),
-        Scenario("double", heat, 9, _heat(s(300), 512, 10, 2), "double", 2),
-        Scenario("stagger", heat, 9, _heat(s(300), 512, 10, 2), "stagger", 2),
-        Scenario("recovery", heat, 7, _heat(s(1500), 96, 10, 2), "recovery", 2),
-        Scenario("node", heat, 10, _heat(s(1500), 96, 10, 2), "node", 2, rpn),
+        Scenario("single", heat, 7, base, "single", 2),
+        Scenario("double", heat, 9, pair, "double", 2),
+        Scenario("stagger", heat, 9, pair, "stagger", 2),
+        Scenario("recovery", heat, 7, base, "recovery", 2),
+        Scenario("node", heat, 10, base, "node", 2, rpn),
         Scenario("dense", heat, 7, _heat(s(800), 96, 1, 2), "single", 2),
         Scenario("walkers", walk, 7, _heat(s(400), 2000, 5, 2), "single", 2),
-        Scenario("mirror", heat, 7, _heat(s(1500), 96, 10, 2, "--scheme", "mirror"), "single", 2),
+        Scenario("mirror", heat, 7, (*base, "--scheme", "mirror"), "single", 2),
         Scenario("spill", heat, 8, _heat(s(1500), 96, 10, 3, "--spill", SPILL), "beyond", 3),
-        Scenario("startup", heat, 7, _heat(s(600), 96, 10, 2), "startup", 2, steady=False),
-        Scenario("pidfile", heat, 7, _heat(s(600), 96, 10, 2), "pidfile", 2, steady=False),
+        Scenario("startup", heat, 7, base, "startup", 2, steady=False),
+        Scenario("pidfile", heat, 7, base, "pidfile", 2, steady=False),
     ]
     return {sc.name: sc for sc in table}
 
@@ -478,7 +482,8 @@ def table(trials: list[Trial]) -> str:
     summary = summarize(trials)
     head = f"{'scenario':>9} " + " ".join(f"{c:>{max(5, len(c))}}" for c in COLUMNS) + "  codes"
     lines = [head]
-    for name, row in summary.items():
+    total = summary.pop("TOTAL", None)
+    for name, row in [*summary.items(), *([("TOTAL", total)] if total else [])]:
         cells = " ".join(f"{row[c]:>{max(5, len(c))}}" for c in COLUMNS)
         codes = ",".join(f"{k}:{v}" for k, v in sorted(row["codes"].items())) or "-"  # type: ignore[attr-defined]
         lines.append(f"{name:>9} {cells}  {codes}")
