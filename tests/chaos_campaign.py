@@ -144,9 +144,7 @@ class Trial:
 def command(sc: Scenario, transport: str, extra: Iterable[str] = ()) -> list[str]:
     """``mpiexec`` flags from ``mpickpt.launch`` with the chosen byte transport layer."""
     script = EXAMPLES / sc.example
-    cmd = launch.mpiexec_command(sc.n, sys.executable, str(script))
-    i = cmd.index("btl")  # --mca btl <list>
-    cmd[i + 1] = TRANSPORTS[transport]
+    cmd = launch.mpiexec_command(sc.n, sys.executable, str(script), btl=TRANSPORTS[transport])
     cut = cmd.index("-n")
     return [*cmd[:cut], *extra, *cmd[cut:]]
 
