@@ -35,9 +35,12 @@ def main() -> int:
     )
     p.add_argument("--mca", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     p.add_argument("--rerun-ompi", action="store_true", help="rerun once on an Open MPI abort")
+    p.add_argument("--examples", help="run the examples from this folder (modified copies)")
     p.add_argument("--json", help="write the trials and the summary to this file")
     p.add_argument("--logs", help="write the output tail of every failed trial to this file")
     a = p.parse_args()
+    if a.examples:
+        chaos.EXAMPLES = Path(a.examples).resolve()
     table = chaos.scenarios(a.scale)
     chosen = [table[n] for n in a.scenarios.split(",") if n]
     extra = [x for name, value in a.mca for x in ("--mca", name, value)]
@@ -48,7 +51,8 @@ def main() -> int:
     t0 = time.time()
     trials = runner.campaign(chosen, a.trials, rerun_ompi=a.rerun_ompi)
     print(f"\n{chaos.table(trials)}\n{time.time() - t0:.0f} s")
-    meta = {"argv": sys.argv[1:], "transport": a.transport, "seed": a.seed, "mca": a.mca}
+    meta = {"argv": sys.argv[1:], "transport": a.transport, "seed": a.seed, "mca": a.mca,
+            "examples": str(chaos.EXAMPLES)}  # fmt: skip
     if a.json:
         Path(a.json).write_text(chaos.to_json(trials, meta))
     if a.logs:

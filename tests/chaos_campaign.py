@@ -62,13 +62,13 @@ Killer = Callable[[subprocess.Popen[str], Path], list[str]]
 class Scenario:
     """One kind of trial: which example, how many processes, and how the kills are planned.
 
-    ``plan`` is one of ``single`` (one random worker), ``double`` (two random workers at
-    once), ``stagger`` (a second process 5-300 ms after the first), ``recovery`` (a second
-    process 10-150 ms after the first, while the survivors recover: detection takes about
-    20 ms and the resume about 200 ms here), ``node`` (both ranks of a random virtual node),
-    ``beyond`` (workers 1, 2, 3 at once: beyond the parity tolerance), ``startup`` (a python
-    child of mpiexec at a random moment before every pidfile exists) or ``pidfile`` (a random
-    rank the instant its pidfile appears).
+    ``plan`` is one of ``single`` (one random worker), ``spare`` (an idle spare), ``double``
+    (two random workers at once), ``stagger`` (a second process 5-300 ms after the first),
+    ``recovery`` (a second process 10-150 ms after the first, while the survivors recover:
+    detection takes about 20 ms and the resume about 200 ms here), ``node`` (both ranks of a
+    random virtual node), ``beyond`` (workers 1, 2, 3 at once: beyond the parity tolerance),
+    ``startup`` (a python child of mpiexec at a random moment before every pidfile exists) or
+    ``pidfile`` (a random rank the instant its pidfile appears).
     """
 
     name: str
@@ -106,6 +106,7 @@ def scenarios(scale: float = 1.0, big: int = 512) -> dict[str, Scenario]:
     pair = _heat(s(300 * 512 // big), big, 10, 2)
     table = [
         Scenario("single", heat, 7, base, "single", 2),
+        Scenario("spare", heat, 7, base, "spare", 2),
         Scenario("double", heat, 9, pair, "double", 2),
         Scenario("stagger", heat, 9, pair, "stagger", 2),
         Scenario("recovery", heat, 7, base, "recovery", 2),
@@ -297,6 +298,8 @@ class Runner:
         workers = list(range(sc.workers))
         if sc.plan == "single":
             return [(0.0, r.choice(workers))]
+        if sc.plan == "spare":
+            return [(0.0, self.rng.randrange(sc.workers, sc.n))]
         if sc.plan == "double":
             return [(0.0, v) for v in r.sample(workers, 2)]
         if sc.plan == "stagger":

@@ -55,7 +55,7 @@ def test_chaos_steady(runner, sc):
 @xfail_startup
 @pytest.mark.parametrize("sc", STARTUP, ids=lambda s: s.name)
 def test_chaos_startup(runner, sc):
-    campaign(runner, sc, 2)
+    campaign(runner, sc, 1)
 
 
 @pytest.mark.long
