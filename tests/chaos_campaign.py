@@ -320,8 +320,9 @@ class Runner:
         raise ValueError(sc.plan)
 
     def _steady_killer(self, sc: Scenario, ref: Reference) -> Killer:
-        # the beyond-tolerance plan waits for a spilled version to exist
-        lo, hi = (0.35, 0.85) if sc.plan == "beyond" else (0.05, 0.85)
+        # the beyond-tolerance plan waits for a spilled version to exist; the end of the window
+        # leaves room for runs faster than the reference (the machine's load changes)
+        lo, hi = (0.3, 0.6) if sc.plan == "beyond" else (0.05, 0.6)
         at = self.rng.uniform(lo, hi) * ref.duration
         victims = self._victims(sc)
 
