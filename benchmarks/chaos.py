@@ -28,10 +28,15 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=5, help="trials per scenario")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scenarios", default=",".join(names), help=f"comma-separated: {names}")
-    p.add_argument("--transport", choices=sorted(chaos.TRANSPORTS), default="sm")
+    p.add_argument(
+        "--transport", choices=sorted(chaos.TRANSPORTS), default=chaos.default_transport()
+    )
     p.add_argument("--scale", type=float, default=1.0, help="multiply every run's steps")
     p.add_argument(
         "--recovery-timeout", type=float, default=20, help="MPICKPT_RECOVERY_TIMEOUT (s)"
+    )
+    p.add_argument(
+        "--hang-factor", type=float, default=3, help="timeout: x reference run + watchdog + 20 s"
     )
     p.add_argument("--mca", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     p.add_argument("--rerun-ompi", action="store_true", help="rerun once on an Open MPI abort")
@@ -45,7 +50,12 @@ def main() -> int:
     chosen = [table[n] for n in a.scenarios.split(",") if n]
     extra = [x for name, value in a.mca for x in ("--mca", name, value)]
     runner = chaos.Runner(
-        a.transport, a.seed, a.recovery_timeout, extra, echo=lambda s: print(s, flush=True)
+        a.transport,
+        a.seed,
+        a.recovery_timeout,
+        extra,
+        echo=lambda s: print(s, flush=True),
+        hang_factor=a.hang_factor,
     )
     print(f"chaos: {' '.join(sys.argv[1:])}", flush=True)
     t0 = time.time()

@@ -58,6 +58,11 @@ SPILL = "{spill}"  # placeholder in a scenario's arguments: a fresh directory pe
 Killer = Callable[[subprocess.Popen[str], Path], list[str]]
 
 
+def default_transport() -> str:
+    """The name of the transport that ``mpickpt.launch`` uses by default."""
+    return next((k for k, v in TRANSPORTS.items() if v == launch.BTL), "sm")
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One kind of trial: which example, how many processes, and how the kills are planned.
@@ -214,6 +219,7 @@ class Runner:
         mpiexec_extra: Iterable[str] = (),
         env: dict[str, str] | None = None,
         echo: Callable[[str], None] | None = None,
+        hang_factor: float = 3,
     ) -> None:
         self.transport = transport
         self.rng = random.Random(seed)
@@ -222,6 +228,8 @@ class Runner:
         self.env = dict(env or {})
         self.echo = echo or (lambda line: None)
         self.references: dict[tuple, Reference] = {}
+        # a trial hangs when it outlives hang_factor x the reference run + the watchdog + 20 s
+        self.hang_factor = hang_factor
 
     # -- one launch ---------------------------------------------------------------------
 
@@ -394,7 +402,7 @@ class Runner:
             killer = self._pidfile_killer(sc)
         else:
             killer = self._steady_killer(sc, ref)
-        timeout = 3 * (ref.startup + ref.duration) + self.recovery_timeout + 30
+        timeout = self.hang_factor * (ref.startup + ref.duration) + self.recovery_timeout + 20
         with tempfile.TemporaryDirectory(prefix="chaos-") as d:
             rc, out, err, seconds, kills = self._launch(sc, Path(d), killer, timeout)
         t = classify(sc, ref, rc, out, err, kills)
