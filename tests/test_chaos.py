@@ -1,6 +1,7 @@
 """Chaos campaign in the test suite: real SIGKILLs from outside at random (seeded) times.
 
-The short campaign runs by default (one trial per scenario, about 2-3 minutes here); the long
+The short campaign runs by default (one trial per scenario: 7.7 min here at load average
+45-50 with a 0.4 scale; now 0.25); the long
 one (``-m long``) runs 10 trials per scenario. Steady-state scenarios must never give a wrong
 result, hang, exit 0 without a result, or stall a recovery without an Open MPI abort to
 explain it. A clean non-zero exit (e.g. Open MPI aborting a survivor, then mpickpt's watchdog
@@ -17,7 +18,7 @@ import chaos_campaign as chaos
 
 pytestmark = [pytest.mark.mpi, pytest.mark.fault]
 
-SCENARIOS = chaos.scenarios(scale=0.4, big=128)  # short runs: a few seconds each
+SCENARIOS = chaos.scenarios(scale=0.25, big=128)  # short runs: a few seconds each
 STEADY = [s for s in SCENARIOS.values() if s.steady]
 STARTUP = [s for s in SCENARIOS.values() if not s.steady]
 BAD = ("wrong", "hang", "exit0-noresult")
@@ -25,7 +26,7 @@ xfail_startup = pytest.mark.xfail(
     reason="kills during start-up can hang or exit 0 without a result (issue 9, library side)",
     strict=False,
 )
-# known failures of the library, by scenario name (none now; see git log for the idle spare)
+# known failures of the library, by scenario name: pytest.mark.xfail(reason=...)
 KNOWN: dict[str, pytest.MarkDecorator] = {}
 STEADY_PARAMS = [pytest.param(s, id=s.name, marks=KNOWN.get(s.name, ())) for s in STEADY]
 
