@@ -1,8 +1,8 @@
 """Chaos campaign in the test suite: real SIGKILLs from outside at random (seeded) times.
 
-The short campaign runs by default (one trial per scenario: 7.7 min here at load average
-45-50 with a 0.4 scale; now 0.25); the long
-one (``-m long``) runs 10 trials per scenario. Steady-state scenarios must never give a wrong
+The short campaign runs by default (one trial per scenario; at a 0.4 scale it took 7.7 min
+here at load average 45-50, hence 0.25); the long one (``-m long``) runs 10 trials per
+scenario. Steady-state scenarios must never give a wrong
 result, hang, exit 0 without a result, or stall a recovery without an Open MPI abort to
 explain it. A clean non-zero exit (e.g. Open MPI aborting a survivor, then mpickpt's watchdog
 ending the job with 3 or 75) is allowed and shows in the output. The start-up scenarios
