@@ -26,8 +26,15 @@ xfail_startup = pytest.mark.xfail(
     reason="kills during start-up can hang or exit 0 without a result (issue 9, library side)",
     strict=False,
 )
-# known failures of the library, by scenario name: pytest.mark.xfail(reason=...)
-KNOWN: dict[str, pytest.MarkDecorator] = {}
+# Known failures of the library, by scenario name. An idle spare killed: before the fix in
+# Runtime.wait_as_spare, 4 of 4 such runs hung at their end (the other spare never got the
+# release message, the workers waited in MPI_Finalize); after it, 1 hang in 5 (tcp) remains.
+KNOWN: dict[str, pytest.MarkDecorator] = {
+    "spare": pytest.mark.xfail(
+        reason="killing an idle spare can still hang the job at its end (1 of 5 runs)",
+        strict=False,
+    )
+}
 STEADY_PARAMS = [pytest.param(s, id=s.name, marks=KNOWN.get(s.name, ())) for s in STEADY]
 
 
