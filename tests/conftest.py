@@ -120,3 +120,15 @@ def heat_reference() -> str:
     rc, out, err = run_mpi(EXAMPLES / "heat2d_plain.py", 1, *HEAT, timeout=60)
     assert rc == 0, err
     return checksum(out)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Every rerun of a run that Open MPI broke (tests/reruns.py), counted: reruns are
+    allowed, but must never go unnoticed."""
+    import reruns
+
+    if reruns.RERUNS:
+        terminalreporter.section("Open MPI reruns")
+        for test, line in reruns.RERUNS:
+            terminalreporter.write_line(f"{test}: {line}")
+    terminalreporter.write_line(f"runs repeated after an Open MPI abort: {len(reruns.RERUNS)}")

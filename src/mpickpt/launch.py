@@ -7,8 +7,18 @@ import shutil
 import sys
 from pathlib import Path
 
-# keep running after a rank dies; several ranks per core; shared memory only (no network probe)
-ULFM_FLAGS = ["--with-ft", "ulfm", "--oversubscribe", "--mca", "btl", "self,sm"]
+# Byte transport between the ranks of one host: TCP (loopback), not shared memory. Over Open
+# MPI 5.0's shared-memory transport (sm), a rank that dies makes Open MPI abort a surviving
+# rank ("Send error after request freed", never reported failed) in about one run in three
+# when two ranks die close together; over TCP no such abort was seen (benchmarks/chaos.py,
+# benchmarks/README.md). TCP costs here 1.1-2.3x the checkpoint time of sm at 1-16 MB per
+# rank, and nothing measurable at MPI_Init.
+BTL = "self,tcp"
+# keep running after a rank dies; several ranks per core; the transport above
+ULFM_FLAGS = ["--with-ft", "ulfm", "--oversubscribe", "--mca", "btl", BTL]
+# one host: TCP over the loopback interface, which Open MPI leaves out by default (a host
+# without any other interface would have none)
+TCP_LOCAL = ["--mca", "btl_tcp_if_include", "lo"]
 
 
 def find_mpiexec() -> str:
@@ -25,10 +35,14 @@ def find_mpiexec() -> str:
     return found
 
 
-def mpiexec_command(n: int, *argv: str, ulfm: bool = True) -> list[str]:
-    """``mpiexec [flags] -n N argv...``; ``--allow-run-as-root`` only when running as root."""
+def mpiexec_command(n: int, *argv: str, ulfm: bool = True, btl: str = BTL) -> list[str]:
+    """``mpiexec [flags] -n N argv...`` for ranks on this host; ``--allow-run-as-root`` only
+    when running as root. ``btl`` is Open MPI's byte transport list (``self,sm`` for shared
+    memory)."""
     root = ["--allow-run-as-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
-    flags = ULFM_FLAGS if ulfm else ULFM_FLAGS[2:]
+    flags = [*(ULFM_FLAGS[:-1] if ulfm else ULFM_FLAGS[2:-1]), btl]
+    if "tcp" in btl.split(","):
+        flags += TCP_LOCAL
     return [find_mpiexec(), *root, *flags, "-n", str(n), *argv]
 
 

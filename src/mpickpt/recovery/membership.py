@@ -87,18 +87,26 @@ class Membership:
         abandon requests that later abort the process ("Send error after request freed").
         A receive from any source fails as soon as any process of ``world`` fails.
         """
+        req: MPI.Request | None = None
         while True:
-            code = np.full(1, -1, dtype=np.int64)
-            req = self.world.Irecv(code, MPI.ANY_SOURCE, TAG_RELEASE)
+            if req is None:
+                code = np.full(1, -1, dtype=np.int64)
+                req = self.world.Irecv(code, MPI.ANY_SOURCE, TAG_RELEASE)
             try:
                 with keep_on_failure([req]):
                     while not req.Test():
                         time.sleep(SPARE_POLL)
                 self.exit_code = int(code[0])  # how the workers ended the job
                 return "finished"
-            except MPI.Exception:
+            except MPI.Exception as e:
+                # ERR_PROC_FAILED_PENDING leaves the receive posted: keep waiting on it. A new
+                # one beside it would never match, as the old one takes the release message.
+                pending = e.Get_error_class() == MPI.ERR_PROC_FAILED_PENDING
                 if self._only_spares_failed():
+                    if not pending:
+                        req = None
                     continue  # one spare less; the workers learn it at the next recovery
+                req = None
                 role = recover()
                 if role != "spare":
                     return role
