@@ -7,6 +7,13 @@
 - ``MPICKPT_RECOVERY_TIMEOUT`` (:mod:`.recovery.watchdog`): seconds before a stalled recovery
   ends the job (default 120).
 - ``MPICKPT_RANKS_PER_NODE`` (:mod:`.domains`): virtual nodes of k consecutive ranks.
+- ``MPICKPT_LOG_LEVEL`` (:mod:`.log`): the level of the ``mpickpt`` logger (``DEBUG``,
+  ``INFO``, ``WARNING``, ``ERROR``); default ``INFO`` unless the application configured
+  logging.
+- ``MPICKPT_FRESH`` (:mod:`.runner`): ``1`` starts over in the spill directory, moving the old
+  versions aside (as ``fresh=True``).
+- ``MPICKPT_REPORT`` (:mod:`.report`): write the run report (JSON) to this path (as
+  ``report=``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from functools import cache
 from .errors import ConfigError
 
 PREFIX = "MPICKPT_"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,9 @@ class Config:
     verbose: bool = False
     recovery_timeout: float = 120.0
     ranks_per_node: int = 0  # 0: failure domains are the nodes
+    log_level: str = ""  # "": INFO, or the application's logging configuration
+    fresh: bool = False
+    report: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -47,12 +58,20 @@ class Config:
                 raise ConfigError(f"{PREFIX}{name} must be a positive number, got {raw!r}")
             return float(value)
 
+        level = env.get(PREFIX + "LOG_LEVEL", "").strip().upper()
+        if level and level not in LEVELS:
+            raise ConfigError(
+                f"{PREFIX}LOG_LEVEL must be one of {', '.join(LEVELS)}, got {level!r}"
+            )
         return cls(
             kill=env.get(PREFIX + "KILL", ""),
             piddir=env.get(PREFIX + "PIDDIR", ""),
             verbose=env.get(PREFIX + "VERBOSE", "0") not in ("", "0"),
             recovery_timeout=number("RECOVERY_TIMEOUT", float, 120.0),
             ranks_per_node=int(number("RANKS_PER_NODE", int, 0)),
+            log_level=level,
+            fresh=env.get(PREFIX + "FRESH", "0") not in ("", "0"),
+            report=env.get(PREFIX + "REPORT", ""),
         )
 
 

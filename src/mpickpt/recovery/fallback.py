@@ -16,6 +16,7 @@ from ..errors import ConfigError, MpickptError, NoSparesError, SpillError, Unrec
 from ..layout import choose_backups
 from ..planning import Plan, Report, save_plan
 from ..segment import unpack
+from ..spill.directory import Restart
 from ..spill.tier import DiskTier
 from ..transport import fetch_segment
 from .membership import Membership
@@ -129,6 +130,40 @@ def adopt(
     mine = dict(unpack(own)[1]) if own is not None else {}
     others = [dict(unpack(seg)[1]) for seg in adopted]
     ckpt.adopt(version, redistribute(mine, others), step)
+
+
+def restart(
+    ckpt: Checkpointer,
+    redistribute: Redistribute | None,
+    found: Restart,
+    logical: int,
+    nworkers: int,
+) -> bool:
+    """A new job resumes from ``found`` (this worker's segments of a spilled version); with
+    another number of workers the application redistributes. Returns whether the run that
+    wrote it had completed (``DONE``) at that version's step: then there is nothing to do."""
+    segments = found.segments
+    if list(segments) == [logical] and found.written_by == nworkers:
+        ckpt.restore_version(found.version, segments[logical])
+    else:  # written by another number of workers: the application redistributes
+        assert redistribute is not None
+        own = segments.pop(logical, None)
+        adopt(ckpt, redistribute, found.version, own, list(segments.values()), found.step)
+    return found.done is not None and found.done <= ckpt.step
+
+
+def restarted(found: Restart, step: int, directory: str, completed: bool) -> str:
+    """The line a restart logs."""
+    line = (
+        f"restarted from spilled version {found.version} (step {step}, "
+        f"{found.written_by} workers) in {directory}"
+    )
+    if completed:
+        line += (
+            f"; that run had completed (DONE after step {found.done}): nothing to compute "
+            "(fresh=True or MPICKPT_FRESH=1 starts over)"
+        )
+    return line
 
 
 def switch_shrunk(

@@ -1,4 +1,5 @@
-"""What a spill directory holds, as a table for people (``mpickpt inspect``). No MPI."""
+"""What a spill directory holds, as a table for people or JSON (``mpickpt inspect``), and the
+check of every file (``mpickpt verify``). No MPI."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import h5py
 
 from ..errors import SpillError
-from .directory import INDEX, _versions, read_index
+from .directory import INDEX, _versions, load, read_index
 from .format import version_dir
 
 _RANKFILE = re.compile(r"^rank(\d{5,})\.h5$")
@@ -106,3 +107,29 @@ def inspect(directory: str | os.PathLike[str], verbose: bool = False) -> str:
         if r[0].isdigit():
             lines += details.get(int(r[0]), [])
     return "\n".join(lines)
+
+
+def verify(directory: str | os.PathLike[str]) -> list[str]:
+    """Re-read every file of every complete version and recompute its checksums.
+
+    Returns one ``"<path>: <reason>"`` line per bad file or index (empty: all good).
+    Interrupted spills (no index) are not versions and are not checked.
+    """
+    d = os.fspath(directory)
+    if not os.path.isdir(d):
+        raise SpillError(f"no spill directory {d}")
+    bad: list[str] = []
+    for v in _versions(d):
+        if not os.path.exists(os.path.join(version_dir(d, v), INDEX)):
+            continue
+        try:
+            index = read_index(d, v)
+        except SpillError as e:
+            bad.append(str(e))
+            continue
+        for info in index["files"]:
+            try:
+                load(d, v, int(info["rank"]))
+            except SpillError as e:
+                bad.append(str(e))
+    return bad

@@ -8,7 +8,6 @@ The file format and the directory need no MPI: :mod:`.format` and :mod:`.directo
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any
 
@@ -16,8 +15,16 @@ import numpy as np
 from mpi4py import MPI
 
 from ..errors import SpillError
+from ..log import logger
 from ..transport import uniformly
-from .directory import Restart, complete_versions, find_restart, mark_done, write_version_file
+from .directory import (
+    Restart,
+    complete_versions,
+    find_restart,
+    mark_done,
+    set_aside,
+    write_version_file,
+)
 from .writer import SpillWriter
 
 
@@ -29,10 +36,20 @@ class DiskTier:
     is checked collectively at the next checkpoint (or at :meth:`flush`).
     """
 
-    def __init__(self, directory: str | os.PathLike[str], every: int = 1, keep: int = 2) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        every: int = 1,
+        keep: int = 2,
+        *,
+        tag: str | None = None,
+        fresh: bool = False,
+    ) -> None:
         if every < 1:
             raise ValueError(f"spill_every must be >= 1, got {every}")
         self.directory = os.fspath(directory)
+        self.tag = tag  # the run's label: a restart from another run's versions is refused
+        self.fresh = fresh  # at the start, move the old versions aside
         self.every = every
         self.keep = keep
         self.writer: SpillWriter | None = None
@@ -51,6 +68,7 @@ class DiskTier:
             if self.writer is not None:
                 self.writer.close()
             self.writer = SpillWriter(self.directory, logical, nworkers, scheme_config, self.keep)
+            self.writer.tag = self.tag
         self.pending = None
 
     def on_commit(
@@ -87,11 +105,7 @@ class DiskTier:
         infos = comm.allgather(self.writer.info(self.pending) if ok else None)
         if any(i is None for i in infos):
             if comm.Get_rank() == 0:
-                print(
-                    f"mpickpt: spill of version {self.pending} failed on some rank; it is skipped",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                logger().warning(f"spill of version {self.pending} failed on some rank; skipped")
             return []
         return infos
 
@@ -149,6 +163,8 @@ class DiskTier:
         def step() -> tuple[str | None, Restart | None]:
             problem = None
             try:
+                if self.fresh and logical == 0 and (old := set_aside(self.directory)):
+                    logger().info(f"fresh start: the previous versions were moved to {old}")
                 self.attach(logical, nworkers, scheme)
             except (SpillError, OSError) as e:
                 problem = (
@@ -164,6 +180,7 @@ class DiskTier:
                 return str(e), None
 
         problem, found = uniformly(comm, step, "opening the spill")
+        self.fresh = False  # once per job: a retry after a failure must not move new versions
         if problem is not None:
             raise SpillError(problem)
         return found
@@ -188,14 +205,10 @@ class DiskTier:
         def agree(problems: list[str]) -> list[str]:
             return [p for part in comm.allgather(problems) for p in part]
 
-        found = find_restart(self.directory, nworkers, mine, adapt=adapt, agree=agree)
+        found = find_restart(self.directory, nworkers, mine, adapt=adapt, agree=agree, tag=self.tag)
         self.written_by = found.written_by
         if found.problems and comm.Get_rank() == 0:
-            print(
-                "mpickpt: skipped damaged spill versions:\n  " + "\n  ".join(found.problems),
-                file=sys.stderr,
-                flush=True,
-            )
+            logger().warning("skipped damaged spill versions:\n  " + "\n  ".join(found.problems))
         return found
 
     def save(self, world: MPI.Comm, version: int, segments: dict[int, np.ndarray]) -> None:

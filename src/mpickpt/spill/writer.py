@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import SpillError
 from ..segment import SegmentView
 from .directory import commit, write_version_file
-from .format import rank_file
+from .format import make_private_dir, rank_file
 
 _MAX_MESSAGE = 1 << 16
 # the helper does no linear algebra: no BLAS thread pool (it halves its start-up CPU time)
@@ -171,13 +171,14 @@ class SpillWriter:
         self.rank = rank
         self.nworkers = nworkers
         self.scheme_config = dict(scheme_config)
+        self.tag: str | None = None  # the run's tag, recorded in every index
         self.keep = keep
         self.queue_size = queue_size
         self._jobs: dict[int, SpillJob] = {}
         self._pending: deque[tuple[SpillJob, _Buffer]] = deque()
         self._pool = _BufferPool()
         self._closed = False
-        os.makedirs(self.directory, exist_ok=True)
+        make_private_dir(self.directory)
         self._start()
 
     # -- the helper process -----------------------------------------------------------------
@@ -319,7 +320,15 @@ class SpillWriter:
 
     def commit(self, version: int, files_info: Sequence[Mapping[str, Any]]) -> None:
         """Write the index of ``version`` and prune to ``keep`` versions (one rank only)."""
-        commit(self.directory, version, self.nworkers, self.scheme_config, files_info, self.keep)
+        commit(
+            self.directory,
+            version,
+            self.nworkers,
+            self.scheme_config,
+            files_info,
+            self.keep,
+            self.tag,
+        )
 
     def close(self) -> None:
         """Finish pending writes and stop the helper (errors are left in the jobs)."""
