@@ -320,15 +320,8 @@ class SpillWriter:
 
     def commit(self, version: int, files_info: Sequence[Mapping[str, Any]]) -> None:
         """Write the index of ``version`` and prune to ``keep`` versions (one rank only)."""
-        commit(
-            self.directory,
-            version,
-            self.nworkers,
-            self.scheme_config,
-            files_info,
-            self.keep,
-            self.tag,
-        )
+        shape = (self.nworkers, self.scheme_config)
+        commit(self.directory, version, *shape, files_info, self.keep, self.tag)
 
     def close(self) -> None:
         """Finish pending writes and stop the helper (errors are left in the jobs)."""
