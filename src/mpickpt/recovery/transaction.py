@@ -267,4 +267,5 @@ def _rebuilt(plan: Plan, short: bool = False) -> str:
     nbytes = sum(n for n, _ in plan.rebuild.values())
     ranks = {h for _, src in plan.rebuild.values() for h, _, _ in src}
     workers = "" if short else f" for worker(s) {sorted(plan.rebuild)}"
-    return f"rebuilt {nbytes / 2**20:.1f} MiB{workers} from {len(ranks)} rank(s)"
+    size = f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 // 10 else f"{nbytes / 1024:.1f} KiB"
+    return f"rebuilt {size}{workers} from {len(ranks)} rank(s)"

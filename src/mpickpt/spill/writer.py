@@ -390,5 +390,5 @@ def serve(sock: socket.socket) -> None:
 def main(fd: int, parent: int) -> None:
     """The helper process: serve the rank ``parent`` over the socket ``fd``."""
     _die_with(parent)
-    with socket.socket(fileno=fd) as sock:
-        serve(sock)
+    with socket.socket(fileno=fd) as sock, contextlib.suppress(ConnectionError):
+        serve(sock)  # a reset connection: the rank died (it was killed), nothing to say
