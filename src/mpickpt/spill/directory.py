@@ -101,6 +101,7 @@ def write_version_file(
     directory = os.fspath(directory)
     vdir = version_dir(directory, version)
     if not os.path.isdir(vdir):
+        make_private_dir(directory)
         make_private_dir(vdir)
         _fsync_dir(directory)
     with contextlib.suppress(FileNotFoundError):
