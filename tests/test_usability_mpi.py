@@ -9,6 +9,8 @@ import json
 import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,21 @@ def test_spill_index_with_a_path_outside_is_refused(tmp_path: Path) -> None:
     # the tampered version is skipped (named), the older one restarts the job
     assert rc == 0, f"rc={rc}\n{out}\n{err}"
     assert f"{newest}: file name(s) ['../../etc/passwd'] lead outside" in err, err
+
+
+def test_demo_json() -> None:
+    import conftest
+
+    if conftest.UNDER_MPIEXEC:
+        pytest.skip("launches mpiexec itself")
+    demo = [sys.executable, "-m", "mpickpt.cli", "demo", "--workers", "4", "--steps", "40"]
+    demo += ["--size", "64", "--every", "10", "--kill-rank", "2", "--kill-step", "25", "--json"]
+    proc = subprocess.run(demo, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)  # nothing but the JSON document on standard output
+    assert data["ok"] and data["clean"]["checksum"] == data["faulty"]["checksum"]
+    events = [what for _, what in data["timeline"]]
+    assert events[0] == "rank 2 killed (SIGKILL)" and "failure detected" in events, events
+    assert events[-1] == "re-protected; resuming at step 20", events
+    times = [t for t, _ in data["timeline"]]
+    assert times == sorted(times) and 0 < times[-1] < 30, times
