@@ -345,7 +345,6 @@ def stop(proc: subprocess.Popen[str], piddir: str | None) -> None:
 
 
 _CHECKSUM = re.compile(r"^checksum: ([0-9a-f]{64})$", re.M)
-_TIMELINE = re.compile(r"recovery timeline \(t0 = ([0-9.]+)\):\n((?:  \+.*\n?)+)")
 _RESTARTED = re.compile(r"restarted from spilled version (\d+) \(step (\d+)")
 
 
@@ -356,15 +355,9 @@ def checksum(job: Job) -> str | None:
 
 def timelines(job: Job) -> list[list[tuple[float, str]]]:
     """Every recovery timeline rank 0 printed, as (absolute time, event)."""
-    out = []
-    for m in _TIMELINE.finditer(job.err):
-        t0 = float(m.group(1))
-        events = []
-        for line in m.group(2).rstrip().splitlines():
-            dt, what = line.strip().lstrip("+").split(" s  ", 1)
-            events.append((t0 + float(dt), what))
-        out.append(events)
-    return out
+    from mpickpt.log import parse_timelines  # no MPI
+
+    return parse_timelines(job.err)
 
 
 def marks(job: Job) -> dict[str, float]:

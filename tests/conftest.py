@@ -1,7 +1,15 @@
 """Shared test helpers: the ``mpiexec`` launcher used by the MPI tests.
 
-The MPI tests run real ranks in a subprocess (``run_mpi``); pytest itself never initializes
-MPI, so the pure tests and the MPI tests run in one plain ``python -m pytest``.
+Two ways to run MPI tests:
+
+- ``python -m pytest`` (the usual run): the MPI tests start real ranks in a subprocess
+  (``run_mpi``); pytest itself never initializes MPI, so the pure tests and the MPI tests run
+  in one plain run. Tests that need ``COMM_WORLD`` in the pytest process (the ``world``
+  fixture) are skipped; ``test_collective_mpi.py`` runs them under mpiexec itself.
+- ``mpiexec -n 4 python -m pytest --with-mpi tests/test_collective_mpi.py``: pytest-mpi's way,
+  every rank runs pytest; tests marked ``mpi`` use ``MPI.COMM_WORLD`` collectively through the
+  ``world`` fixture (``mpi(min_size=N)`` skips them on fewer ranks). Tests that launch mpiexec
+  themselves are skipped there.
 """
 
 from __future__ import annotations
@@ -28,22 +36,60 @@ os.environ.setdefault(
 RunMPI = Callable[..., tuple[int, str, str]]
 
 
+UNDER_MPIEXEC = False  # pytest runs on every rank of an mpiexec job (pytest-mpi --with-mpi)
+
+
+def _with_mpi(config: pytest.Config) -> bool:
+    try:
+        return bool(config.getoption("--with-mpi") or config.getoption("--only-mpi"))
+    except ValueError:  # pytest-mpi is not installed
+        return False
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    # pytest-mpi (in the ``test`` extra) skips every test marked ``mpi`` unless pytest itself
-    # runs under mpiexec with --with-mpi. Our MPI tests launch mpiexec themselves, so its
-    # collection hook is switched off; its fixtures stay available.
+    global UNDER_MPIEXEC
+    UNDER_MPIEXEC = _with_mpi(config)
+    if UNDER_MPIEXEC:
+        return  # pytest-mpi's own rules: tests marked ``mpi`` run, with ``min_size``
+    # Without --with-mpi, pytest-mpi skips every test marked ``mpi``; ours launch mpiexec
+    # themselves, so its collection hook is switched off (its fixtures stay available).
     for plugin in config.pluginmanager.get_plugins():
         if type(plugin).__name__ == "MPIPlugin":
             config.pluginmanager.unregister(plugin)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # importing mpickpt turned MPI_Finalize at exit off; a clean pytest-mpi run finalizes
+    mpi = sys.modules.get("mpi4py.MPI")
+    if UNDER_MPIEXEC and mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        mpi.Finalize()
+
+
+@pytest.fixture(scope="session")
+def world() -> object:
+    """``MPI.COMM_WORLD`` when pytest runs under mpiexec with ``--with-mpi``; skipped in a
+    plain run, which must not initialize MPI (``test_collective_mpi.py`` launches it)."""
+    if not UNDER_MPIEXEC:
+        pytest.skip("runs under mpiexec with --with-mpi (test_collective_mpi.py launches it)")
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
 
 
 def mpiexec_command(script: str | Path, n: int, *args: str) -> list[str]:
     """The command line that runs ``script`` (a name in tests/mpi_scripts or a path) on
     ``n`` ranks with this interpreter: mpickpt's own launcher, so tests run what users run."""
     path = Path(script) if Path(script).is_absolute() else SCRIPTS / script
+    return command(n, str(path), *args)
+
+
+def command(n: int, *argv: str) -> list[str]:
+    """``mpiexec ... -n N python argv...``; skips the test when it cannot launch one."""
+    if UNDER_MPIEXEC:
+        pytest.skip("launches mpiexec itself: run it in a plain `python -m pytest`")
     try:
-        return launch.mpiexec_command(n, sys.executable, str(path), *args)
+        return launch.mpiexec_command(n, sys.executable, *argv)
     except FileNotFoundError as e:
         pytest.skip(str(e))
 
@@ -61,7 +107,13 @@ def run_mpi(
     rank) gets SIGTERM, then SIGKILL after a grace period, and the test fails with the output
     collected so far.
     """
-    cmd = mpiexec_command(script, n, *args)
+    return run_command(mpiexec_command(script, n, *args), env=env, timeout=timeout)
+
+
+def run_command(
+    cmd: list[str], env: Mapping[str, str] | None = None, timeout: float = 120
+) -> tuple[int, str, str]:
+    """:func:`run_mpi` for a command line of :func:`command`."""
     full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         cmd,

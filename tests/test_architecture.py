@@ -25,6 +25,7 @@ PURE = [
     "mpickpt.spill.directory",
     "mpickpt.spill.listing",
     "mpickpt.spill.writer",
+    "mpickpt.spill._helper",
 ]
 MAX_MODULE_LINES = 400
 MAX_CLASS_LINES = 210

@@ -39,6 +39,9 @@ def resilient(
     keep: int = 2,
     redistribute: Redistribute | None = None,
     exit_on_error: bool = True,
+    tag: str | None = None,
+    fresh: bool = False,
+    report: str | os.PathLike[str] | None = None,
     **params: Any,
 ) -> Callable[[Callable[Concatenate[Context, P], T]], Callable[P, T | None]]:
     """Make a time-step function survive rank failures.
@@ -68,6 +71,15 @@ def resilient(
     another number of workers hands worker ``i`` the states of old workers ``i, i + n, ...``.
     It returns the values (name -> value) that ``ctx.protect`` then gives back.
 
+    A spill directory belongs to one computation: ``tag`` (a string, e.g. a hash of the input
+    parameters) is recorded in it, and a restart with another tag, or whose protected state
+    (names, kinds, dtypes, shapes given to ``protect``) differs, exits with ``2`` showing the
+    difference. A spill whose run completed (``DIR/DONE``) is not recomputed: the function
+    runs once more from the final state, ``ctx.steps`` yields nothing, and it returns its
+    result. ``fresh=True`` (or ``MPICKPT_FRESH=1``) starts over, moving the old versions to
+    ``DIR/old-<UTC time>/``. ``report="run.json"`` (or ``MPICKPT_REPORT``) makes worker 0
+    write a JSON report of the run when it ends (see :mod:`mpickpt.report`).
+
     When recovery is impossible every surviving rank raises the same
     :class:`UnrecoverableError` (or :class:`NoSparesError`); with ``exit_on_error`` (default)
     it is printed once and the job exits with :data:`EXIT_UNRECOVERABLE` (or
@@ -87,6 +99,9 @@ def resilient(
         keep=keep,
         redistribute=redistribute,
         exit_on_error=exit_on_error,
+        tag=tag,
+        fresh=fresh,
+        report=report,
         **params,
     )
 

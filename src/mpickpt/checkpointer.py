@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -58,7 +59,9 @@ class Checkpointer:
         self.state = State()
         self.store = MemStore()
         self.step = 0  # the next step to run after a restore
-        self.restored: dict[str, Any] = {}
+        self.restored: dict[str, Any] = {}  # saved values not yet handed back by protect
+        self.saved_protected: dict[str, list[Any]] | None = None  # State.declared when saved
+        self.stats: dict[str, float] = {"checkpoints": 0, "bytes": 0, "seconds": 0.0}  # costs
         self.disk: Tier | None = None  # the spill, if any
         # a small collective run inside each checkpoint's transaction, before its commit
         # agreement (the checkpoint policy's reduction, see policies.Schedule); its result,
@@ -91,14 +94,18 @@ class Checkpointer:
 
     # -- state ------------------------------------------------------------------------------
 
-    def protect(self, name: str, obj: T) -> T:
+    def protect(self, name: str, obj: T, *, replace: bool = False) -> T:
         """Register ``obj`` under ``name``; return the value to use from now on.
 
         Arrays are kept by reference and, after a recovery, restored in place (the same array
         comes back). Other objects are pickled at each checkpoint; after a recovery the restored
         object is returned, so write ``x = ckpt.protect("x", x)``. Rebind immutable values with
         ``ckpt[name] = value`` before the next checkpoint.
+
+        A name protected twice (unless ``replace=True``) or an object that cannot be pickled
+        is a :class:`ConfigError` naming the entry (see :meth:`State.declare`).
         """
+        self.state.declare(name, obj, replace)
         if name in self.restored:
             obj = restore_value(name, obj, self.restored.pop(name))
         self.state[name] = obj
@@ -120,7 +127,8 @@ class Checkpointer:
         the previous version intact everywhere and raises :class:`ProcessFailure` on every rank.
         """
         version = self.store.committed + 1
-        seg = self.state.snapshot(step, {"version": version, "rank": self.rank})
+        t, meta = time.perf_counter(), {"rank": self.rank, "protected": self.state.declared}
+        seg = self.state.snapshot(step, {"version": version, **meta})
 
         def stream() -> tuple[list[dict[str, Any]] | None, Any]:
             if self.comm.Get_size() > 1:
@@ -148,6 +156,9 @@ class Checkpointer:
         self.store.commit(version)
         self.store.keep_local(version, seg)
         self.step = step
+        self.stats["checkpoints"] += 1
+        self.stats["bytes"] += seg.nbytes
+        self.stats["seconds"] += time.perf_counter() - t
         if self.disk is not None:
             self.disk.on_commit(self.rank, spilled, version, self.store.local)
         faults.maybe_kill("commit", step)
@@ -162,18 +173,6 @@ class Checkpointer:
 
     # -- rebuild ----------------------------------------------------------------------------
 
-    def report(self, done: bool = False, logical: int | None = None, domain: int = 0) -> Report:
-        """What this rank holds, for planning a rebuild (only pieces that pass their checksum)."""
-        holdings: dict[int, dict[int, tuple[int, dict[str, int]]]] = {}
-        for v, by_owner in self.store.versions.items():
-            for owner, pieces in by_owner.items():
-                good = {n: h.header.checksum for n, h in pieces.items() if _intact(h)}
-                nbytes = next(iter(pieces.values())).header.nbytes
-                holdings.setdefault(v, {})[owner] = (nbytes, good)
-        return Report(
-            logical, domain, self.store.committed, self.store.local_version, holdings, done
-        )
-
     def rebuild(self, lost: Iterable[int] | None = None) -> np.ndarray | None:
         """Rebuild committed segments from the pieces held by *other* ranks, as if the ranks in
         ``lost`` had failed (default: every rank's segment, each without its owner's copy).
@@ -185,7 +184,7 @@ class Checkpointer:
         size = self.comm.Get_size()
         owners = sorted(set(lost)) if lost is not None else list(range(size))
         gone = set(owners) if lost is not None else set()
-        reports = self.comm.allgather(self.report(logical=self.rank))
+        reports = self.comm.allgather(report(self.store, logical=self.rank))
         alive = [
             r if i not in gone else Report(r.logical, r.domain, r.committed, -1)
             for i, r in enumerate(reports)
@@ -200,6 +199,7 @@ class Checkpointer:
         """Take ``segment`` as this rank's state: from now on :meth:`protect` hands back the
         saved values (arrays copied in place into the arrays it is given)."""
         manifest, self.restored = unpack(segment)
+        self.saved_protected = manifest["meta"].get("protected")
         self.state = State()
         self.step = int(manifest["step"])
         return self.step
@@ -216,14 +216,14 @@ class Checkpointer:
 
     def start_over(self) -> None:
         """Nothing was committed: begin again from the initial state, at step 0."""
-        self.restored, self.step = {}, 0
+        self.restored, self.step, self.saved_protected = {}, 0, None
         self.state = State()
 
     def adopt(self, version: int, values: dict[str, Any], step: int) -> None:
         """Continue from ``values`` (what :meth:`protect` hands back) made of the segments of
         ``version`` by the application, at ``step``: no piece and no own copy of it is held."""
         self.store.versions, self.store.committed, self.store.local_version = {}, version, -1
-        self.restored, self.step = values, step
+        self.restored, self.step, self.saved_protected = values, step, None
         self.state = State()
 
     @property
@@ -242,6 +242,20 @@ class Checkpointer:
                 self.comm.Free()
             self.comm = MPI.COMM_NULL
         self.store = MemStore()
+
+
+def report(
+    store: MemStore, done: bool = False, logical: int | None = None, domain: int = 0
+) -> Report:
+    """What a rank holds in ``store``, for planning a rebuild (only pieces that pass their
+    checksum)."""
+    holdings: dict[int, dict[int, tuple[int, dict[str, int]]]] = {}
+    for v, by_owner in store.versions.items():
+        for owner, pieces in by_owner.items():
+            good = {n: h.header.checksum for n, h in pieces.items() if _intact(h)}
+            nbytes = next(iter(pieces.values())).header.nbytes
+            holdings.setdefault(v, {})[owner] = (nbytes, good)
+    return Report(logical, domain, store.committed, store.local_version, holdings, done)
 
 
 def _intact(h: Held) -> bool:

@@ -14,12 +14,15 @@ from typing import Any
 
 from .errors import ConfigError, SpillError
 from .layout import choose_backups
+from .log import parse_timelines
 from .schemes import get_scheme, registry
 
 
 def _scheme_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scheme", default="parity", choices=sorted(registry))
-    p.add_argument("--subsegments", type=int, default=None, help="parity/stripe/rs")
+    p.add_argument("--scheme", default="parity", choices=sorted(registry), help="the scheme")
+    p.add_argument(
+        "--subsegments", type=int, default=None, help="parity/stripe/rs: subsegments per segment"
+    )
     p.add_argument("--group", type=int, default=3, help="parity/rs: subsegments per stripe")
     p.add_argument(
         "--backups",
@@ -75,8 +78,17 @@ def cmd_layout(a: argparse.Namespace) -> int:
 
 def cmd_inspect(a: argparse.Namespace) -> int:
     """The table of the versions in a spill directory; 2 if there is no directory."""
-    from .spill.listing import inspect
+    from .spill.directory import done_step
+    from .spill.listing import inspect, versions
 
+    if a.json:
+        found = versions(a.directory)
+        print(
+            json.dumps(
+                {"directory": a.directory, "done": done_step(a.directory), "versions": found}
+            )
+        )
+        return 0
     print(inspect(a.directory, verbose=a.verbose))
     return 0
 
@@ -89,6 +101,10 @@ def cmd_verify(a: argparse.Namespace) -> int:
     d = a.directory
     bad = verify(d)
     versions = complete_versions(d)
+    if a.json:
+        ok = not bad and bool(versions)
+        print(json.dumps({"directory": d, "ok": ok, "complete_versions": versions, "bad": bad}))
+        return 0 if ok else 1 if bad else 2
     for line in bad:
         print(f"BAD {line}")
     if bad:
@@ -137,15 +153,39 @@ def _run_heat(n: int, args: list[str], env: dict[str, str], timeout: float) -> t
 
 def cmd_demo(a: argparse.Namespace) -> int:
     """Run heat2d twice, the second time killing a worker mid-run; show the recovery."""
+    if a.spares < 1:
+        raise ConfigError(
+            f"--spares {a.spares} leaves no spare rank to take the killed rank's place, so the "
+            "second run could not recover; use --spares 1 or more"
+        )
+    if not 0 <= a.kill_rank < a.workers or not 0 <= a.kill_step < a.steps:
+        raise ConfigError(
+            f"--kill-rank {a.kill_rank} --kill-step {a.kill_step}: kill a worker "
+            f"(0..{a.workers - 1}) at a step of the run (0..{a.steps - 1})"
+        )
+    try:
+        result = _demo(a)
+    except HeatFailed as e:
+        print(f"mpickpt demo: {e}", file=sys.stderr)
+        return 1
+    if a.json:
+        print(json.dumps(result))
+    return 0 if result["ok"] else 1
+
+
+def _demo(a: argparse.Namespace) -> dict[str, Any]:
+    """The two runs; what they gave (without --json, the story is printed as it goes)."""
+    say = (lambda *x: None) if a.json else print
     n = a.workers + a.spares
     args = f"--steps {a.steps} --size {a.size} --every {a.every} --spares {a.spares}".split()
-    print(
+    say(
         f"mpickpt demo: heat2d {a.size}x{a.size}, {a.steps} steps, {a.workers} workers + "
         f"{a.spares} spare, parity (group 2, 3 backups), checkpoint every {a.every} steps"
     )
     t = time.perf_counter()
     clean, _ = _run_heat(n, args, {}, a.timeout)
-    print(f"1. failure-free run: {time.perf_counter() - t:.2f} s, checksum {clean[:16]}...")
+    clean_s = time.perf_counter() - t
+    say(f"1. failure-free run: {clean_s:.2f} s, checksum {clean[:16]}...")
     with tempfile.TemporaryDirectory() as piddir:
         env = {
             "MPICKPT_KILL": f"{a.kill_rank}@{a.kill_step}",
@@ -153,7 +193,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
             "MPICKPT_PIDDIR": piddir,
             "MPICKPT_RECOVERY_TIMEOUT": "30",  # a recovery takes well under a second
         }
-        print(f"2. same run, SIGKILL of rank {a.kill_rank} at step {a.kill_step}:")
+        say(f"2. same run, SIGKILL of rank {a.kill_rank} at step {a.kill_step}:")
         for attempt in (1, 2):
             t = time.perf_counter()
             try:
@@ -162,64 +202,90 @@ def cmd_demo(a: argparse.Namespace) -> int:
             except HeatFailed as e:
                 if attempt == 2 or OMPI_ABORT not in e.stderr:
                     raise
-                print(
+                say(
                     "   Open MPI aborted a surviving rank as rank "
                     f"{a.kill_rank} died (a known Open MPI fault, see the README): once more"
                 )
         elapsed = time.perf_counter() - t
         killed = Path(piddir, f"killed-rank{a.kill_rank}.time")
         killed_at = float(killed.read_text()) if killed.exists() else None
-    m = re.search(r"recovery timeline \(t0 = ([0-9.]+)\):\n((?:  \+.*\n?)+)", err)
-    if m is None:
-        sys.stderr.write(err)
-        print("   no recovery happened (was the kill step before the end?)")
-        return 1
-    if killed_at is not None:
-        print(f"   +{0:8.3f} s  rank {a.kill_rank} killed (SIGKILL)")
-        shift = float(m.group(1)) - killed_at
-        for line in m.group(2).rstrip().splitlines():
-            dt, what = line.strip().lstrip("+").split(" s  ", 1)
-            print(f"   +{float(dt) + shift:8.3f} s  {what}")
+    result: dict[str, Any] = {
+        "workers": a.workers,
+        "spares": a.spares,
+        "kill_rank": a.kill_rank,
+        "kill_step": a.kill_step,
+        "clean": {"seconds": round(clean_s, 3), "checksum": clean},
+        "faulty": {"seconds": round(elapsed, 3), "checksum": faulty},
+        "timeline": [],
+        "ok": faulty == clean,
+    }
+    timelines = parse_timelines(err)
+    if not timelines:
+        if not a.json:
+            sys.stderr.write(err)
+        say("   no recovery happened (was the kill step before the end?)")
+        result["ok"] = False
+        return result
+    # seconds after the SIGKILL when the killed rank left its time, else after the detection
+    t0 = killed_at if killed_at is not None else timelines[0][0][0]
+    events = [(0.0, f"rank {a.kill_rank} killed (SIGKILL)")] if killed_at is not None else []
+    events += [(t - t0, what) for t, what in timelines[0]]
+    result["timeline"] = [[round(t, 6), what] for t, what in events]
+    for t, what in events:
+        say(f"   +{t:8.3f} s  {what}")
+    say(f"   run time {elapsed:.2f} s, checksum {faulty[:16]}...")
+    if result["ok"]:
+        say("OK: the run that lost a rank gives the same checksum as the failure-free run")
     else:
-        print(m.group(2).rstrip())
-    print(f"   run time {elapsed:.2f} s, checksum {faulty[:16]}...")
-    if faulty == clean:
-        print("OK: the run that lost a rank gives the same checksum as the failure-free run")
-        return 0
-    print("FAIL: checksums differ")
-    return 1
+        say("FAIL: checksums differ")
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="mpickpt", description=__doc__, formatter_class=fmt)
+    p.add_argument("--version", action="version", version=f"mpickpt {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=fmt)
+
+    as_json = "print one JSON document instead of text"
+    lay = command("layout", "show how a scheme places pieces on backups")
+    _scheme_args(lay)
+    lay.add_argument("--ranks", type=int, default=0, help="also place N ranks' backups")
+    lay.add_argument(
+        "--ranks-per-node", type=int, default=0, help="ranks per failure domain (0: one each)"
+    )
+    lay.add_argument("--json", action="store_true", help=as_json)
+    lay.set_defaults(fn=cmd_layout)
+    demo = command("demo", "kill a rank of a running job and watch it recover")
+    demo.add_argument("--workers", type=int, default=8, help="worker ranks")
+    demo.add_argument("--spares", type=int, default=1, help="spare ranks (at least 1)")
+    demo.add_argument("--steps", type=int, default=300, help="time steps")
+    demo.add_argument("--size", type=int, default=1024, help="grid points per side")
+    demo.add_argument("--every", type=int, default=20, help="steps between checkpoints")
+    demo.add_argument("--kill-rank", type=int, default=3, help="the worker killed")
+    demo.add_argument("--kill-step", type=int, default=150, help="the step it is killed at")
+    demo.add_argument("--timeout", type=float, default=300, help="seconds allowed per run")
+    demo.add_argument("--json", action="store_true", help=as_json)
+    demo.set_defaults(fn=cmd_demo)
+    ins = command("inspect", "list the versions in a spill directory")
+    ins.add_argument("directory", help="the spill directory")
+    ins.add_argument("-v", "--verbose", action="store_true", help="one line per rank file")
+    ins.add_argument("--json", action="store_true", help=as_json)
+    ins.set_defaults(fn=cmd_inspect)
+    ver = command("verify", "recompute the checksums of a spill directory")
+    ver.add_argument("directory", help="the spill directory")
+    ver.add_argument("--json", action="store_true", help=as_json)
+    ver.set_defaults(fn=cmd_verify)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import __version__
-
-    p = argparse.ArgumentParser(prog="mpickpt", description=__doc__)
-    p.add_argument("--version", action="version", version=f"mpickpt {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-    lay = sub.add_parser("layout", help="show how a scheme places pieces on backups")
-    _scheme_args(lay)
-    lay.add_argument("--ranks", type=int, default=0, help="also place N ranks' backups")
-    lay.add_argument("--ranks-per-node", type=int, default=0, help="failure domain size")
-    lay.add_argument("--json", action="store_true")
-    lay.set_defaults(fn=cmd_layout)
-    demo = sub.add_parser("demo", help="kill a rank of a running job and watch it recover")
-    demo.add_argument("--workers", type=int, default=8)
-    demo.add_argument("--spares", type=int, default=1)
-    demo.add_argument("--steps", type=int, default=300)
-    demo.add_argument("--size", type=int, default=1024)
-    demo.add_argument("--every", type=int, default=20)
-    demo.add_argument("--kill-rank", type=int, default=3)
-    demo.add_argument("--kill-step", type=int, default=150)
-    demo.add_argument("--timeout", type=float, default=300)
-    demo.set_defaults(fn=cmd_demo)
-    ins = sub.add_parser("inspect", help="list the versions in a spill directory")
-    ins.add_argument("directory")
-    ins.add_argument("-v", "--verbose", action="store_true", help="one line per rank file")
-    ins.set_defaults(fn=cmd_inspect)
-    ver = sub.add_parser("verify", help="recompute the checksums of a spill directory")
-    ver.add_argument("directory")
-    ver.set_defaults(fn=cmd_verify)
-    a = p.parse_args(argv)
+    a = _parser().parse_args(argv)
     try:
         return int(a.fn(a))
     except (ConfigError, SpillError) as e:

@@ -13,6 +13,13 @@
   failures for ``every="auto"`` (seconds, or a string like ``6h``).
 - ``MPICKPT_MAX_ROLLBACKS`` (:mod:`.recovery.transaction`): how many recoveries may roll back
   to one version before the job stops (default 10).
+- ``MPICKPT_LOG_LEVEL`` (:mod:`.log`): the level of the ``mpickpt`` logger (``DEBUG``,
+  ``INFO``, ``WARNING``, ``ERROR``); default ``INFO`` unless the application configured
+  logging.
+- ``MPICKPT_FRESH`` (:mod:`.runner`): ``1`` starts over in the spill directory, moving the old
+  versions aside (as ``fresh=True``).
+- ``MPICKPT_REPORT`` (:mod:`.report`): write the run report (JSON) to this path (as
+  ``report=``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from functools import cache
 from .errors import ConfigError
 
 PREFIX = "MPICKPT_"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,9 @@ class Config:
     max_rollbacks: int = 10
     spill_timeout: float = 300.0
     mtbf: str = ""  # parsed by the schedule, which names the variable if it is malformed
+    log_level: str = ""  # "": INFO, or the application's logging configuration
+    fresh: bool = False
+    report: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -56,6 +67,11 @@ class Config:
                 raise ConfigError(f"{PREFIX}{name} must be a positive number, got {raw!r}")
             return float(value)
 
+        level = env.get(PREFIX + "LOG_LEVEL", "").strip().upper()
+        if level and level not in LEVELS:
+            raise ConfigError(
+                f"{PREFIX}LOG_LEVEL must be one of {', '.join(LEVELS)}, got {level!r}"
+            )
         return cls(
             kill=env.get(PREFIX + "KILL", ""),
             piddir=env.get(PREFIX + "PIDDIR", ""),
@@ -65,6 +81,9 @@ class Config:
             max_rollbacks=int(number("MAX_ROLLBACKS", int, 10)),
             spill_timeout=number("SPILL_TIMEOUT", float, 300.0),
             mtbf=env.get(PREFIX + "MTBF", "").strip(),
+            log_level=level,
+            fresh=env.get(PREFIX + "FRESH", "0") not in ("", "0"),
+            report=env.get(PREFIX + "REPORT", ""),
         )
 
 

@@ -10,9 +10,11 @@ import numpy as np
 from mpi4py import MPI
 
 from . import faults
-from .errors import Preempted, ProcessFailure
+from .errors import ConfigError, Preempted, ProcessFailure
 from .log import say, verbose
 from .schedule import Schedule
+from .segment import fingerprint_diff
+from .transport import uniformly
 
 if TYPE_CHECKING:
     from .recovery.transaction import Runtime
@@ -35,7 +37,23 @@ stop_requested = _StopRequest()
 
 class Context:
     """What a protected function works with: ``comm`` (use it instead of ``COMM_WORLD``),
-    ``role`` (``initial``, ``survivor`` or ``recovered``), :meth:`protect` and :meth:`steps`."""
+    ``role``, ``restored``, :meth:`protect` and :meth:`steps`.
+
+    The function is entered once per *incarnation* of this worker. ``role`` says why:
+
+    - ``initial``: the job's start with nothing saved (or a recovery before the first
+      checkpoint committed: everyone starts again); ``restored`` is False.
+    - ``survivor``: this worker lived through another's failure and rolls back to the last
+      committed checkpoint; ``restored`` is True (False if nothing was committed yet).
+    - ``recovered``: a spare promoted in a dead worker's place, its state rebuilt from the
+      others' RAM; ``restored`` as for a survivor.
+    - ``restarted``: a new job resumed from the spill directory; ``restored`` is True.
+    - ``shrunk``: the job goes on with fewer workers (``redistribute``); ``protect`` hands back
+      what the hook made of the saved states; ``restored`` is True.
+
+    ``restored`` is True when :meth:`protect` hands back saved values in this incarnation
+    (arrays copied in place into the ones given), False when it keeps the values given.
+    """
 
     def __init__(self, runtime: Runtime, role: str, schedule: Schedule) -> None:
         self.runtime = runtime
@@ -45,11 +63,23 @@ class Context:
         self.comm: MPI.Comm = runtime.ckpt.comm
         self.rank: int = self.comm.Get_rank()
         self.size: int = self.comm.Get_size()
+        self.restored: bool = bool(self.checkpointer.restored)
+        self._started = False  # the first checkpoint of this incarnation was taken
 
-    def protect(self, name: str, obj: T) -> T:
+    def protect(self, name: str, obj: T, *, replace: bool = False) -> T:
         """Register state under ``name``; after a recovery the saved value comes back
-        (arrays restored in place). See :meth:`Checkpointer.protect`."""
-        return self.checkpointer.protect(name, obj)
+        (arrays restored in place). See :meth:`Checkpointer.protect`.
+
+        Protect everything before :meth:`steps` starts: a value protected later would not come
+        back after a recovery (the function is re-entered and protects again from the start),
+        so that is a :class:`ConfigError`. Inside the loop, change a protected value that is
+        not updated in place with ``ctx[name] = value``."""
+        if self._started:
+            raise ConfigError(
+                f"ctx.protect({name!r}) called after ctx.steps started; protect every entry "
+                f"before ctx.steps (inside the loop, rebind a value with ctx[{name!r}] = value)"
+            )
+        return self.checkpointer.protect(name, obj, replace=replace)
 
     def __setitem__(self, name: str, value: Any) -> None:
         self.checkpointer[name] = value
@@ -69,16 +99,24 @@ class Context:
         """
         ckpt = self.checkpointer
         start = ckpt.step
+        self._started = True
+        if self.role == "restarted":
+            self._compare_with_spill()
+            if self.runtime.completed and start >= n:
+                return  # a finished run: its final state is restored, nothing to compute
         self.schedule.resume()
         stop = self._checkpoint(start)
         if self.role in ("survivor", "recovered", "shrunk"):
             self.runtime.timeline.mark(f"re-protected; resuming at step {start}")
-            self.runtime.timeline.report(self.rank)
+            self.runtime.recovered(self.rank, start)
         for step in range(start, n):
             if stop:
                 ckpt.flush()
-                raise Preempted(f"stopped before step {step} on a signal; state saved")
+                disk = self.runtime.disk
+                where = disk.directory if disk is not None else "the spill"
+                raise Preempted(f"stopped before step {step} on a signal; saved in {where}")
             faults.maybe_kill("compute", step)
+            self.runtime.at_step = step
             yield step
             if self.schedule.due(step) or step + 1 == n:
                 stop = self._checkpoint(step + 1)
@@ -113,6 +151,26 @@ class Context:
         if self.rank == 0 and verbose() and schedule.changed():
             say(f"checkpoint at step {step}; {plan.describe()}")
         return schedule.stop and ckpt.disk is not None
+
+    def _compare_with_spill(self) -> None:
+        """Collective: the same :class:`ConfigError` on every worker if the state protected
+        now is not the one the spill was written with (another computation's directory)."""
+        ckpt, comm = self.checkpointer, self.comm
+        saved = ckpt.saved_protected
+        mine = [] if saved is None else fingerprint_diff(saved, ckpt.state.declared)
+        everyone = uniformly(comm, lambda: comm.allgather(mine), "comparing with the spill")
+        lines = list(dict.fromkeys(f"  - {x}" for part in everyone for x in part))
+        if lines:
+            more = f"\n  - ... and {len(lines) - 6} more" if len(lines) > 6 else ""
+            disk = self.runtime.disk
+            where = disk.directory if disk is not None else "the spill"
+            raise ConfigError(
+                f"the state protected now differs from the one saved in {where}:\n"
+                + "\n".join(lines[:6])
+                + f"{more}\nthe directory belongs to another computation: use another "
+                "directory, or fresh=True (MPICKPT_FRESH=1) to start over (the old versions "
+                "are moved aside)"
+            )
 
     def _stop_agreed(self) -> bool:
         """Collective: whether any worker was asked to stop. An agreement, not a reduction:

@@ -7,11 +7,12 @@ import warnings
 from mpi4py import MPI
 
 from .config import config
+from .log import MpickptWarning
 
 ENV_RANKS_PER_NODE = "MPICKPT_RANKS_PER_NODE"
 
 
-class DomainWarning(UserWarning):
+class DomainWarning(MpickptWarning):
     """The placement cannot cover the loss of a whole node."""
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .errors import ApplicationError, DecodeError, NoSparesError, UnrecoverableError
+from .errors import ApplicationError, ConfigError, DecodeError, NoSparesError, UnrecoverableError
 from .schemes import Scheme
+
+_MISUSE = "ConfigError: "  # how a Report names a ConfigError raised by the protected function
 
 # owner -> (segment nbytes, [(holder, piece name, checksum), ...]): what to move for a rebuild
 Sources = tuple[int, list[tuple[int, str, int]]]
@@ -66,6 +68,9 @@ def plan_recovery(
     # With a dead worker, an exception may come from data garbled by the failure: recover, and
     # a real bug raises again in the recovered run, where nobody died.
     raised = [f"worker {r.logical} raised {r.error}" for r in reports if r.error is not None]
+    misuse = [r.error for r in reports if r.error is not None and r.error.startswith(_MISUSE)]
+    if raised and not dead and len(misuse) == len(raised):  # a ConfigError: the same message
+        raise ConfigError("\n".join(dict.fromkeys(m[len(_MISUSE) :] for m in misuse)))
     if raised and not dead:
         more = f"; and {len(raised) - 3} more" if len(raised) > 3 else ""
         printed = "its traceback is" if len(raised) == 1 else "their tracebacks are"

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import mpi4py
 from mpi4py import MPI
 
-from . import errors, faults
+from . import errors, faults, report
 from .checkpointer import Checkpointer
 from .config import config
 from .context import Context, stop_requested
@@ -28,6 +28,7 @@ from .errors import (
     UnrecoverableError,
     exit_code,
 )
+from .log import MpickptWarning, logger
 from .policies import ENV_MTBF, Policy
 from .recovery.ending import current as ending_of_job
 from .recovery.fallback import Redistribute
@@ -65,8 +66,13 @@ class Runner:
         keep: int = 2,
         redistribute: Redistribute | None = None,
         exit_on_error: bool = True,
+        tag: str | None = None,
+        fresh: bool = False,
+        report: str | os.PathLike[str] | None = None,
         **params: Any,
     ) -> None:
+        if tag is not None and not isinstance(tag, str):
+            raise ConfigError(f"tag must be a string (e.g. a hash of the inputs), got {tag!r}")
         for name, value, least in (
             ("spares", spares, 0),
             ("spill_every", spill_every, 1),
@@ -80,11 +86,15 @@ class Runner:
         self.spares, self.redistribute = spares, redistribute
         self.spill, self.spill_every, self.keep = spill, spill_every, keep
         self.exit_on_error = exit_on_error
+        self.tag, self.fresh = tag, bool(fresh)
+        self.report = report
+        self.role = ""  # the role this process last entered the function with
 
     def _checkpointer(self) -> Checkpointer:
         ckpt = Checkpointer(None, self.scheme, **self.params)
         if self.spill is not None:
-            ckpt.disk = DiskTier(self.spill, self.spill_every, self.keep)
+            fresh = self.fresh or config().fresh
+            ckpt.disk = DiskTier(self.spill, self.spill_every, self.keep, tag=self.tag, fresh=fresh)
         return ckpt
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
@@ -93,6 +103,7 @@ class Runner:
             warnings.warn(
                 "mpi4py.MPI was imported before mpickpt: MPI_Finalize will run "
                 "at exit and can hang after a failure; import mpickpt first",
+                MpickptWarning,
                 stacklevel=3,
             )
         faults.arm()  # the environment is checked before anything runs
@@ -115,16 +126,51 @@ class Runner:
         try:
             result = self._roles(fn, runtime, args, kwargs)
         except (Preempted, SpillError) as e:  # on every worker; the spares are idle
+            self._write_report(runtime, e)
             self._raise_unless_exit(e)
             code = exit_code(e) or 1
             members.release_spares(runtime.ckpt.comm, code)
             ending.end(code, _describe(e))
-        except (UnrecoverableError, NoSparesError, ApplicationError) as e:  # on everyone
+        except (UnrecoverableError, NoSparesError, ApplicationError, ConfigError) as e:
+            self._write_report(runtime, e)  # the same error on everyone
             self._raise_unless_exit(e)
             ending.end(exit_code(e) or 1, _describe(e))
+        self._write_report(runtime, None)
         if members.exit_code:  # an idle spare, told how the workers ended the job
             ending.end(members.exit_code)
         return result
+
+    def _write_report(self, runtime: Runtime, error: Exception | None) -> None:
+        """Worker 0 writes the run report, if one was asked for (never fails the job)."""
+        path = self.report if self.report is not None else config().report
+        if not path or runtime.members.logical != 0:
+            return
+        ckpt, disk = runtime.ckpt, runtime.disk
+        spill: dict[str, Any] | None = None
+        if disk is not None:
+            spill = {
+                "directory": disk.directory,
+                "tag": disk.tag,
+                "versions_submitted": disk.submitted,
+                "copying_s": round(disk.copying, 6),
+                "waiting_s": round(disk.waiting, 6),
+            }
+        data = report.build(
+            outcome=exit_code(error) or 1 if error is not None else 0,
+            message=_describe(error) if error is not None else "",
+            role=self.role,
+            scheme=ckpt.scheme.get_config(),
+            workers=runtime.members.nworkers,
+            spares=self.spares,
+            step=ckpt.step,
+            counters=ckpt.stats,
+            spill=spill,
+            recoveries=runtime.history,
+        )
+        try:
+            report.write(path, data)
+        except OSError as e:
+            logger().warning(f"cannot write the run report {path}: {e}")
 
     def _roles(self, fn: Callable[..., T], runtime: Runtime, args: Any, kwargs: Any) -> T | None:
         """Enter ``fn`` in each role this process takes until the job is finished."""
@@ -132,6 +178,7 @@ class Runner:
         result: T | None = None
         while role != "finished":
             try:
+                self.role = role
                 result = fn(Context(runtime, role, self.schedule), *args, **kwargs)
                 role = runtime.finish()
             except ProcessFailure:  # raised after the workers' decision point
@@ -141,6 +188,10 @@ class Runner:
                     # unless a peer did die (after a failure Open MPI may report ERR_OTHER):
                     # the recovery's plan tells, the same on every process
                     runtime.error = f"MPI error: {e.Get_error_string()}"
+                runtime.leave()
+                role = runtime.recover(done=False)
+            except ConfigError as e:  # a misuse, the same on every worker that makes it
+                runtime.error = f"{type(e).__name__}: {e}"
                 runtime.leave()
                 role = runtime.recover(done=False)
             except (MpickptError, Preempted):

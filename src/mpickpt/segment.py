@@ -65,6 +65,19 @@ class State:
 
     def __init__(self) -> None:
         self.entries: dict[str, Any] = {}
+        self.declared: dict[str, list[Any]] = {}  # what protect was given (see describe)
+
+    def declare(self, name: str, obj: Any, replace: bool = False) -> None:
+        """Check a new entry as ``protect`` is called: a name already protected is a
+        :class:`ConfigError` (two entries would silently become one) unless ``replace``, and
+        so is an object that cannot be pickled (here rather than at the first checkpoint)."""
+        if name in self.entries and not replace:
+            raise ConfigError(
+                f"{name!r} is already protected; use another name, or pass replace=True to "
+                "replace its value on purpose"
+            )
+        check_picklable(name, obj)
+        self.declared[name] = describe(obj)
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries
@@ -97,7 +110,7 @@ class State:
                     }
                 )
             else:
-                body = memoryview(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+                body = memoryview(_pickled(name, obj))
                 items.append({"name": name, "kind": "object"})
             items[-1]["nbytes"] = len(body)
             bodies.append(body)
@@ -117,6 +130,53 @@ class State:
         regions = [(0, memoryview(header))]
         regions += [(it["offset"], b) for it, b in zip(items, bodies, strict=True)]
         return SegmentView(regions, max(offset, _align(len(header))))
+
+
+def _pickled(name: str, obj: Any) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:  # PicklingError, TypeError, AttributeError... depending on obj
+        raise ConfigError(
+            f"protected entry {name!r} cannot be pickled ({type(e).__name__}: {e}); protect "
+            "plain data (arrays, numbers, containers, random generators), not lambdas, open "
+            "files, locks or communicators"
+        ) from None
+
+
+def check_picklable(name: str, obj: Any) -> None:
+    """:class:`ConfigError` naming ``name`` if ``obj`` (not an array) cannot be pickled.
+
+    Protected objects are small by design, so pickling them once when they are protected is
+    cheap, and the mistake shows where it is made rather than at the first checkpoint."""
+    if type(obj) is not np.ndarray:
+        _pickled(name, obj)
+
+
+def describe(obj: Any) -> list[Any]:
+    """What a protected value looks like, for comparing runs: ``["array", dtype, shape]``
+    or ``["object"]`` (the same form as :func:`fingerprint` gives for a saved entry)."""
+    if type(obj) is np.ndarray and not obj.dtype.hasobject:
+        descr = json.loads(json.dumps(np.lib.format.dtype_to_descr(obj.dtype)))
+        return ["array", descr, list(obj.shape)]
+    return ["object"]
+
+
+def fingerprint_diff(saved: dict[str, list[Any]], now: dict[str, list[Any]]) -> list[str]:
+    """How the state protected now differs from the one saved (both name -> :func:`describe`
+    of what ``protect`` was given: the application's declared state, not its current values,
+    so that an array that changes length as it runs compares equal), one line per entry."""
+
+    def show(d: list[Any]) -> str:
+        return "an object" if d[0] == "object" else f"an array {d[1]} of shape {tuple(d[2])}"
+
+    lines = [f"{n!r} was saved but is not protected now" for n in saved if n not in now]
+    lines += [f"{n!r} is protected now but was not saved" for n in now if n not in saved]
+    lines += [
+        f"{n!r} was saved as {show(saved[n])}, protected now as {show(now[n])}"
+        for n in saved
+        if n in now and saved[n] != now[n]
+    ]
+    return lines
 
 
 def read_manifest(segment: np.ndarray | bytes | memoryview) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from mpi4py import MPI
 from ..checkpointer import Checkpointer
 from ..errors import ConfigError, MpickptError, NoSparesError, SpillError, UnrecoverableError
 from ..layout import choose_backups
-from ..log import say
 from ..planning import Plan, Report, save_plan
 from ..segment import unpack
+from ..spill.directory import Restart
 from ..spill.tier import DiskTier
 from ..transport import fetch_segment
 from .membership import Membership
@@ -132,6 +132,40 @@ def adopt(
     ckpt.adopt(version, redistribute(mine, others), step)
 
 
+def restart(
+    ckpt: Checkpointer,
+    redistribute: Redistribute | None,
+    found: Restart,
+    logical: int,
+    nworkers: int,
+) -> bool:
+    """A new job resumes from ``found`` (this worker's segments of a spilled version); with
+    another number of workers the application redistributes. Returns whether the run that
+    wrote it had completed (``DONE``) at that version's step: then there is nothing to do."""
+    segments = found.segments
+    if list(segments) == [logical] and found.written_by == nworkers:
+        ckpt.restore_version(found.version, segments[logical])
+    else:  # written by another number of workers: the application redistributes
+        assert redistribute is not None
+        own = segments.pop(logical, None)
+        adopt(ckpt, redistribute, found.version, own, list(segments.values()), found.step)
+    return found.done is not None and found.done <= ckpt.step
+
+
+def restarted(found: Restart, step: int, directory: str, completed: bool) -> str:
+    """The line a restart logs."""
+    line = (
+        f"restarted from spilled version {found.version} (step {step}, "
+        f"{found.written_by} workers) in {directory}"
+    )
+    if completed:
+        line += (
+            f"; that run had completed (DONE after step {found.done}): nothing to compute "
+            "(fresh=True or MPICKPT_FRESH=1 starts over)"
+        )
+    return line
+
+
 def switch_shrunk(
     members: Membership,
     ckpt: Checkpointer,
@@ -155,29 +189,3 @@ def switch_shrunk(
     step = int(unpack(own)[0]["step"])
     adopt(ckpt, redistribute, plan.version, own, list(plan.segments.values()), step)
     return "shrunk"
-
-
-def restart(
-    disk: DiskTier, members: Membership, ckpt: Checkpointer, redistribute: Redistribute | None
-) -> str:
-    """Workers at start-up (collective): resume from the newest spilled version every worker
-    loads (``restarted``), else ``initial``."""
-    logical = members.logical
-    assert logical is not None
-    config, adapt = ckpt.scheme.get_config(), redistribute is not None
-    found = disk.open(ckpt.comm, logical, members.nworkers, config, adapt)
-    if found is None:
-        return "initial"
-    segments = found.segments
-    if list(segments) == [logical] and found.written_by == members.nworkers:
-        ckpt.restore_version(found.version, segments[logical])
-    else:  # written by another number of workers: the application redistributes
-        assert redistribute is not None
-        own = segments.pop(logical, None)
-        adopt(ckpt, redistribute, found.version, own, list(segments.values()), found.step)
-    if logical == 0:
-        say(
-            f"restarted from spilled version {found.version} (step {ckpt.step}, "
-            f"{found.written_by} workers) in {disk.directory}"
-        )
-    return "restarted"

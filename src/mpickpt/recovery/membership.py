@@ -74,7 +74,15 @@ class Membership:
     def workers_comm(self) -> MPI.Comm:
         """Collective over ``world``: the workers' communicator (``COMM_NULL`` on spares)."""
         key = self.logical if self.logical is not None else 0
-        return self.world.Split(0 if self.logical is not None else MPI.UNDEFINED, key=key)
+        comm = self.world.Split(0 if self.logical is not None else MPI.UNDEFINED, key=key)
+        if comm != MPI.COMM_NULL:
+            # Every worker has finished creating it before any can revoke it: Open MPI 5.0
+            # crashes (ompi_comm_revoke_local) on a revoke that reaches a process still inside
+            # the split, as when the protected function raises at once on every worker.
+            comm.Set_errhandler(MPI.ERRORS_RETURN)
+            with contextlib.suppress(MPI.Exception):
+                comm.Agree(1)
+        return comm
 
     # -- idle spares ------------------------------------------------------------------------
 

@@ -18,17 +18,18 @@ from typing import Any
 from mpi4py import MPI
 
 from .. import faults
-from ..checkpointer import Checkpointer
+from ..checkpointer import Checkpointer, report
 from ..config import config
 from ..errors import (
     ApplicationError,
+    ConfigError,
     MpickptError,
     NoSparesError,
     ProcessFailure,
     UnrecoverableError,
 )
 from ..layout import backup_layout
-from ..log import Timeline
+from ..log import MpickptWarning, Timeline, logger
 from ..planning import Plan, Report, plan_recovery
 from ..spill.tier import DiskTier
 from ..transport import fetch_segment, uniformly
@@ -38,7 +39,7 @@ from .membership import Membership
 from .watchdog import Watchdog, ulfm_available
 
 
-class UlfmWarning(UserWarning):
+class UlfmWarning(MpickptWarning):
     """The MPI library cannot keep the job alive through a failure."""
 
 
@@ -55,17 +56,15 @@ class Runtime:
         self.redistribute = redistribute
         self.members = m = Membership(spares)
         if not ulfm_available() and m.world.Get_rank() == 0:
-            warnings.warn(
-                "ULFM fault tolerance is not enabled (Open MPI: mpiexec --with-ft ulfm); "
-                "checkpoints are taken, but a failed rank ends the job as MPI decides",
-                UlfmWarning,
-                stacklevel=2,
-            )
+            _warn_without_ulfm()
         self.ckpt = make_checkpointer()
         self.timeline = Timeline()
         self.recoveries = 0
         self.rollbacks: dict[int, int] = {}  # version -> recoveries that rolled back to it
         self.dog = self._watchdog()  # the running recovery's
+        self.history: list[dict[str, Any]] = []  # the recoveries this process took part in
+        self.at_step: int | None = None  # the step the protected function is at
+        self.completed = False  # restarted from the spill of a run that completed (DONE)
         self.error: str | None = None  # what the protected function raised in this process
         if m.lost_at_start:
             return  # the first recovery sets the workers up (see enter)
@@ -100,9 +99,17 @@ class Runtime:
 
     def start(self) -> str:
         """Workers: ``restarted`` when resuming from a spilled version, else ``initial``."""
-        if self.disk is None or self.members.logical is None:
+        disk, m, logical = self.disk, self.members, self.members.logical
+        if disk is None or logical is None:
             return "initial"
-        return fallback.restart(self.disk, self.members, self.ckpt, self.redistribute)
+        config, adapt = self.ckpt.scheme.get_config(), self.redistribute is not None
+        found = disk.open(self.ckpt.comm, logical, m.nworkers, config, adapt)
+        if found is None:
+            return "initial"
+        self.completed = fallback.restart(self.ckpt, self.redistribute, found, logical, m.nworkers)
+        if logical == 0:
+            logger().info(fallback.restarted(found, self.ckpt.step, disk.directory, self.completed))
+        return "restarted"
 
     def finish(self) -> str:
         """Workers, after the protected function returned: agree that every worker completed,
@@ -136,7 +143,7 @@ class Runtime:
         ``UnrecoverableError`` / ``NoSparesError`` / ``ApplicationError`` on every surviving
         process when it cannot recover."""
         self.members.ending.failures_seen = True
-        self.timeline = Timeline()
+        self.timeline = Timeline(step=self.at_step if self.members.is_worker else None)
         self.timeline.mark("failure detected")
         faults.maybe_kill("recovery")
         with self._watchdog() as self.dog:
@@ -151,6 +158,10 @@ class Runtime:
         self.error = None  # recovered: the exception came with a failure, not from a bug
         return role
 
+    def recovered(self, rank: int, resume: int) -> None:
+        """The function runs again from ``resume`` after a recovery: record and log it."""
+        self.history.append(self.timeline.close(rank, resume))
+
     def _attempt(self, done: bool) -> str:
         m, ckpt = self.members, self.ckpt
         world: MPI.Intracomm = m.world.Shrink()  # type: ignore[assignment]
@@ -162,7 +173,7 @@ class Runtime:
         def transaction() -> tuple[
             list[Report], Plan | Shrunk | None, MpickptError | None, dict[int, Any], MPI.Comm
         ]:
-            own = replace(ckpt.report(done, m.logical, m.domain), error=self.error)
+            own = replace(report(ckpt.store, done, m.logical, m.domain), error=self.error)
             reports = world.allgather(own)
             nothing: dict[int, Any] = {}
             try:
@@ -178,13 +189,14 @@ class Runtime:
                         )
                     return reports, None, saved, nothing, MPI.COMM_NULL
                 return reports, shrunk, None, nothing, MPI.COMM_NULL
-            except (UnrecoverableError, ApplicationError) as e:
+            except (UnrecoverableError, ApplicationError, ConfigError) as e:
                 return reports, None, e, nothing, MPI.COMM_NULL
             if plan.finish:
                 return reports, plan, None, nothing, MPI.COMM_NULL
             again = _replayed(plan, self.rollbacks.get(plan.version, 0))
             if again is not None:
                 return reports, None, again, nothing, MPI.COMM_NULL
+            self.timeline.lost = list(plan.dead)
             mine = plan.assign.index(me) if me in plan.assign else None
             if plan.from_disk:
                 assert self.disk is not None
@@ -192,13 +204,16 @@ class Runtime:
                     segments = fallback.load_spill(
                         self.disk, world, plan, mine, m.nworkers, ckpt.scheme
                     )
-                self.timeline.mark(f"beyond the RAM tolerance: reloaded version {plan.version}")
+                self.timeline.did(
+                    f"reloaded version {plan.version} from the spill",
+                    f"beyond the RAM tolerance: reloaded version {plan.version}",
+                )
             else:
                 dest = {owner: plan.assign[owner] for owner in plan.rebuild}
                 segments = fetch_segment(
                     world, ckpt.store, ckpt.scheme, plan.version, plan.rebuild, dest
                 )
-                self.timeline.mark(_rebuilt(plan))
+                self.timeline.did(_rebuilt(plan, short=True), _rebuilt(plan))
             comm = world.Split(0 if mine is not None else MPI.UNDEFINED, key=mine or 0)
             return reports, plan, None, segments, comm
 
@@ -212,7 +227,8 @@ class Runtime:
         if isinstance(plan, Shrunk):
             assert self.redistribute is not None
             self.recoveries += 1
-            self.timeline.mark(f"continuing on {len(plan.alive)} workers (no spare left)")
+            self.timeline.lost = sorted(set(range(m.nworkers)) - set(plan.alive))
+            self.timeline.did(f"continuing on {len(plan.alive)} workers (no spare left)")
             return fallback.switch_shrunk(m, ckpt, self.disk, self.redistribute, plan, reports)
         mine = plan.assign.index(me) if me in plan.assign else None
         self._switch(plan, reports, mine, comm, segments.get(mine) if mine is not None else None)
@@ -256,10 +272,20 @@ def _replayed(plan: Plan, rollbacks: int) -> UnrecoverableError | None:
     )
 
 
-def _rebuilt(plan: Plan) -> str:
+def _warn_without_ulfm() -> None:
+    warnings.warn(
+        "ULFM fault tolerance is not enabled (Open MPI: mpiexec --with-ft ulfm); "
+        "checkpoints are taken, but a failed rank ends the job as MPI decides",
+        UlfmWarning,
+        stacklevel=3,
+    )
+
+
+def _rebuilt(plan: Plan, short: bool = False) -> str:
+    if plan.version < 0:
+        return "nothing was committed yet: starting again"
     nbytes = sum(n for n, _ in plan.rebuild.values())
     ranks = {h for _, src in plan.rebuild.values() for h, _, _ in src}
-    return (
-        f"rebuilt {nbytes / 2**20:.1f} MiB for worker(s) {sorted(plan.rebuild)} "
-        f"from {len(ranks)} rank(s)"
-    )
+    workers = "" if short else f" for worker(s) {sorted(plan.rebuild)}"
+    size = f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 // 10 else f"{nbytes / 1024:.1f} KiB"
+    return f"rebuilt {size}{workers} from {len(ranks)} rank(s)"

@@ -19,10 +19,10 @@ from .directory import (
     next_version,
     prune,
     read_index,
-    verify,
     write_version_file,
 )
 from .format import rank_file, read_rank_file, version_dir, write_rank_file
+from .listing import verify
 
 __all__ = [
     "DONE",

@@ -35,6 +35,7 @@ from .format import (
     _fsync_dir,
     _library_version,
     _write_text,
+    make_private_dir,
     rank_file,
     read_rank_file,
     version_dir,
@@ -49,6 +50,37 @@ _VDIR = re.compile(r"^v(\d{8,})$")
 def mark_done(directory: str, step: int) -> str:
     """Record that the run completed (after ``step`` steps): ``DONE`` in the spill directory."""
     return _write_text(os.path.join(directory, DONE), f"completed after step {step}\n")
+
+
+def done_step(directory: str) -> int | None:
+    """The step after which the run that wrote ``directory`` completed, if it did."""
+    try:
+        with open(os.path.join(directory, DONE)) as f:
+            return int(f.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def set_aside(directory: str | os.PathLike[str]) -> str | None:
+    """Start over in ``directory``: move its versions and ``DONE`` into a new
+    ``old-<UTC time>`` directory inside it (nothing is deleted); return that, if anything moved."""
+    d = os.fspath(directory)
+    names = (
+        [n for n in sorted(os.listdir(d)) if _VDIR.match(n) or n == DONE]
+        if os.path.isdir(d)
+        else []
+    )
+    if not names:
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    old, n = os.path.join(d, f"old-{stamp}"), 1
+    while os.path.exists(old):
+        old, n = os.path.join(d, f"old-{stamp}-{n}"), n + 1
+    os.mkdir(old, 0o700)
+    for name in names:
+        os.replace(os.path.join(d, name), os.path.join(old, name))
+    _fsync_dir(d)
+    return old
 
 
 def write_version_file(
@@ -69,7 +101,8 @@ def write_version_file(
     directory = os.fspath(directory)
     vdir = version_dir(directory, version)
     if not os.path.isdir(vdir):
-        os.makedirs(vdir, exist_ok=True)
+        make_private_dir(directory)
+        make_private_dir(vdir)
         _fsync_dir(directory)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(vdir, INDEX))
@@ -91,13 +124,14 @@ def commit(
     scheme_config: Mapping[str, Any],
     files_info: Sequence[Mapping[str, Any]],
     keep: int,
+    tag: str | None = None,
 ) -> None:
     """Write the index of ``version`` from every rank's entry and prune to ``keep`` versions
     (one rank only, after every rank's file is written)."""
     steps = {int(i["step"]) for i in files_info}
     if len(steps) != 1:
         raise SpillError(f"version {version}: ranks report different steps {sorted(steps)}")
-    commit_index(directory, version, nworkers, steps.pop(), scheme_config, files_info)
+    commit_index(directory, version, nworkers, steps.pop(), scheme_config, files_info, tag)
     prune(directory, keep)
 
 
@@ -112,8 +146,11 @@ def commit_index(
     step: int,
     scheme_config: Mapping[str, Any],
     files_info: Sequence[Mapping[str, Any]],
+    tag: str | None = None,
 ) -> str:
     """Mark ``version`` complete by writing ``INDEX.json`` atomically; return its path.
+
+    ``tag`` is the run's own label (``resilient(tag=...)``); a restart with another is refused.
 
     Call on one rank, only after every rank's file of ``version`` is written and flushed
     (``files_info`` is the gathered :meth:`mpickpt.spill.writer.SpillWriter.info` of ranks
@@ -145,6 +182,7 @@ def commit_index(
         "step": step,
         "nworkers": nworkers,
         "scheme": dict(scheme_config),
+        "tag": tag,
         "mpickpt_version": _library_version(),
         "time": now,
         "time_iso": datetime.fromtimestamp(now, timezone.utc).isoformat(),
@@ -181,10 +219,15 @@ def read_index(directory: str | os.PathLike[str], version: int) -> dict[str, Any
             and int(index["version"]) == version
             and len(index["files"]) == int(index["nworkers"])
         )
+        names = [str(i["file"]) for i in index["files"]]
     except (KeyError, TypeError, ValueError):
-        ok = False
+        ok, names = False, []
     if not ok:
         raise SpillError(f"{path}: invalid index", [path])
+    # the files of a version are in its directory: a name that leads elsewhere is an attack
+    bad = [n for n in names if os.path.basename(n) != n or n in ("", ".", "..") or "\\" in n]
+    if bad:
+        raise SpillError(f"{path}: file name(s) {bad} lead outside {os.path.dirname(path)}", [path])
     return index
 
 
@@ -258,6 +301,7 @@ class Restart:
     step: int
     segments: dict[int, np.ndarray] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    done: int | None = None  # the run that wrote it completed after this step (DONE)
 
 
 def _everyone(problems: list[str]) -> list[str]:
@@ -271,6 +315,7 @@ def find_restart(
     *,
     adapt: bool = False,
     agree: Callable[[list[str]], list[str]] = _everyone,
+    tag: str | None = None,
 ) -> Restart:
     """The newest complete version whose files all load and verify: the one restart search.
 
@@ -280,8 +325,8 @@ def find_restart(
     turns this process's problems into everyone's, so that all pick the same version.
 
     Raises :class:`SpillError` if the newest complete version was written by a different number
-    of workers (unless ``adapt``: then the application redistributes), or if no version is
-    usable (the message lists the bad files).
+    of workers (unless ``adapt``: then the application redistributes) or by a run with another
+    ``tag``, or if no version is usable (the message lists the bad files).
     """
     d = os.fspath(directory)
     if not os.path.isdir(d):
@@ -298,6 +343,13 @@ def find_restart(
                 problems.append(str(e))
                 bad += e.paths
             continue  # no index: an interrupted spill, not a version
+        if shape is None and index.get("tag") != tag:
+            raise SpillError(
+                f"spill version {v} in {d} was written by a run tagged {index.get('tag')!r}, "
+                f"but this run's tag is {tag!r}: it belongs to another computation; use "
+                "another directory, or fresh=True (MPICKPT_FRESH=1) to start over (the old "
+                "versions are moved aside)"
+            )
         expected = shape if shape is not None else None if adapt else nworkers
         if expected is not None and n != expected:
             if shape is None:
@@ -320,39 +372,9 @@ def find_restart(
                 bad += e.paths
         found = agree(mine)
         if not found:
-            return Restart(v, n, int(index["step"]), segments, problems)
+            return Restart(v, n, int(index["step"]), segments, problems, done_step(d))
         problems += found
     if not bad and not problems:
         raise SpillError(f"no complete version in spill directory {d}")
     listing = "\n".join(f"  - {p}" for p in problems)
     raise SpillError(f"no usable version in spill directory {d}:\n{listing}", bad)
-
-
-# --------------------------------------------------------------------------------------------
-# inspect / verify (no MPI; wired into the CLI)
-
-
-def verify(directory: str | os.PathLike[str]) -> list[str]:
-    """Re-read every file of every complete version and recompute its checksums.
-
-    Returns one ``"<path>: <reason>"`` line per bad file or index (empty: all good).
-    Interrupted spills (no index) are not versions and are not checked.
-    """
-    d = os.fspath(directory)
-    if not os.path.isdir(d):
-        raise SpillError(f"no spill directory {d}")
-    bad: list[str] = []
-    for v in _versions(d):
-        if not os.path.exists(os.path.join(version_dir(d, v), INDEX)):
-            continue
-        try:
-            index = read_index(d, v)
-        except SpillError as e:
-            bad.append(str(e))
-            continue
-        for info in index["files"]:
-            try:
-                load(d, v, int(info["rank"]))
-            except SpillError as e:
-                bad.append(str(e))
-    return bad

@@ -89,8 +89,17 @@ def _fsync_file(path: str) -> None:
         os.close(fd)
 
 
+def make_private_dir(path: str) -> None:
+    """Create ``path`` (and missing parents) if needed, readable by this user only (0700):
+    a spill holds the job's state, and restarting unpickles it."""
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)  # whatever the umask
+
+
 def _publish(tmp: str, final: str) -> None:
-    """fsync ``tmp``, rename it to ``final``, fsync the directory."""
+    """Make ``tmp`` private (0600), fsync it, rename it to ``final``, fsync the directory."""
+    os.chmod(tmp, 0o600)
     _fsync_file(tmp)
     os.replace(tmp, final)
     _fsync_dir(os.path.dirname(final))

@@ -1,4 +1,5 @@
-"""What a spill directory holds, as a table for people (``mpickpt inspect``). No MPI."""
+"""What a spill directory holds, as a table for people or JSON (``mpickpt inspect``), and the
+check of every file (``mpickpt verify``). No MPI."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import h5py
 
 from ..errors import SpillError
-from .directory import INDEX, _versions, read_index
+from .directory import INDEX, _versions, done_step, load, read_index
 from .format import version_dir
 
 _RANKFILE = re.compile(r"^rank(\d{5,})\.h5$")
@@ -48,6 +49,43 @@ def _peek(path: str) -> dict[str, Any]:
         return {}
 
 
+def versions(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """One record per version directory, newest first (files are not verified): ``version``,
+    ``step``, ``workers``, ``size`` (bytes), ``scheme``, ``tag``, ``time``, ``status``
+    (``complete``, ``incomplete`` or ``bad index``), ``problem`` and ``files``."""
+    d = os.fspath(directory)
+    if not os.path.isdir(d):
+        raise SpillError(f"no spill directory {d}")
+    out = []
+    for v in _versions(d):
+        vdir = version_dir(d, v)
+        names = sorted(n for n in os.listdir(vdir) if _RANKFILE.match(n))
+        files: list[dict[str, Any]] = [
+            {"name": n, "size": os.path.getsize(os.path.join(vdir, n))} for n in names
+        ]
+        rec: dict[str, Any] = {"version": v, "size": sum(int(f["size"]) for f in files)}
+        try:
+            ix = read_index(d, v)
+            rec |= {"step": ix["step"], "workers": ix["nworkers"], "scheme": ix["scheme"]}
+            rec |= {"tag": ix.get("tag"), "time": ix["time"], "status": "complete"}
+        except SpillError as e:
+            attrs = _peek(os.path.join(vdir, names[0])) if names else {}
+            scheme = attrs.get("scheme")
+            rec |= {"step": _plain(attrs.get("step")), "workers": _plain(attrs.get("nworkers"))}
+            rec |= {"scheme": json.loads(scheme) if isinstance(scheme, str) else None}
+            rec |= {"tag": None, "time": _plain(attrs.get("time"))}
+            bad = os.path.exists(os.path.join(vdir, INDEX))
+            rec |= {"status": "bad index" if bad else "incomplete", "problem": str(e)}
+        rec["files"] = files
+        out.append(rec)
+    return out
+
+
+def _plain(x: Any) -> Any:
+    """A number read from HDF5 as a plain Python number (for JSON)."""
+    return x.item() if hasattr(x, "item") else x
+
+
 def inspect(directory: str | os.PathLike[str], verbose: bool = False) -> str:
     """A human-readable table of the versions in a spill directory (files are not verified).
 
@@ -55,41 +93,29 @@ def inspect(directory: str | os.PathLike[str], verbose: bool = False) -> str:
     ``verbose`` adds one line per rank file.
     """
     d = os.fspath(directory)
-    if not os.path.isdir(d):
-        raise SpillError(f"no spill directory {d}")
     rows = [("version", "step", "workers", "size", "scheme", "written (UTC)", "status")]
     details: dict[int, list[str]] = {}
-    for v in _versions(d):
-        vdir = version_dir(d, v)
-        files = sorted(n for n in os.listdir(vdir) if _RANKFILE.match(n))
-        size = sum(os.path.getsize(os.path.join(vdir, n)) for n in files)
-        try:
-            ix = read_index(d, v)
-            step, nw, scheme, when = ix["step"], ix["nworkers"], ix["scheme"], ix["time"]
-            status = "complete"
-        except SpillError as e:
-            attrs = _peek(os.path.join(vdir, files[0])) if files else {}
-            step, nw = attrs.get("step", "?"), attrs.get("nworkers", "?")
-            scheme, when = attrs.get("scheme"), attrs.get("time")
-            if os.path.exists(os.path.join(vdir, INDEX)):
-                status = f"BAD INDEX ({e})"
-            else:
-                status = f"incomplete ({len(files)} of {nw} files, no index)"
+    for rec in versions(d):
+        nw, v = rec["workers"], rec["version"]
+        status = rec["status"]
+        if status == "bad index":
+            status = f"BAD INDEX ({rec['problem']})"
+        elif status == "incomplete":
+            status = f"incomplete ({len(rec['files'])} of {_q(nw)} files, no index)"
+        scheme, when = rec["scheme"], rec["time"]
         rows.append(
             (
                 str(v),
-                str(step),
-                str(nw),
-                _size(size),
+                _q(rec["step"]),
+                _q(nw),
+                _size(rec["size"]),
                 _scheme_short(scheme) if scheme is not None else "?",
                 _when(float(when)) if when is not None else "?",
                 status,
             )
         )
         if verbose:
-            details[v] = [
-                f"    {n}  {_size(os.path.getsize(os.path.join(vdir, n)))}" for n in files
-            ]
+            details[v] = [f"    {f['name']}  {_size(f['size'])}" for f in rec["files"]]
     if len(rows) == 1:
         return f"{d}: no spill versions"
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
@@ -105,4 +131,40 @@ def inspect(directory: str | os.PathLike[str], verbose: bool = False) -> str:
         )
         if r[0].isdigit():
             lines += details.get(int(r[0]), [])
+    tags = {rec["tag"] for rec in versions(d) if rec["status"] == "complete"} - {None}
+    if tags:
+        lines.append(f"tag: {', '.join(sorted(tags))}")
+    done = done_step(d)
+    if done is not None:
+        lines.append(f"DONE: the run completed after step {done}")
     return "\n".join(lines)
+
+
+def _q(x: Any) -> str:
+    return "?" if x is None else str(x)
+
+
+def verify(directory: str | os.PathLike[str]) -> list[str]:
+    """Re-read every file of every complete version and recompute its checksums.
+
+    Returns one ``"<path>: <reason>"`` line per bad file or index (empty: all good).
+    Interrupted spills (no index) are not versions and are not checked.
+    """
+    d = os.fspath(directory)
+    if not os.path.isdir(d):
+        raise SpillError(f"no spill directory {d}")
+    bad: list[str] = []
+    for v in _versions(d):
+        if not os.path.exists(os.path.join(version_dir(d, v), INDEX)):
+            continue
+        try:
+            index = read_index(d, v)
+        except SpillError as e:
+            bad.append(str(e))
+            continue
+        for info in index["files"]:
+            try:
+                load(d, v, int(info["rank"]))
+            except SpillError as e:
+                bad.append(str(e))
+    return bad

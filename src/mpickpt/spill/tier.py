@@ -8,7 +8,6 @@ The file format and the directory need no MPI: :mod:`.format` and :mod:`.directo
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any
 
@@ -17,9 +16,16 @@ from mpi4py import MPI
 
 from ..config import config
 from ..errors import SpillError
-from ..log import say
+from ..log import logger
 from ..transport import uniformly
-from .directory import Restart, complete_versions, find_restart, mark_done, write_version_file
+from .directory import (
+    Restart,
+    complete_versions,
+    find_restart,
+    mark_done,
+    set_aside,
+    write_version_file,
+)
 from .writer import SpillWriter
 
 
@@ -31,10 +37,20 @@ class DiskTier:
     is checked collectively at the next checkpoint (or at :meth:`flush`).
     """
 
-    def __init__(self, directory: str | os.PathLike[str], every: int = 1, keep: int = 2) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        every: int = 1,
+        keep: int = 2,
+        *,
+        tag: str | None = None,
+        fresh: bool = False,
+    ) -> None:
         if every < 1:
             raise ValueError(f"spill_every must be >= 1, got {every}")
         self.directory = os.fspath(directory)
+        self.tag = tag  # the run's label: a restart from another run's versions is refused
+        self.fresh = fresh  # at the start, move the old versions aside
         self.every = every
         self.keep = keep
         self.writer: SpillWriter | None = None
@@ -53,6 +69,7 @@ class DiskTier:
             if self.writer is not None:
                 self.writer.close()
             self.writer = SpillWriter(self.directory, logical, nworkers, scheme_config, self.keep)
+            self.writer.tag = self.tag
         self.pending = None
 
     def on_commit(
@@ -89,14 +106,14 @@ class DiskTier:
         ok = self.writer.wait(self.pending, seconds, raise_errors=False)
         self.waiting += time.perf_counter() - t
         if not ok and not self.writer.job(self.pending).done():
-            say(
+            logger().warning(
                 f"rank {comm.Get_rank()}: spill of version {self.pending} did not finish in "
                 f"{seconds:g} s (a stalled file system?); the loop goes on without it"
             )
         infos = comm.allgather(self.writer.info(self.pending) if ok else None)
         if any(i is None for i in infos):
             if comm.Get_rank() == 0:
-                say(f"spill of version {self.pending} failed on some rank; it is skipped")
+                logger().warning(f"spill of version {self.pending} failed on some rank; skipped")
             return []
         return infos
 
@@ -108,7 +125,9 @@ class DiskTier:
             try:  # after the agreement, on one rank: a failure here must not stop the job
                 self.writer.commit(self.pending, infos)
             except (OSError, SpillError) as e:
-                say(f"spill of version {self.pending} could not be indexed ({e}); it is skipped")
+                logger().warning(
+                    f"spill of version {self.pending} could not be indexed ({e}); it is skipped"
+                )
         self.pending = None
 
     def summary(self) -> str:
@@ -123,30 +142,6 @@ class DiskTier:
         """Whether the directory holds a complete version."""
         return os.path.isdir(self.directory) and bool(complete_versions(self.directory))
 
-    def write_now(self, version: int, segments: dict[int, np.ndarray]) -> list[dict[str, Any]]:
-        """Write ``segments`` (worker -> segment of ``version``) synchronously; their index
-        entries. Pending background writes finish first (they may be of the same files)."""
-        if not segments:
-            return []
-        assert self.writer is not None
-        self.writer.flush(raise_errors=False)
-        return [
-            write_version_file(
-                self.directory,
-                version,
-                w,
-                seg,
-                nworkers=self.writer.nworkers,
-                scheme_config=self.writer.scheme_config,
-            )
-            for w, seg in sorted(segments.items())
-        ]
-
-    def commit(self, version: int, infos: list[dict[str, Any]]) -> None:
-        """Write the index of ``version`` (one rank)."""
-        assert self.writer is not None
-        self.writer.commit(version, infos)
-
     def open(
         self, comm: MPI.Comm, logical: int, nworkers: int, scheme: dict[str, Any], adapt: bool
     ) -> Restart | None:
@@ -157,6 +152,8 @@ class DiskTier:
         def step() -> tuple[str | None, Restart | None]:
             problem = None
             try:
+                if self.fresh and logical == 0 and (old := set_aside(self.directory)):
+                    logger().info(f"fresh start: the previous versions were moved to {old}")
                 self.attach(logical, nworkers, scheme)
             except (SpillError, OSError) as e:
                 problem = (
@@ -172,6 +169,7 @@ class DiskTier:
                 return str(e), None
 
         problem, found = uniformly(comm, step, "opening the spill")
+        self.fresh = False  # once per job: a retry after a failure must not move new versions
         if problem is not None:
             raise SpillError(problem)
         return found
@@ -196,23 +194,36 @@ class DiskTier:
         def agree(problems: list[str]) -> list[str]:
             return [p for part in comm.allgather(problems) for p in part]
 
-        found = find_restart(self.directory, nworkers, mine, adapt=adapt, agree=agree)
+        found = find_restart(self.directory, nworkers, mine, adapt=adapt, agree=agree, tag=self.tag)
         self.written_by = found.written_by
         if found.problems and comm.Get_rank() == 0:
-            print(
-                "mpickpt: skipped damaged spill versions:\n  " + "\n  ".join(found.problems),
-                file=sys.stderr,
-                flush=True,
-            )
+            logger().warning("skipped damaged spill versions:\n  " + "\n  ".join(found.problems))
         return found
 
     def save(self, world: MPI.Comm, version: int, segments: dict[int, np.ndarray]) -> None:
         """Collective over ``world``: write ``segments`` (worker -> segment of ``version``) now,
-        each process those it holds, then rank 0 writes the index."""
-        infos = self.write_now(version, segments)
+        each process those it holds, then rank 0 writes the index. Pending background writes
+        finish first (they may be of the same files)."""
+        infos = []
+        if segments:
+            assert self.writer is not None
+            self.writer.flush(raise_errors=False)
+            w = self.writer
+            for rank, seg in sorted(segments.items()):
+                infos.append(
+                    write_version_file(
+                        self.directory,
+                        version,
+                        rank,
+                        seg,
+                        nworkers=w.nworkers,
+                        scheme_config=w.scheme_config,
+                    )
+                )
         everyone = [i for part in world.allgather(infos) for i in part]
         if world.Get_rank() == 0:
-            self.commit(version, sorted(everyone, key=lambda i: int(i["rank"])))
+            assert self.writer is not None
+            self.writer.commit(version, sorted(everyone, key=lambda i: int(i["rank"])))
 
     def done(self, step: int) -> None:
         """Record that the run completed (one worker, after every worker agreed it did)."""

@@ -16,13 +16,10 @@ when the socket closes. Linux only, like ULFM.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import mmap
 import os
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -36,8 +33,8 @@ import numpy as np
 
 from ..errors import SpillError
 from ..segment import SegmentView
-from .directory import commit, write_version_file
-from .format import rank_file
+from .directory import commit
+from .format import make_private_dir, rank_file
 
 _MAX_MESSAGE = 1 << 16
 # the helper does no linear algebra: no BLAS thread pool (it halves its start-up CPU time)
@@ -46,10 +43,9 @@ _ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THR
 _BOOT = (
     "import sys\n"
     "if sys.argv[3] not in sys.path: sys.path.insert(0, sys.argv[3])\n"
-    "from mpickpt.spill.writer import main\n"
+    "from mpickpt.spill._helper import main\n"
     "main(int(sys.argv[1]), int(sys.argv[2]))\n"
 )
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -171,13 +167,14 @@ class SpillWriter:
         self.rank = rank
         self.nworkers = nworkers
         self.scheme_config = dict(scheme_config)
+        self.tag: str | None = None  # the run's tag, recorded in every index
         self.keep = keep
         self.queue_size = queue_size
         self._jobs: dict[int, SpillJob] = {}
         self._pending: deque[tuple[SpillJob, _Buffer]] = deque()
         self._pool = _BufferPool()
         self._closed = False
-        os.makedirs(self.directory, exist_ok=True)
+        make_private_dir(self.directory)
         self._start()
 
     # -- the helper process -----------------------------------------------------------------
@@ -323,7 +320,8 @@ class SpillWriter:
 
     def commit(self, version: int, files_info: Sequence[Mapping[str, Any]]) -> None:
         """Write the index of ``version`` and prune to ``keep`` versions (one rank only)."""
-        commit(self.directory, version, self.nworkers, self.scheme_config, files_info, self.keep)
+        shape = (self.nworkers, self.scheme_config)
+        commit(self.directory, version, *shape, files_info, self.keep, self.tag)
 
     def close(self) -> None:
         """Finish pending writes and stop the helper (errors are left in the jobs)."""
@@ -344,56 +342,3 @@ class SpillWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# --------------------------------------------------------------------------------------------
-# the helper process
-
-
-def _die_with(parent: int) -> None:
-    """Be killed when the rank dies (it may be SIGKILLed mid-write), and leave the job's
-    termination signals to the rank."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the rank died before the line above took effect
-        os._exit(0)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, signal.SIG_IGN)
-
-
-def serve(sock: socket.socket) -> None:
-    """Write each requested segment and reply, until the rank closes the socket."""
-    maps: dict[int, mmap.mmap] = {}
-    while True:
-        try:
-            msg, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 1)
-        except ConnectionResetError:  # the rank was killed: nothing to report to anyone
-            return
-        if not msg:
-            return
-        req = json.loads(msg)
-        for ident in req["forget"]:
-            maps.pop(ident).close()
-        if fds:
-            maps[req["buffer"]] = mmap.mmap(fds[0], max(req["size"], 1))
-            os.close(fds[0])
-        try:
-            info = write_version_file(
-                req["directory"],
-                req["version"],
-                req["rank"],
-                np.frombuffer(maps[req["buffer"]], dtype=np.uint8, count=req["nbytes"]),
-                nworkers=req["nworkers"],
-                scheme_config=req["scheme"],
-            )
-            reply: dict[str, Any] = {"info": info}
-        except Exception as e:  # handed to the rank, which decides what a failed write means
-            reply = {"error": f"{type(e).__name__}: {e}"[:4000]}
-        sock.send(json.dumps(reply).encode())
-
-
-def main(fd: int, parent: int) -> None:
-    """The helper process: serve the rank ``parent`` over the socket ``fd``."""
-    _die_with(parent)
-    with socket.socket(fileno=fd) as sock:
-        serve(sock)
