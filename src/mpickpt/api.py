@@ -65,7 +65,9 @@ class Context:
         self.checkpointer = runtime.ckpt
         self.role = role
         self.every = every
-        self.comm: MPI.Comm = runtime.ckpt.comm
+        # the application's own duplicate (its receives cannot take the library's messages);
+        # whatever is derived from it is revoked when a worker leaves for a recovery
+        self.comm: MPI.Intracomm = runtime.comms.root(runtime.ckpt.comm)
         self.rank: int = self.comm.Get_rank()
         self.size: int = self.comm.Get_size()
 
@@ -111,7 +113,7 @@ class Context:
         """Collective: whether any worker was asked to stop. An agreement, not a reduction:
         it cannot hang when a worker has left for a recovery (it then takes part with 0)."""
         try:
-            flags = self.comm.Agree(1 | (0 if _stop_requested else 2))
+            flags = self.checkpointer.comm.Agree(1 | (0 if _stop_requested else 2))
         except MPI.Exception:
             flags = 0
         if not flags & 1:
@@ -122,7 +124,7 @@ class Context:
         """Collective: raise :class:`ProcessFailure` if a worker has failed. For long phases
         without communication, so that the others do not compute on for nothing."""
         try:
-            alive = self.comm.Agree(1)
+            alive = self.checkpointer.comm.Agree(1)  # where a leaving worker agrees
         except MPI.Exception:
             alive = 0
         if not alive:
@@ -238,6 +240,8 @@ def resilient(
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> T | None:
             sys.excepthook = fatal_excepthook
+            if not MPI.Is_initialized():  # a library (Devito) told mpi4py to leave it to others
+                MPI.Init_thread()
             if mpi4py.rc.finalize:
                 warnings.warn(
                     "mpi4py.MPI was imported before mpickpt: MPI_Finalize will run "

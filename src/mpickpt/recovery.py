@@ -25,6 +25,7 @@ from mpi4py import MPI
 
 from . import testing
 from .checkpointer import Checkpointer, fetch_segment
+from .comms import Family
 from .disk import DiskTier
 from .errors import (
     ApplicationError,
@@ -151,6 +152,7 @@ class Runtime:
         self.timeline = Timeline()
         self.recoveries = 0
         self.error: str | None = None  # what the protected function raised in this process
+        self.comms = Family()  # ctx.comm and what the application derived from it
         comm = self.world.Split(0 if self.logical is not None else MPI.UNDEFINED, key=rank)
         if self.logical is not None:
             self.ckpt.attach(comm, self.domains[: self.nworkers])
@@ -276,6 +278,7 @@ class Runtime:
         """A worker that saw a failure in its own code: revoke the workers' communicator and
         take part in its uniform decision point, as every other worker will."""
         watchdog = self._watchdog()
+        self.comms.revoke()  # wakes workers blocked on the application's communicators
         try:
             self.ckpt.comm.Revoke()
             self.ckpt.comm.Agree(0)
@@ -316,10 +319,12 @@ class Runtime:
         self.timeline.mark("failure detected")
         testing.maybe_kill("recovery")
         watchdog = self._watchdog()
+        self.comms.revoke()
         try:
             role = self._recover(done)
         finally:
             watchdog.cancel()
+        self.comms.forget()  # the next incarnation gets a new ctx.comm
         self.error = None  # recovered: the exception came with a failure, not from a bug
         return role
 
