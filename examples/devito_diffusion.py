@@ -7,17 +7,17 @@ Kill any worker at any time (or set MPICKPT_KILL=RANK@STEP): a spare takes its p
 printed checksum is the same as without the failure, and as on one rank.
 """
 
-from diffusion import arguments, build, checksum, times
-
 import mpickpt  # first: it turns off MPI_Finalize, which can hang after a failure
+from diffusion import arguments, checksum, field, operator, times
 from mpickpt.integrations import devito as resilient_devito
 
 
 def simulate(ctx, steps, per_apply, size):
-    u, op = build(ctx.comm, size)  # the Grid on ctx.comm, inside the protected function
+    u = field(ctx.comm, size)  # the Grid on ctx.comm, inside the protected function
     resilient_devito.protect(ctx, "u", u)  # every time slot, restored in place
+    op = resilient_devito.operator(ctx, "diffusion", lambda: operator(u))  # kept on recovery
     for step in ctx.steps(steps):
-        resilient_devito.apply(ctx, op, **times(step, per_apply))  # a failure: a recovery
+        resilient_devito.apply(ctx, op, u=u, **times(step, per_apply))  # failure: recovery
     return checksum(u, steps, per_apply)
 
 

@@ -3,14 +3,16 @@
 mpiexec -n 4 python examples/devito_diffusion_plain.py --steps 50 --size 256
 """
 
-from diffusion import arguments, build, checksum, times
 from mpi4py import MPI
+
+from diffusion import arguments, checksum, field, operator, times
 
 
 def simulate(comm, steps, per_apply, size):
-    u, op = build(comm, size)
+    u = field(comm, size)
+    op = operator(u)
     for step in range(steps):
-        op.apply(**times(step, per_apply))
+        op.apply(u=u, **times(step, per_apply))
     return checksum(u, steps, per_apply)
 
 

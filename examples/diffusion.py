@@ -32,18 +32,22 @@ def arguments(description: str) -> argparse.Namespace:
     return p.parse_args()
 
 
-def build(comm, size: int) -> tuple[TimeFunction, Operator]:
-    """The field (with its initial value at time 0) and the operator, on ``comm``."""
+def field(comm, size: int) -> TimeFunction:
+    """The field on a grid decomposed over ``comm``, with its initial value at time 0."""
     grid = Grid(shape=(size, size), extent=(1.0, 1.0), comm=comm)
     u = TimeFunction(name="u", grid=grid, space_order=2)
-    h = grid.spacing_symbols[0]  # the same spacing in x and y
-    op = Operator([Eq(u.forward, u + ALPHA * h * h * u.laplace)])
     y, x = np.meshgrid(np.arange(size) / size, np.arange(size) / size, indexing="ij")
-    field = np.sin(3 * np.pi * x) * np.cos(2 * np.pi * y) + 2.0 * (
+    value = np.sin(3 * np.pi * x) * np.cos(2 * np.pi * y) + 2.0 * (
         (x - 0.3) ** 2 + (y - 0.6) ** 2 < 0.01
     )
-    u.data[0] = field.astype(np.float32)  # global indexing: each rank keeps its block
-    return u, op
+    u.data[0] = value.astype(np.float32)  # global indexing: each rank keeps its block
+    return u
+
+
+def operator(u: TimeFunction) -> Operator:
+    """One explicit diffusion step for ``u`` (the same spacing in x and y)."""
+    h = u.grid.spacing_symbols[0]
+    return Operator([Eq(u.forward, u + ALPHA * h * h * u.laplace)], name="diffusion")
 
 
 def times(step: int, per_apply: int) -> dict[str, int]:

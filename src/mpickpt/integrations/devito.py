@@ -6,8 +6,9 @@ Build the ``Grid`` on ``ctx.comm`` inside the protected function, then::
 
     u = TimeFunction(name="u", grid=grid, space_order=2)
     resilient_devito.protect(ctx, "u", u)           # the whole buffer, restored in place
+    op = resilient_devito.operator(ctx, "diffusion", lambda: Operator(...))  # built once
     for step in ctx.steps(n):
-        resilient_devito.apply(ctx, op, time_m=k * step, time_M=k * step + k - 1)
+        resilient_devito.apply(ctx, op, u=u, time_m=k * step, time_M=k * step + k - 1)
 
 What it takes care of:
 
@@ -26,12 +27,19 @@ What it takes care of:
   So the number of time steps per ``apply`` sets how late a failure is seen and how much work
   is lost with it (see docs/frameworks.md).
 
+* Building an ``Operator`` (its lowering) costs seconds per rank, and a recovery re-enters
+  the protected function. :func:`operator` keeps each process's operators across recoveries:
+  only a promoted spare builds its own. The functions it is applied to come from the current
+  run of the function, so pass them to :func:`apply` by name (``u=u``); it refuses a function
+  left from before the recovery.
+
 Devito sets up ``mpi4py`` not to initialize MPI at import; ``mpickpt.resilient`` initializes
 it (with mpi4py's thread level) if nobody has, before anything else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -122,11 +130,34 @@ def protect(ctx: Context, name: str, f: Any) -> Any:
     return f
 
 
+_operators: dict[tuple[str, int, int], Any] = {}
+
+
+def operator(ctx: Context, key: str, build: Callable[[], Any]) -> Any:
+    """The operator ``build()`` made for ``key`` in this process, built on first use and kept
+    across recoveries (per worker number and count: the local shapes stay the same when a spare
+    replaces a worker). Apply it with :func:`apply`, naming the functions of this run."""
+    slot = (key, ctx.rank, ctx.size)
+    if slot not in _operators:
+        _operators[slot] = build()
+    return _operators[slot]
+
+
 def apply(ctx: Context, op: Any, **kwargs: Any) -> Any:
     """``op.apply(**kwargs)``, then raise ``MPI.Exception`` (a recovery) if the kernel ran into
     a failure: a communicator derived from ``ctx.comm`` was revoked or lost a peer. Returns
-    what ``apply`` returned."""
+    what ``apply`` returned. Refuses (``ValueError``) to run on a distributed function left
+    from before a recovery: pass this run's function by name, e.g. ``u=u``."""
     install()
+    for f in op.input:
+        distributor = getattr(getattr(f, "grid", None), "distributor", None)
+        if f.name in kwargs or not getattr(distributor, "is_parallel", False):
+            continue
+        if getattr(distributor, "comm", None) == MPI.COMM_NULL:  # freed by the recovery
+            raise ValueError(
+                f"{op.name} was built before a recovery: pass this run's {f.name!r} to apply "
+                f"({f.name}={f.name})"
+            )
     summary = op.apply(**kwargs)
     if ctx.runtime.comms.failed():
         raise MPI.Exception(MPI.ERR_PROC_FAILED)
