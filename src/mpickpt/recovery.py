@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import socket
 import sys
 import threading
 import time
@@ -38,6 +39,7 @@ from .errors import (
 from .layout import backup_layout, choose_backups
 from .planning import Plan, Report, plan_recovery, save_plan
 from .spill import SpillError, read_index
+from .stall import diagnose, known_failed
 from .state import State, unpack
 from .transport import keep_on_failure, uniformly, waitall
 
@@ -119,6 +121,7 @@ class Runtime:
         self.redistribute = redistribute
         self.world = MPI.COMM_WORLD.Dup()
         self.world.Set_errhandler(MPI.ERRORS_RETURN)
+        self.peers = self.world.allgather((socket.gethostname(), os.getpid()))  # for _watchdog
         size = self.world.Get_size()
         self.nworkers = size - spares
         if self.nworkers < 1:
@@ -277,7 +280,7 @@ class Runtime:
     def leave(self) -> None:
         """A worker that saw a failure in its own code: revoke the workers' communicator and
         take part in its uniform decision point, as every other worker will."""
-        watchdog = self._watchdog()
+        watchdog = self._watchdog("left the loop, agreeing with the other workers")
         self.comms.revoke()  # wakes workers blocked on the application's communicators
         try:
             self.ckpt.comm.Revoke()
@@ -287,19 +290,23 @@ class Runtime:
         finally:
             watchdog.cancel()
 
-    def _watchdog(self) -> threading.Timer:
-        """Ends this process if a recovery stalls. Open MPI can abort a rank from inside a call
-        when a peer dies ("Send error after request freed"); such a rank is never reported
-        failed over shared memory, so the others would wait for it forever."""
+    def _watchdog(self, stage: str | None = None) -> threading.Timer:
+        """Ends this process if a recovery stalls: a process that is not reported failed never
+        joins it (Open MPI aborted it from inside a call when a peer died, "Send error after
+        request freed"; it is stopped; or it is blocked where mpickpt cannot wake it). The
+        message says what this process can tell about the others (:mod:`mpickpt.stall`)."""
         seconds = float(os.environ.get(ENV_RECOVERY_TIMEOUT, "120"))
 
         def fire() -> None:
             disk = self.disk
             code = 75 if disk is not None and disk.complete() else 3
+            me = MPI.COMM_WORLD.Get_rank()
+            last = stage or self.timeline.events[-1][1]  # the recovery's timeline
+            lines = diagnose(me, self.peers, known_failed(self.world))
             print(
-                f"mpickpt: world rank {MPI.COMM_WORLD.Get_rank()}: recovery stalled for "
-                f"{seconds:g} s (a rank aborted by Open MPI is not reported failed); "
-                f"exiting with {code}",
+                f"mpickpt: world rank {me}: recovery stalled for {seconds:g} s "
+                f"(last step done: {last}); exiting with {code}. Every process not reported "
+                f"failed must join it:" + "".join(f"\n  {line}" for line in lines),
                 file=sys.stderr,
                 flush=True,
             )
