@@ -126,7 +126,13 @@ def protect(ctx: Context, name: str, f: Any) -> Any:
     """Protect Devito function ``f`` under ``name``: its whole buffer, checkpointed without a
     copy or pickling, restored in place after a recovery. Returns ``f``."""
     install()
-    ctx.protect(name, buffer(f))
+    array = buffer(f)
+    if ctx.protect(name, array) is not array:  # not restored in place: another local shape
+        raise ValueError(
+            f"{name}: the saved buffer does not fit {f.name}'s ({array.shape}): the grid is "
+            "decomposed differently than when it was saved (a changed number of workers "
+            "needs a redistribute hook that works on whole fields)"
+        )
     return f
 
 
