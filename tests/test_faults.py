@@ -270,4 +270,5 @@ def test_stalled_recovery_ends_instead_of_hanging(tmp_path):
         pytest.fail(f"hung\n{out}\n{err}")
     assert proc.returncode == 3, f"{out}\n{err}"
     assert "recovery stalled for 4 s" in err
+    assert re.search(r"stopped: world rank\(s\) 3 \(pid \d+\)", err), err  # who is missing
     assert checksum(out) is None

@@ -60,7 +60,9 @@ class Context:
         self.checkpointer = runtime.ckpt
         self.role = role
         self.schedule = schedule  # when to checkpoint (mpickpt.policies)
-        self.comm: MPI.Comm = runtime.ckpt.comm
+        # the application's own duplicate (its receives cannot take the library's messages);
+        # whatever is derived from it is revoked when a worker leaves for a recovery
+        self.comm: MPI.Intracomm = runtime.comms.root(runtime.ckpt.comm)
         self.rank: int = self.comm.Get_rank()
         self.size: int = self.comm.Get_size()
         self.restored: bool = bool(self.checkpointer.restored)
@@ -176,7 +178,7 @@ class Context:
         """Collective: whether any worker was asked to stop. An agreement, not a reduction:
         it cannot hang when a worker has left for a recovery (it then takes part with 0)."""
         try:
-            flags = self.comm.Agree(1 | (0 if stop_requested.requested else 2))
+            flags = self.checkpointer.comm.Agree(1 | (0 if stop_requested.requested else 2))
         except MPI.Exception:
             flags = 0
         if not flags & 1:
@@ -187,7 +189,7 @@ class Context:
         """Collective: raise :class:`ProcessFailure` if a worker has failed. For long phases
         without communication, so that the others do not compute on for nothing."""
         try:
-            alive = self.comm.Agree(1)
+            alive = self.checkpointer.comm.Agree(1)  # where a leaving worker agrees
         except MPI.Exception:
             alive = 0
         if not alive:

@@ -106,6 +106,8 @@ class Runner:
                 MpickptWarning,
                 stacklevel=3,
             )
+        if not MPI.Is_initialized():  # a library (Devito) told mpi4py to leave it to others
+            MPI.Init_thread()
         faults.arm()  # the environment is checked before anything runs
         if self.spill is not None:
             for sig in STOP_SIGNALS:  # early: Slurm may signal long before the end
@@ -121,8 +123,9 @@ class Runner:
             errors.excepthook(type(e), e, None)  # printed once; the job exits with 2
             raise  # pragma: no cover - excepthook exits
         members = runtime.members
-        ending.revoke.append(lambda: members.world)
-        ending.revoke.append(lambda: runtime.ckpt.comm)
+        ending.revoke.append(lambda: members.world.Revoke())
+        ending.revoke.append(lambda: runtime.ckpt.comm.Revoke())
+        ending.revoke.append(runtime.comms.revoke)
         try:
             result = self._roles(fn, runtime, args, kwargs)
         except (Preempted, SpillError) as e:  # on every worker; the spares are idle

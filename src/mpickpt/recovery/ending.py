@@ -41,7 +41,7 @@ class Ending:
     def __init__(self, final: MPI.Comm) -> None:
         self.final = final
         self.failures_seen = False
-        self.revoke: list[Callable[[], MPI.Comm]] = []  # communicators to revoke on an error
+        self.revoke: list[Callable[[], object]] = []  # revoke these communicators on an error
         self.ended = False
 
     def agree(self, code: int) -> tuple[int, bool]:
@@ -102,9 +102,9 @@ class Ending:
     def excepthook(self, exc_type: Any, exc: BaseException, tb: Any) -> None:
         """An exception nobody caught: print it, wake the peers, end with its exit code."""
         traceback.print_exception(exc_type, exc, tb)
-        for comm in [lambda: MPI.COMM_WORLD, *self.revoke]:
+        for revoke in [MPI.COMM_WORLD.Revoke, *self.revoke]:
             with contextlib.suppress(Exception):
-                comm().Revoke()
+                revoke()
         self.end(exit_code(exc) or 1)
 
 

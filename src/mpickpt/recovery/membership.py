@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from mpi4py import MPI
@@ -43,7 +46,12 @@ class Membership:
             )
         self.exit_code = 0  # for idle spares: how the workers ended the job
         self.lost_at_start = False
-        self.world, final, self.domains, ranks = self._join()
+        self.world, final, self.domains, ranks, where = self._join()
+        # (host, pid) of every COMM_WORLD rank, for the watchdog's message
+        self.world_rank = MPI.COMM_WORLD.Get_rank()
+        self.peers = [("?", 0)] * MPI.COMM_WORLD.Get_size()
+        for r, at in zip(ranks, where, strict=True):
+            self.peers[r] = at
         # workers are the first COMM_WORLD ranks, spares the last; a process lost at start-up
         # leaves a hole that the first recovery fills
         self.spare_procs = [i for i, r in enumerate(ranks) if r >= self.nworkers]
@@ -52,7 +60,7 @@ class Membership:
         self.domain = self.domains[self.world.Get_rank()]
         self.ending = install(final)
 
-    def _join(self) -> tuple[MPI.Intracomm, MPI.Intracomm, list[int], list[int]]:
+    def _join(self) -> tuple[MPI.Intracomm, MPI.Intracomm, list[int], list[int], list[Any]]:
         """Collective: the job's own ``world``, a communicator for its final agreement, the
         failure domain and the ``COMM_WORLD`` rank of each of its processes. A process lost
         meanwhile is left out (shrink, and again)."""
@@ -150,10 +158,13 @@ class Membership:
             return False
 
 
-def _join(base: MPI.Intracomm) -> tuple[MPI.Intracomm, MPI.Intracomm, list[int], list[int]]:
+def _join(
+    base: MPI.Intracomm,
+) -> tuple[MPI.Intracomm, MPI.Intracomm, list[int], list[int], list[Any]]:
     world: MPI.Intracomm = base.Dup()
     final: MPI.Intracomm = base.Dup()
     for comm in (world, final):
         comm.Set_errhandler(MPI.ERRORS_RETURN)
     ranks = world.allgather(MPI.COMM_WORLD.Get_rank())
-    return world, final, failure_domains(world), ranks
+    where = world.allgather((socket.gethostname(), os.getpid()))
+    return world, final, failure_domains(world), ranks, where

@@ -19,6 +19,7 @@ from mpi4py import MPI
 
 from .. import faults
 from ..checkpointer import Checkpointer, report
+from ..comms import Family
 from ..config import config
 from ..errors import (
     ApplicationError,
@@ -32,6 +33,7 @@ from ..layout import backup_layout
 from ..log import MpickptWarning, Timeline, logger
 from ..planning import Plan, Report, plan_recovery
 from ..spill.tier import DiskTier
+from ..stall import diagnose, known_failed
 from ..transport import fetch_segment, uniformly
 from . import fallback
 from .fallback import Redistribute, Shrunk
@@ -62,6 +64,7 @@ class Runtime:
         self.recoveries = 0
         self.rollbacks: dict[int, int] = {}  # version -> recoveries that rolled back to it
         self.dog = self._watchdog()  # the running recovery's
+        self.comms = Family()  # ctx.comm and what the application derived from it
         self.history: list[dict[str, Any]] = []  # the recoveries this process took part in
         self.at_step: int | None = None  # the step the protected function is at
         self.completed = False  # restarted from the spill of a run that completed (DONE)
@@ -126,16 +129,25 @@ class Runtime:
 
     # -- the transaction --------------------------------------------------------------------
 
-    def _watchdog(self) -> Watchdog:
-        disk = self.disk
-        return Watchdog(lambda: 75 if disk is not None and disk.complete() else 3)
+    def _watchdog(self, stage: str | None = None) -> Watchdog:
+        disk, m = self.disk, self.members
+
+        def about() -> list[str]:
+            last = stage or self.timeline.events[-1][1]
+            failed = known_failed(m.world)
+            return [f"last step done: {last}", *diagnose(m.world_rank, m.peers, failed)]
+
+        return Watchdog(lambda: 75 if disk is not None and disk.complete() else 3, about)
 
     def leave(self) -> None:
-        """A worker that saw a failure in its own code: revoke the workers' communicator and
-        take part in its uniform decision point, as every other worker will."""
-        with self._watchdog(), contextlib.suppress(MPI.Exception):
-            self.ckpt.comm.Revoke()
-            self.ckpt.comm.Agree(0)
+        """A worker that saw a failure in its own code: revoke the workers' communicator (and
+        the application's, so that no worker stays blocked on one) and take part in its
+        uniform decision point, as every other worker will."""
+        with self._watchdog("left the loop, agreeing with the other workers"):
+            self.comms.revoke()
+            with contextlib.suppress(MPI.Exception):
+                self.ckpt.comm.Revoke()
+                self.ckpt.comm.Agree(0)
 
     def recover(self, done: bool) -> str:
         """The recovery transaction; returns this process's role afterwards (``survivor``,
@@ -146,6 +158,7 @@ class Runtime:
         self.timeline = Timeline(step=self.at_step if self.members.is_worker else None)
         self.timeline.mark("failure detected")
         faults.maybe_kill("recovery")
+        self.comms.revoke()
         with self._watchdog() as self.dog:
             while True:
                 with contextlib.suppress(MPI.Exception):
@@ -155,6 +168,7 @@ class Runtime:
                     break
                 except (MPI.Exception, ProcessFailure):
                     self.timeline.mark("failure during recovery: again")
+        self.comms.forget()  # the next incarnation gets a new ctx.comm
         self.error = None  # recovered: the exception came with a failure, not from a bug
         return role
 
@@ -231,32 +245,38 @@ class Runtime:
             self.timeline.did(f"continuing on {len(plan.alive)} workers (no spare left)")
             return fallback.switch_shrunk(m, ckpt, self.disk, self.redistribute, plan, reports)
         mine = plan.assign.index(me) if me in plan.assign else None
-        self._switch(plan, reports, mine, comm, segments.get(mine) if mine is not None else None)
+        _switch(self, plan, reports, mine, comm, segments.get(mine) if mine is not None else None)
         self.recoveries += 1
         self.rollbacks[plan.version] = self.rollbacks.get(plan.version, 0) + 1
         self.timeline.mark("recovered")
         return plan.role(me, reports)
 
-    # -- after the agreement: switch to the new membership ----------------------------------
 
-    def _switch(
-        self, plan: Plan, reports: list[Report], logical: int | None, comm: MPI.Comm, segment: Any
-    ) -> None:
-        m, ckpt = self.members, self.ckpt
-        m.logical = logical
-        m.spare_procs = [p for p in range(len(reports)) if p not in plan.assign]
-        if logical is None:
-            ckpt.detach()
-            return
-        ckpt.attach(comm, [reports[p].domain for p in plan.assign])
-        if self.disk is not None:
-            self.disk.attach(logical, m.nworkers, ckpt.scheme.get_config())
-        if plan.version < 0:  # nothing was committed: start again from the initial state
-            ckpt.start_over()
-            return
-        if segment is None:  # a survivor with its own copy of that version
-            segment = ckpt.local
-        ckpt.restore_version(plan.version, segment, forget=plan.from_disk)
+def _switch(
+    runtime: Runtime,
+    plan: Plan,
+    reports: list[Report],
+    logical: int | None,
+    comm: MPI.Comm,
+    segment: Any,
+) -> None:
+    """After the agreement on ``plan``: this process plays worker ``logical`` (None: an idle
+    spare) over ``comm`` and rolls back to the plan's version."""
+    m, ckpt, disk = runtime.members, runtime.ckpt, runtime.disk
+    m.logical = logical
+    m.spare_procs = [p for p in range(len(reports)) if p not in plan.assign]
+    if logical is None:
+        ckpt.detach()
+        return
+    ckpt.attach(comm, [reports[p].domain for p in plan.assign])
+    if disk is not None:
+        disk.attach(logical, m.nworkers, ckpt.scheme.get_config())
+    if plan.version < 0:  # nothing was committed: start again from the initial state
+        ckpt.start_over()
+        return
+    if segment is None:  # a survivor with its own copy of that version
+        segment = ckpt.local
+    ckpt.restore_version(plan.version, segment, forget=plan.from_disk)
 
 
 def _replayed(plan: Plan, rollbacks: int) -> UnrecoverableError | None:

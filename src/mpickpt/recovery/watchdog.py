@@ -18,22 +18,24 @@ from ..log import say
 class Watchdog:
     """Ends this process with ``code()`` if a recovery stalls for ``MPICKPT_RECOVERY_TIMEOUT``.
 
-    Open MPI can abort a rank from inside a call when a peer dies ("Send error after request
-    freed"); such a rank is never reported failed over shared memory, so the others would wait
-    for it forever. Use as a context manager around the recovery.
+    A process that is not reported failed never joins it: Open MPI aborted it from inside a
+    call when a peer died ("Send error after request freed"), it is stopped, or it is blocked
+    where mpickpt cannot wake it. ``about()`` says what this process can tell about the others
+    (:mod:`mpickpt.stall`). Use as a context manager around the recovery.
     """
 
-    def __init__(self, code: Callable[[], int]) -> None:
+    def __init__(self, code: Callable[[], int], about: Callable[[], list[str]]) -> None:
         self.seconds = config().recovery_timeout
-        self.code = code
+        self.code, self.about = code, about
         self.timer = threading.Timer(self.seconds, self._fire)
         self.timer.daemon = True
 
     def _fire(self) -> None:
         code = self.code()
         say(
-            f"world rank {MPI.COMM_WORLD.Get_rank()}: recovery stalled for {self.seconds:g} s "
-            f"(a rank aborted by Open MPI is not reported failed); exiting with {code}"
+            f"world rank {MPI.COMM_WORLD.Get_rank()}: recovery stalled for {self.seconds:g} s; "
+            f"exiting with {code}. Every process not reported failed must join it:"
+            + "".join(f"\n  {line}" for line in self.about())
         )
         os._exit(code)
 

@@ -1,0 +1,106 @@
+"""What a stalled recovery can tell about why it stalled (the watchdog's message).
+
+A recovery waits (in ``MPI_Comm_shrink`` or an agreement) until every process that MPI has not
+reported failed joins it. MPI does not say who is missing; but every process knows the host and
+pid of every other one (gathered at start), and can look at the processes on its own host:
+gone without being reported failed, stopped, or alive. Pure but for :func:`process_state`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+# /proc/<pid>/stat state letters
+_STATES = {"T": "stopped", "t": "stopped", "Z": "gone", "X": "gone"}
+
+
+def process_state(pid: int) -> str:
+    """``gone``, ``stopped`` or ``alive`` (``unknown`` where /proc cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return "gone"
+    except OSError:
+        return "unknown"
+    state = stat[stat.rindex(")") + 2 :].split(" ", 1)[0]  # after "(comm)", which may hold spaces
+    return _STATES.get(state, "alive")
+
+
+def _ranks(ranks: Iterable[int], peers: Sequence[tuple[str, int]]) -> str:
+    return ", ".join(f"{r} (pid {peers[r][1]})" for r in sorted(ranks))
+
+
+def diagnose(
+    me: int,
+    peers: Sequence[tuple[str, int]],
+    failed: Iterable[int] | None,
+    state_of: Callable[[int], str] = process_state,
+) -> list[str]:
+    """Lines that say what is known about the processes of the job, from world rank ``me``.
+
+    ``peers[r]`` is the ``(host, pid)`` of world rank ``r``; ``failed`` the world ranks MPI has
+    reported failed (None if it could not be asked)."""
+    here = peers[me][0]
+    failed = set(failed) if failed is not None else None
+    groups: dict[str, list[int]] = {"gone": [], "stopped": [], "alive": [], "elsewhere": []}
+    for r, (host, pid) in enumerate(peers):
+        if r == me or (failed is not None and r in failed):
+            continue
+        state = state_of(pid) if host == here else "elsewhere"
+        groups.get(state, groups["elsewhere"]).append(r)
+    lines = []
+    if failed is not None:
+        lines.append(f"reported failed by MPI: world ranks [{', '.join(map(str, sorted(failed)))}]")
+    if groups["gone"]:
+        lines.append(
+            f"gone but not reported failed: world rank(s) {_ranks(groups['gone'], peers)}: "
+            'Open MPI can abort a rank from inside a call when a peer dies ("Send error after '
+            'request freed" above) without telling the others; they cannot shrink without it'
+        )
+    if groups["stopped"]:
+        lines.append(
+            f"stopped: world rank(s) {_ranks(groups['stopped'], peers)} (SIGSTOP, a debugger): "
+            "it cannot join the recovery"
+        )
+    if groups["alive"]:
+        lines.append(
+            f"alive on this host: world rank(s) {_ranks(groups['alive'], peers)}: each is in "
+            "this recovery or blocked outside it (from here one cannot tell which): in a "
+            "communication on a communicator not derived from ctx.comm (e.g. COMM_WORLD), "
+            "which mpickpt cannot revoke, or in a phase without communication longer than "
+            "MPICKPT_RECOVERY_TIMEOUT (call ctx.check() in it, or raise the timeout)"
+        )
+    if groups["elsewhere"]:
+        lines.append(
+            f"on other hosts (state unknown here): world rank(s) "
+            f"{', '.join(map(str, sorted(groups['elsewhere'])))}"
+        )
+    return lines
+
+
+def known_failed(comm: object, timeout: float = 2.0) -> list[int] | None:
+    """The ``COMM_WORLD`` ranks of the processes of ``comm`` that MPI has reported failed, or
+    None if it cannot say within ``timeout`` seconds (asked from another thread, so that a
+    lock held by the stalled call cannot stall the watchdog too)."""
+    import threading
+
+    from mpi4py import MPI
+
+    result: list[list[int]] = []
+
+    def ask() -> None:
+        try:
+            assert isinstance(comm, MPI.Comm)
+            group = comm.Get_failed()
+            ranks = MPI.Group.Translate_ranks(
+                group, list(range(group.Get_size())), MPI.COMM_WORLD.Get_group()
+            )
+            result.append([r for r in ranks if r != MPI.UNDEFINED])
+        except Exception:  # noqa: BLE001 - any answer but a list is "cannot say"
+            pass
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return result[0] if result else None

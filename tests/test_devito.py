@@ -1,0 +1,102 @@
+"""A Devito simulation survives a lost rank (examples/devito_diffusion.py): real SIGKILLs, the
+checksum of the plain-Devito run on one rank, no watchdog."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLES, _kill_group, checksum, run_mpi
+from test_faults import OMPI_CRASH, launch
+
+pytest.importorskip("devito", reason="Devito is not installed (pip install mpickpt[devito])")
+
+pytestmark = [pytest.mark.mpi]
+
+RESILIENT = EXAMPLES / "devito_diffusion.py"
+PLAIN = EXAMPLES / "devito_diffusion_plain.py"
+ARGS = ["--steps", "12", "--per-apply", "10", "--size", "64", "--every", "4"]
+LONG = ["--steps", "300", "--per-apply", "20", "--size", "96", "--every", "5"]
+ENV = {
+    "MPICKPT_RECOVERY_TIMEOUT": "300",  # longer than the timeouts: a stall fails the test
+    "DEVITO_LOGGING": "ERROR",
+}
+TIMEOUT = 240  # Devito builds its operator on every rank, on 2 cores: 30-40 s per run
+
+
+def resilient(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """4 workers + 1 spare; a run Open MPI itself broke (test_faults.OMPI_CRASH) runs again."""
+    for _ in range(2):
+        rc, out, err = run_mpi(RESILIENT, 5, *args, env={**ENV, **(env or {})}, timeout=TIMEOUT)
+        if rc == 0 or not OMPI_CRASH.search(err):
+            break
+    return rc, out, err
+
+
+@pytest.fixture(scope="module")
+def reference() -> str:
+    """Plain Devito on one rank."""
+    rc, out, err = run_mpi(PLAIN, 1, *ARGS, env=ENV, timeout=TIMEOUT)
+    assert rc == 0, err
+    return checksum(out)
+
+
+def test_failure_free_matches_one_rank_plain(reference):
+    rc, out, err = resilient(*ARGS, "--spares", "1")
+    assert rc == 0, err
+    assert checksum(out) == reference
+
+
+@pytest.mark.fault
+def test_worker_killed_mid_run(reference):
+    """Killed at the start of apply 6 (after the checkpoint of step 4): the others are in
+    Devito's compiled halo exchange with it, or reach it in the next apply."""
+    rc, out, err = resilient(*ARGS, "--spares", "1", env={"MPICKPT_KILL": "2@6"})
+    assert rc == 0, f"rc={rc}\n{out}\n{err}"
+    assert "stalled" not in err
+    assert checksum(out) == reference
+
+
+@pytest.mark.fault
+def test_killed_from_outside_at_a_random_time(tmp_path):
+    """SIGKILL of a random worker at a random time of a run, mostly in its time-step loop (the
+    first third or so is Devito building its operators)."""
+    rc, out, err = run_mpi(PLAIN, 1, *LONG, env=ENV, timeout=TIMEOUT)
+    assert rc == 0, err
+    reference = checksum(out)
+    t0 = time.monotonic()
+    rc, out, err = resilient(*LONG, "--spares", "1")
+    total = time.monotonic() - t0
+    assert rc == 0 and checksum(out) == reference, err
+    rank = random.randrange(4)
+    for attempt in range(3):  # a run may go faster than the timed one: kill earlier then
+        delay = random.uniform(0.35, 0.7) * total * 0.7**attempt
+        piddir = Path(tmp_path) / str(attempt)
+        t0 = time.monotonic()
+        proc = launch(
+            RESILIENT, 5, *LONG, "--spares", "1", env={**ENV, "MPICKPT_PIDDIR": str(piddir)}
+        )
+        pidfile = piddir / f"rank{rank}.pid"
+        while not pidfile.exists() and time.monotonic() - t0 < TIMEOUT:
+            time.sleep(0.01)
+        time.sleep(max(0.0, t0 + delay - time.monotonic()))
+        if proc.poll() is None:
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            break
+        proc.communicate()
+    else:
+        pytest.fail("every run ended before the kill")
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        out, err = _kill_group(proc)
+        pytest.fail(f"hung after killing rank {rank} at {delay:.1f} s\n{out}\n{err}")
+    assert proc.returncode == 0, f"rank {rank} at {delay:.1f} s: {out}\n{err}"
+    assert "stalled" not in err
+    assert checksum(out) == reference
