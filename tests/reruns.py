@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Callable
 
 import pytest
 
@@ -68,3 +69,14 @@ def should_rerun(rc: int, out: str, err: str) -> bool:
     print(f"[mpickpt tests] {msg}", file=sys.stderr, flush=True)
     warnings.warn(msg, OmpiRerunWarning, stacklevel=2)
     return True
+
+
+def run_once_more(run: Callable[[], tuple[int, str, str]]) -> tuple[int, str, str]:
+    """``run()``, repeated once if Open MPI broke it (:func:`should_rerun`); a recovery
+    stalled without an Open MPI abort fails the test."""
+    for attempt in range(2):
+        rc, out, err = run()
+        if attempt == 1 or not should_rerun(rc, out, err):
+            break
+    check_not_stalled(rc, out, err)
+    return rc, out, err

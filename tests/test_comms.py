@@ -8,8 +8,9 @@ import time
 
 import pytest
 
+import reruns
 from conftest import HEAT, SCRIPTS, _kill_group, checksum, run_mpi
-from test_faults import OMPI_CRASH, launch
+from test_faults import launch
 
 pytestmark = [pytest.mark.mpi]
 
@@ -25,12 +26,10 @@ def test_family_records_revokes_and_frees_derived_communicators(run_mpi):
 
 
 def cart(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    """heat_cart.py; a run Open MPI itself broke (see test_faults.OMPI_CRASH) is run again."""
-    for _ in range(2):
-        rc, out, err = run_mpi(CART, 5, *args, env={**NO_WATCHDOG, **env}, timeout=90)
-        if rc == 0 or not OMPI_CRASH.search(err):
-            break
-    return rc, out, err
+    """heat_cart.py; a run Open MPI itself broke is run once more (tests/reruns.py)."""
+    return reruns.run_once_more(
+        lambda: run_mpi(CART, 5, *args, env={**NO_WATCHDOG, **env}, timeout=90)
+    )
 
 
 def test_failure_free(heat_reference):

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+import reruns
 from conftest import EXAMPLES, _kill_group, checksum, run_mpi
-from test_faults import OMPI_CRASH, launch
+from test_faults import launch
 
 pytest.importorskip("devito", reason="Devito is not installed (pip install mpickpt[devito])")
 
@@ -31,12 +32,10 @@ TIMEOUT = 240  # Devito builds its operator on every rank, on 2 cores: 30-40 s p
 
 
 def resilient(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """4 workers + 1 spare; a run Open MPI itself broke (test_faults.OMPI_CRASH) runs again."""
-    for _ in range(2):
-        rc, out, err = run_mpi(RESILIENT, 5, *args, env={**ENV, **(env or {})}, timeout=TIMEOUT)
-        if rc == 0 or not OMPI_CRASH.search(err):
-            break
-    return rc, out, err
+    """4 workers + 1 spare; a run Open MPI itself broke runs once more (tests/reruns.py)."""
+    return reruns.run_once_more(
+        lambda: run_mpi(RESILIENT, 5, *args, env={**ENV, **(env or {})}, timeout=TIMEOUT)
+    )
 
 
 @pytest.fixture(scope="module")

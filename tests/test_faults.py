@@ -26,12 +26,9 @@ def heat(n: int, *args: str, env: dict[str, str] | None = None) -> tuple[int, st
     """Run heat2d. A run that Open MPI itself broke (a crash, or an abort of a surviving rank
     as a peer died, see the README's "Open MPI faults") is repeated once, logged and counted
     (tests/reruns.py); a recovery stalled without such an abort fails the test."""
-    for attempt in range(2):
-        rc, out, err = run_mpi(EXAMPLES / "heat2d.py", n, *HEAT, *args, env=env, timeout=90)
-        if attempt == 1 or not reruns.should_rerun(rc, out, err):
-            break
-    reruns.check_not_stalled(rc, out, err)
-    return rc, out, err
+    return reruns.run_once_more(
+        lambda: run_mpi(EXAMPLES / "heat2d.py", n, *HEAT, *args, env=env, timeout=90)
+    )
 
 
 @pytest.fixture(scope="module")

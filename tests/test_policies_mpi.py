@@ -12,9 +12,10 @@ import time
 
 import pytest
 
+import reruns
 from conftest import EXAMPLES, HEAT, _kill_group, checksum, mpiexec_command, run_mpi
 from mpickpt import spill
-from test_faults import OMPI_CRASH, assert_recovered, kill_from_outside
+from test_faults import assert_recovered, kill_from_outside
 
 pytestmark = [pytest.mark.mpi, pytest.mark.fault]
 
@@ -29,11 +30,9 @@ PLAN = re.compile(r"^mpickpt: checkpoint at step (\d+); (\S+): next checkpoint i
 def heat(n: int, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """heat2d with ``args`` (no default ``--every``); a run that Open MPI itself broke is
     repeated once, as in test_faults."""
-    for _ in range(2):
-        rc, out, err = run_mpi(EXAMPLES / "heat2d.py", n, *args, env=env, timeout=90)
-        if rc == 0 or not OMPI_CRASH.search(err):
-            break
-    return rc, out, err
+    return reruns.run_once_more(
+        lambda: run_mpi(EXAMPLES / "heat2d.py", n, *args, env=env, timeout=90)
+    )
 
 
 def plans(err: str) -> list[tuple[int, str, int]]:
