@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .context import Context
 from .errors import EXIT_APPLICATION, EXIT_CONFIG, EXIT_NO_SPARES, EXIT_UNRECOVERABLE
-from .policies import Policy
-from .recovery.fallback import Redistribute
 from .runner import Runner
 from .schemes import Scheme
 
@@ -28,23 +25,14 @@ __all__ = [
 
 
 def resilient(
-    scheme: str | Scheme = "parity",
-    *,
-    spares: int = 0,
-    every: int | str | Policy | None = None,
-    every_seconds: float | str | None = None,
-    mtbf: float | str | None = None,
-    spill: str | os.PathLike[str] | None = None,
-    spill_every: int = 1,
-    keep: int = 2,
-    redistribute: Redistribute | None = None,
-    exit_on_error: bool = True,
-    tag: str | None = None,
-    fresh: bool = False,
-    report: str | os.PathLike[str] | None = None,
-    **params: Any,
+    scheme: str | Scheme = "parity", **options: Any
 ) -> Callable[[Callable[Concatenate[Context, P], T]], Callable[P, T | None]]:
     """Make a time-step function survive rank failures.
+
+    Takes the arguments of :class:`~mpickpt.runner.Runner` (the object this decorates with):
+    ``scheme`` and its parameters, ``spares``, ``every``/``every_seconds``/``mtbf``,
+    ``spill``, ``spill_every``, ``keep``, ``tag``, ``fresh``, ``report``, ``redistribute``,
+    ``exit_on_error``.
 
     The function is called as ``fn(ctx, *args, **kwargs)`` on the workers (the first
     ``size - spares`` ranks); the last ``spares`` ranks wait idle and replace failed workers.
@@ -88,22 +76,7 @@ def resilient(
     :data:`EXIT_APPLICATION`), and a configuration that cannot work exits with ``2``.
     """
 
-    runner = Runner(
-        scheme,
-        spares=spares,
-        every=every,
-        every_seconds=every_seconds,
-        mtbf=mtbf,
-        spill=spill,
-        spill_every=spill_every,
-        keep=keep,
-        redistribute=redistribute,
-        exit_on_error=exit_on_error,
-        tag=tag,
-        fresh=fresh,
-        report=report,
-        **params,
-    )
+    runner = Runner(scheme, **options)  # the options are checked here, where they are written
 
     def decorate(fn: Callable[Concatenate[Context, P], T]) -> Callable[P, T | None]:
         @functools.wraps(fn)

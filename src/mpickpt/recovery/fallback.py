@@ -47,17 +47,12 @@ def load_spill(
     plan's version becomes that one."""
     try:
         found = disk.restore(world, mine, nworkers)
+        why = f"no version in spill directory {disk.directory}"
     except SpillError as e:
-        raise UnrecoverableError(
-            f"lost workers {list(plan.dead)} beyond the RAM tolerance and the spill cannot "
-            f"help: {e}",
-            lost=plan.dead,
-            version=plan.version,
-        ) from None
+        found, why = None, f"the spill cannot help: {e}"
     if found is None:
         raise UnrecoverableError(
-            f"lost workers {list(plan.dead)} beyond the tolerance of {scheme!r} and no "
-            f"version in spill directory {disk.directory}",
+            f"lost workers {list(plan.dead)} beyond the tolerance of {scheme!r} and {why}",
             lost=plan.dead,
             version=plan.version,
         )
