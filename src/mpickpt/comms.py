@@ -49,8 +49,15 @@ class Family:
 
     def root(self, comm: MPI.Comm) -> MPI.Intracomm:
         """A duplicate of ``comm`` (collective over it) that records what is derived from it.
-        The duplicate is the first member: it is revoked and freed with the others."""
-        return self.adopt(comm.Dup())  # type: ignore[return-value]
+        The duplicate is the first member: it is revoked and freed with the others.
+
+        Ends in an agreement on ``comm``: a process that left it early and revoked it (its
+        function raised at once) crashed Open MPI 5.0 in a peer still inside the duplication
+        (``ompi_comm_revoke_local``, seen when every worker raised at start)."""
+        dup = comm.Dup()
+        if not comm.Agree(1):  # pragma: no cover - Agree raises rather than return 0
+            raise MPI.Exception(MPI.ERR_PROC_FAILED)
+        return self.adopt(dup)  # type: ignore[return-value]
 
     def adopt(self, comm: MPI.Comm) -> MPI.Comm:
         """Record ``comm`` and return it as a recording communicator of the same kind (the

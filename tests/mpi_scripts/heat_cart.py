@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 from mpi4py import MPI  # noqa: E402
 
 from heat import Grid, arguments, scheme_params  # noqa: E402
-from mpickpt.testing import maybe_kill  # noqa: E402
+from mpickpt.faults import maybe_kill  # noqa: E402
 
 
 class CartGrid(Grid):

@@ -158,8 +158,8 @@ class Runtime:
         self.timeline = Timeline(step=self.at_step if self.members.is_worker else None)
         self.timeline.mark("failure detected")
         faults.maybe_kill("recovery")
-        self.comms.revoke()
         with self._watchdog() as self.dog:
+            self.comms.revoke()  # inside: a revoke may wait for a stopped peer
             while True:
                 with contextlib.suppress(MPI.Exception):
                     self.members.world.Revoke()  # wakes idle spares and anyone on the old world
