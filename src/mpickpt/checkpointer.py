@@ -16,7 +16,8 @@ from .memstore import Held, MemStore
 from .planning import Report, rebuild_sources
 from .schemes import Scheme, get_scheme
 from .segment import State, restore_value, unpack
-from .transport import CHUNK, fetch_segment, stream_pieces, uniformly
+from .stream import Stream, new_stats
+from .transport import CHUNK, fetch_segment, uniformly
 
 T = TypeVar("T")
 
@@ -51,10 +52,15 @@ class Checkpointer:
         *,
         domains: Sequence[int] | None = None,
         chunk: int = CHUNK,
+        recycle: bool = True,
         **params: Any,
     ) -> None:
         self.scheme = get_scheme(scheme, **params)
         self.chunk = chunk
+        self.recycle = recycle
+        # cumulative counters of the checkpoint traffic of this rank (see stream.STAT_KEYS)
+        self.stats: dict[str, int] = new_stats()
+        self.stream: Stream | None = None
         self.state = State()
         self.store = MemStore()
         self.step = 0  # the next step to run after a restore
@@ -74,6 +80,10 @@ class Checkpointer:
         self.comm = comm
         self.domains = list(domains)
         self.backups, self.owners = backup_layout(self.domains, self.scheme.backups)
+        # the placement is fixed for this membership: the stream needs no collective to use it
+        self.stream = Stream(
+            comm, self.scheme, self.backups, self.owners, self.chunk, self.stats, self.recycle
+        )
 
     @property
     def rank(self) -> int:
@@ -118,33 +128,36 @@ class Checkpointer:
         seg = self.state.snapshot(step, {"version": version, "rank": self.rank})
 
         def stream() -> list[dict[str, Any]] | None:
-            if self.comm.Get_size() > 1:
-                mine = [self.backups[self.rank][j] for j in range(self.scheme.backups)]
-                self.store.stage(
-                    version,
-                    stream_pieces(
-                        self.comm,
-                        self.scheme,
-                        seg,
-                        mine,
-                        self.owners[self.rank],
-                        version,
-                        self.chunk,
-                    ),
-                )
+            if self.comm.Get_size() > 1 and self.stream is not None:
+                self.store.stage(version, self.stream.run(seg, version))
             spilled = self.disk.collect(self.comm) if self.disk else None
             faults.maybe_kill("checkpoint", step)
             return spilled
 
         # the commit point: the same answer on every rank, or ProcessFailure everywhere
+        self.stats["agreements"] += 1
         spilled = uniformly(self.comm, stream, f"checkpoint of version {version}")
-        self.store.commit(version)
+        self._commit(version)
         self.store.keep_local(version, seg)
         self.step = step
+        self.stats["checkpoints"] += 1
         if self.disk is not None:
             self.disk.on_commit(self.rank, spilled, version, self.store.local)
         faults.maybe_kill("commit", step)
         return version
+
+    def _commit(self, version: int) -> None:
+        """Commit ``version``; the buffers of the versions dropped go back to the stream."""
+        dropped = [
+            h
+            for v, by in self.store.versions.items()
+            if v != version
+            for o in by.values()
+            for h in o.values()
+        ]
+        self.store.commit(version)
+        if self.stream is not None:
+            self.stream.give(dropped)
 
     def flush(self) -> None:
         """Collective: wait until the version being spilled is on disk with its index."""
