@@ -121,6 +121,8 @@ def child(argv: list[str]) -> None:
     wrap(api.Context, "__init__", None, "context")
     wrap(checkpointer.Checkpointer, "protect", "protect_start", "protect_end")
     wrap(checkpointer.Checkpointer, "checkpoint", "ckpt_start", "ckpt_end", checkpointed)
+    if hasattr(checkpointer.Checkpointer, "protect_again"):  # re-protect: missing pieces only
+        wrap(checkpointer.Checkpointer, "protect_again", "ckpt_start", None)
 
     orig_report = recovery.Timeline.report
 
@@ -767,8 +769,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, rounds: int)
         "world. rebuild: pieces moved and decoded (MB/s of the segment). →recovered: the\n"
         "agreement that commits the recovery + unpacking the segment. app re-entry: the "
         "protected function builds its Grid\nand initial field again before protect(). "
-        "copy back: protect() copies the saved array in. re-protect ckpt: the checkpoint\n"
-        "ctx.steps takes before resuming (the dead worker held pieces of the others). lost "
+        "copy back: protect() copies the saved array in. re-protect ckpt: what ctx.steps does\n"
+        "before resuming: the pieces the dead worker held are sent again (a full checkpoint "
+        "before 0.2). lost "
         "steps: steps run again after the resume."
     )
 
@@ -822,12 +825,71 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, rounds: int)
         t = target[0]
         vals = [k["resumed"] for k in t["kills"] if k["resumed"] is not None]
         m, x = statistics.median(vals), max(vals)
-        verdict = "MET" if x <= 2.0 else "MET by the median only" if m <= 2.0 else "NOT MET"
+        verdict = "MET" if m <= 0.5 else "NOT MET"
         print(
-            f"\nTarget kill→resumed ≤ 2 s at 8 workers × 64 MB: {verdict} (median {m:.3f} s, "
-            f"max {x:.3f} s over {len(vals)} recoveries; {t['kill_failures']} of "
+            f"\nTarget kill→resumed ≤ 0.5 s median at 8 workers × 64 MB: {verdict} (median "
+            f"{m:.3f} s, max {x:.3f} s over {len(vals)} recoveries; {t['kill_failures']} of "
             f"{t['kill_jobs']} kill runs did not complete)"
         )
+
+
+PHASES = (  # (start key, end key, label) of the pictured timeline; None: the SIGKILL
+    (None, "detected", "failure detected"),
+    ("detected", "shrunk", "shrink"),
+    ("shrunk", "rebuilt", "rebuild"),
+    ("rebuilt", "recovered", "recovery agreed"),
+    ("recovered", "protect", "app re-entry"),
+    ("protect", "restored", "copy back"),
+    ("restored", "resumed", "re-protect"),
+)
+
+
+def plot(results: list[dict[str, Any]], path: str) -> None:
+    """The median recovery of every configuration as a bar of its phases (seconds after the
+    SIGKILL), and the relaunch's time to resume under it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("# no picture: matplotlib is not installed (pip install '.[bench]')")
+        return
+    shown = [r for r in results if r["kills"]]
+    if not shown:
+        return
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.9 * len(shown)))
+    colors = plt.get_cmap("tab10").colors
+    labels, y = [], 0
+    for r in shown:
+        ks = r["kills"]
+        ends = {key: med([k[key] for k in ks]) for _, key, _ in PHASES}
+        t0 = 0.0
+        for i, (_, key, what) in enumerate(PHASES):
+            t1 = ends[key]
+            if t1 is None:
+                continue
+            ax.barh(y, max(t1 - t0, 0.0), left=t0, color=colors[i], label=what if y == 0 else None)
+            t0 = max(t0, t1)
+        ax.text(t0, y, f" {t0:.3f} s", va="center", fontsize=8)
+        labels.append(f"{r['workers']} × {r['rank_mb']:.0f} MB: online")
+        y += 1
+        off = med([x["resumed"] for x in r["relaunches"]])
+        if off is not None:
+            ax.barh(y, off, color="0.7", label="relaunch + reload (HDF5)" if y == 1 else None)
+            ax.text(off, y, f" {off:.2f} s", va="center", fontsize=8)
+            labels.append(f"{r['workers']} × {r['rank_mb']:.0f} MB: relaunch")
+            y += 1
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("seconds after the SIGKILL (relaunch: after Popen); median")
+    ax.set_title(f"Kill → resumed, heat2d, 2 cores (load {os.getloadavg()[0]:.0f})")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"# picture: {path}")
 
 
 def main() -> None:
@@ -878,6 +940,11 @@ def main() -> None:
     ap.add_argument("--tmpdir", default=None, help="where the spill goes (local disk)")
     ap.add_argument("--logdir", default=None, help="keep the output of failed jobs here")
     ap.add_argument("--json", default=None, help="write all measurements to this file")
+    ap.add_argument(
+        "--png",
+        default="bench_recovery.png",
+        help="picture of the recovery timeline (needs matplotlib, the 'bench' extra; '' for none)",
+    )
     args = ap.parse_args()
     workers = [int(w) for w in args.workers.split(",") if w]
     sizes = [float(s) for s in args.sizes.split(",") if s]
@@ -949,6 +1016,8 @@ def main() -> None:
             json.dump(
                 {"args": vars(args), "results": results, "problems": log.entries}, f, indent=1
             )
+    if args.png:
+        plot(results, args.png)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ from mpickpt.layout import Piece
 from mpickpt.memstore import Held, PieceHeader
 from mpickpt.schemes import Scheme
 from mpickpt.segment import SegmentView
-from mpickpt.transport import TAG_STREAM, _chunks
+from mpickpt.stream import _chunks
+
+TAG_STREAM = 0x6D74  # its own tag: the prototype's stream is not the library's
 
 
 class Pool:

@@ -16,7 +16,7 @@ from .memstore import Held, MemStore
 from .planning import Report, rebuild_sources
 from .schemes import Scheme, get_scheme
 from .segment import State, restore_value, unpack
-from .stream import Stream, new_stats
+from .stream import Stream, new_stats, reprotect
 from .transport import CHUNK, fetch_segment, uniformly
 
 T = TypeVar("T")
@@ -58,9 +58,8 @@ class Checkpointer:
         self.scheme = get_scheme(scheme, **params)
         self.chunk = chunk
         self.recycle = recycle
-        # cumulative counters of the checkpoint traffic of this rank (see stream.STAT_KEYS)
-        self.stats: dict[str, int] = new_stats()
         self.stream: Stream | None = None
+        self.stats = new_stats()  # cumulative counters of this rank's checkpoint traffic
         self.state = State()
         self.store = MemStore()
         self.step = 0  # the next step to run after a restore
@@ -80,8 +79,7 @@ class Checkpointer:
         self.comm = comm
         self.domains = list(domains)
         self.backups, self.owners = backup_layout(self.domains, self.scheme.backups)
-        # the placement is fixed for this membership: the stream needs no collective to use it
-        self.stream = Stream(
+        self.stream = Stream(  # the placement is fixed for this membership
             comm, self.scheme, self.backups, self.owners, self.chunk, self.stats, self.recycle
         )
 
@@ -137,7 +135,9 @@ class Checkpointer:
         # the commit point: the same answer on every rank, or ProcessFailure everywhere
         self.stats["agreements"] += 1
         spilled = uniformly(self.comm, stream, f"checkpoint of version {version}")
-        self._commit(version)
+        dropped = self.store.commit(version)
+        if self.stream is not None:  # their buffers receive the next version
+            self.stream.give(dropped)
         self.store.keep_local(version, seg)
         self.step = step
         self.stats["checkpoints"] += 1
@@ -146,18 +146,15 @@ class Checkpointer:
         faults.maybe_kill("commit", step)
         return version
 
-    def _commit(self, version: int) -> None:
-        """Commit ``version``; the buffers of the versions dropped go back to the stream."""
-        dropped = [
-            h
-            for v, by in self.store.versions.items()
-            if v != version
-            for o in by.values()
-            for h in o.values()
-        ]
-        self.store.commit(version)
-        if self.stream is not None:
-            self.stream.give(dropped)
+    def protect_again(self, step: int) -> None:
+        """After a recovery onto as many workers: only the missing pieces of the committed
+        version are sent (:func:`~mpickpt.stream.reprotect`); without an own copy, checkpoint."""
+        if self.comm.Get_size() < 2 or self.stream is None or self.store.local is None:
+            self.checkpoint(step)
+            return
+        faults.maybe_kill("checkpoint", step)  # the fault injection point of that checkpoint
+        reprotect(self.comm, self.stream, self.store)
+        self.step = step
 
     def flush(self) -> None:
         """Collective: wait until the version being spilled is on disk with its index."""

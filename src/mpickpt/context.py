@@ -58,14 +58,17 @@ class Context:
     def steps(self, n: int) -> Iterator[int]:
         """Steps ``start..n-1``, where ``start`` follows the restored checkpoint (0 at first).
 
-        Checkpoints when it starts (after a recovery this re-protects at once: the pieces the
-        dead held are gone), then after every ``every``-th step and after the last one, whose
-        spill (if any) is waited for. On SIGTERM/SIGUSR1 (with a spill) it stops at the next
-        checkpoint, after a final spill (:class:`Preempted`).
+        Checkpoints when it starts (after a recovery it re-protects at once instead: only the
+        pieces the dead held are sent again), then after every ``every``-th step and after
+        the last one, whose spill (if any) is waited for. On SIGTERM/SIGUSR1 (with a spill) it
+        stops at the next checkpoint, after a final spill (:class:`Preempted`).
         """
         ckpt = self.checkpointer
         start = ckpt.step
-        ckpt.checkpoint(start)
+        if self.role in ("survivor", "recovered"):  # the committed version is still held
+            ckpt.protect_again(start)  # but for the pieces lost with the dead: send those
+        else:
+            ckpt.checkpoint(start)
         if self.role in ("survivor", "recovered", "shrunk"):
             self.runtime.timeline.mark(f"re-protected; resuming at step {start}")
             self.runtime.timeline.report(self.rank)

@@ -27,10 +27,10 @@ from mpi4py import MPI
 
 from .checksum import hasher
 from .layout import Piece
-from .memstore import Held, PieceHeader
+from .memstore import Held, MemStore, PieceHeader
 from .schemes import Scheme
 from .segment import SegmentView
-from .transport import keep_on_failure
+from .transport import keep_on_failure, uniformly
 
 TAG_HEAD = 0x6D72
 TAG_DATA = 0x6D70
@@ -58,6 +58,29 @@ def _chunks(size: int, chunk: int) -> list[tuple[int, int]]:
     return [(a, min(chunk, size - a)) for a in range(0, size, chunk)]
 
 
+class _Plan:
+    """What to compute for sending the pieces of some backup slots: the coded pieces, and for
+    each subsegment whose checksum is needed, where it is taken. Each subsegment is checksummed
+    once: in the pass of the first coded piece it is a source of (while its bytes are in
+    cache), or alone if it is in none."""
+
+    def __init__(self, scheme: Scheme, slots: Sequence[int]) -> None:
+        held = scheme.held()
+        needed = [p for s in sorted(set(slots)) for p in held[s]]
+        self.coded = [p for p in needed if len(p.sources) > 1]
+        wanted = {p.sources[0] for p in needed if len(p.sources) == 1}
+        first: dict[int, str] = {}
+        for p in self.coded:
+            for k in p.sources:
+                if k in wanted:
+                    first.setdefault(k, p.name)
+        self.hashes_with = {
+            p.name: [k for k in p.sources if first.get(k) == p.name] for p in self.coded
+        }
+        self.plain = sorted(wanted - set(first))
+        self.subsegments = sorted(wanted | {k for p in self.coded for k in p.sources})
+
+
 class Stream:
     """One rank's checkpoint stream over ``comm`` with the placement ``backups`` (for every
     rank, its backup ranks by slot) and ``owners`` (for every rank, whom it backs up).
@@ -82,17 +105,7 @@ class Stream:
         self.dests = list(backups[me]) if backups else []
         self.sources = [(o, list(backups[o]).index(me)) for o in (owners[me] if owners else [])]
         self.held = scheme.held()
-        self.coded = [p for p in scheme.pieces() if len(p.sources) > 1]
-        # each subsegment is checksummed once: with the first coded piece it is a source of
-        # (while its bytes are in cache), or alone if it is in none
-        first: dict[int, str] = {}
-        for p in self.coded:
-            for k in p.sources:
-                first.setdefault(k, p.name)
-        self.hashes_with = {
-            p.name: [k for k in p.sources if first[k] == p.name] for p in self.coded
-        }
-        self.plain = [k for k in range(scheme.subsegments) if k not in first]
+        self.plans: dict[tuple[int, ...], _Plan] = {}
         self.pool: dict[int, list[np.ndarray]] = {}  # free receive buffers by size
         self.ring: dict[tuple[int, str], np.ndarray] = {}  # staging, by (round % RING, key)
 
@@ -132,91 +145,140 @@ class Stream:
         self.stats["bytes_received"] += buf.nbytes
         return self.comm.Irecv([buf, MPI.BYTE], src, tag)
 
-    def run(self, seg: SegmentView, version: int) -> list[Held]:
+    def run(
+        self,
+        seg: SegmentView,
+        version: int,
+        sends: Sequence[tuple[int, int]] | None = None,
+        recvs: Sequence[tuple[int, int]] | None = None,
+    ) -> list[Held]:
         """Send this rank's pieces of ``seg`` to its backups and receive its owners' pieces
-        of ``version``; returns the received pieces with their checksums."""
+        of ``version``; returns the received pieces with their checksums. ``sends`` (pairs
+        ``(slot, backup rank)``) and ``recvs`` (pairs ``(owner rank, slot)``) restrict it to
+        some slots (a re-protect after a recovery); by default all of this rank's."""
         held, scheme = self.held, self.scheme
-        heads = {o: np.empty(2, np.int64) for o, _ in self.sources}
-        sums = {o: np.empty(len(held[slot]), np.uint64) for o, slot in self.sources}
+        sends = list(enumerate(self.dests)) if sends is None else list(sends)
+        recvs = self.sources if recvs is None else list(recvs)
+        heads = [np.empty(2, np.int64) for _ in recvs]
+        sums = [np.empty(len(held[slot]), np.uint64) for _, slot in recvs]
         small: list[MPI.Request] = []
         data_in: list[MPI.Request] = []
         rounds: deque[list[MPI.Request]] = deque()
         with keep_on_failure([small, data_in, rounds]):
-            for o, _ in self.sources:
-                small.append(self._recv(heads[o], o, TAG_HEAD))
-                small.append(self._recv(sums[o], o, TAG_SUMS))
+            for i, (o, _) in enumerate(recvs):
+                small.append(self._recv(heads[i], o, TAG_HEAD))
+                small.append(self._recv(sums[i], o, TAG_SUMS))
             head = np.array([version, seg.nbytes], np.int64)
-            small += [self._send(head, d, TAG_HEAD) for d in self.dests]
-            MPI.Request.Waitall(small[: 2 * len(self.sources) : 2])  # sizes first
+            small += [self._send(head, d, TAG_HEAD) for _, d in sends]
+            MPI.Request.Waitall(small[: 2 * len(recvs) : 2])  # sizes first
 
-            received: list[tuple[int, Piece, np.ndarray, int]] = []
-            for o, slot in self.sources:
-                v, nbytes = (int(x) for x in heads[o])
+            received: list[tuple[int, int, Piece, np.ndarray, int]] = []
+            for i, (o, slot) in enumerate(recvs):
+                v, nbytes = (int(x) for x in heads[i])
                 if v != version:
                     raise RuntimeError(f"owner {o} streams version {v}, expected {version}")
                 size = scheme.piece_size(nbytes)
                 bufs = [self._take(size) for _ in held[slot]]
                 for a, n in _chunks(size, self.chunk):
                     data_in += [self._recv(b[a : a + n], o, TAG_DATA) for b in bufs]
-                received += [(o, p, b, nbytes) for p, b in zip(held[slot], bufs, strict=True)]
+                received += [(i, o, p, b, nbytes) for p, b in zip(held[slot], bufs, strict=True)]
             self.pool.clear()  # what was not reused (a size changed) is freed
 
-            digests = self._send_pieces(seg, rounds) if self.dests else {}
-            for slot, dest in enumerate(self.dests):
+            digests = self._send_pieces(seg, rounds, sends) if sends else {}
+            for slot, dest in sends:
                 out = np.array([digests[p.name] for p in held[slot]], np.uint64)
                 small.append(self._send(out, dest, TAG_SUMS))
             for reqs in rounds:
                 MPI.Request.Waitall(reqs)
             MPI.Request.Waitall(data_in)
             MPI.Request.Waitall(small)
-        index = {o: {p.name: i for i, p in enumerate(held[slot])} for o, slot in self.sources}
-        return [
-            Held(
-                PieceHeader(
-                    o, version, p.name, p.stripe, p.index, b.size, int(sums[o][index[o][p.name]]), n
-                ),
-                b,
-            )
-            for o, p, b, n in received
-        ]
+        result = []
+        for i, o, p, b, n in received:
+            digest = int(sums[i][[q.name for q in held[recvs[i][1]]].index(p.name)])
+            header = PieceHeader(o, version, p.name, p.stripe, p.index, b.size, digest, n)
+            result.append(Held(header, b))
+        return result
 
-    def _send_pieces(self, seg: SegmentView, rounds: deque[list[MPI.Request]]) -> dict[str, int]:
-        """Compute and send every piece chunk by chunk; return the checksum of every piece."""
-        scheme, subs = self.scheme, self.scheme.subsegments
+    def _send_pieces(
+        self, seg: SegmentView, rounds: deque[list[MPI.Request]], sends: list[tuple[int, int]]
+    ) -> dict[str, int]:
+        """Compute and send the pieces of the slots in ``sends`` chunk by chunk; return the
+        checksum of every piece sent."""
+        key = tuple(sorted({slot for slot, _ in sends}))
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = self.plans[key] = _Plan(self.scheme, key)
+        scheme = self.scheme
         size = scheme.piece_size(seg.nbytes)
-        sub_hash = [hasher() for _ in range(subs)]
-        coded_hash = {p.name: hasher() for p in self.coded}
+        sub_hash = {k: hasher() for k in plan.subsegments}
+        coded_hash = {p.name: hasher() for p in plan.coded}
         for r, (a, n) in enumerate(_chunks(size, self.chunk)):
             if len(rounds) == RING:  # its staging slot is about to be reused
                 MPI.Request.Waitall(rounds.popleft())
-            src = []
-            for k in range(subs):
+            src = {}
+            for k in plan.subsegments:
                 mv = seg.view(k * size + a, n)  # in place, unless it straddles regions/padding
-                src.append(
+                src[k] = (
                     np.frombuffer(mv, np.uint8)
                     if mv is not None
                     else seg.read_into(k * size + a, self._staging(r, f"s{k}", n))
                 )
-            out = {p.name: self._staging(r, p.name, n) for p in self.coded}
+            out = {p.name: self._staging(r, p.name, n) for p in plan.coded}
             for b in range(0, n, BLOCK):  # fused: combine and checksum one block at a time
                 e = min(n, b + BLOCK)
-                for p in self.coded:
-                    blocks = [src[k][b:e] for k in p.sources]
-                    for k in self.hashes_with[p.name]:
+                for p in plan.coded:
+                    for k in plan.hashes_with[p.name]:
                         sub_hash[k].update(src[k][b:e])
-                    scheme.combine(p, blocks, out=out[p.name][b:e])
+                    scheme.combine(p, [src[k][b:e] for k in p.sources], out=out[p.name][b:e])
                     coded_hash[p.name].update(out[p.name][b:e])
-            for k in self.plain:  # in no coded piece: checksummed on its own
+            for k in plan.plain:  # in no coded piece: checksummed on its own
                 sub_hash[k].update(src[k])
-            reqs = [
-                self._send(out[p.name] if len(p.sources) > 1 else src[p.sources[0]], dest, TAG_DATA)
-                for slot, dest in enumerate(self.dests)
-                for p in self.held[slot]
-            ]
-            rounds.append(reqs)
-        sub_sums = [int(h.intdigest()) for h in sub_hash]
+            rounds.append(
+                [
+                    self._send(
+                        out[p.name] if len(p.sources) > 1 else src[p.sources[0]], dest, TAG_DATA
+                    )
+                    for slot, dest in sends
+                    for p in self.held[slot]
+                ]
+            )
         digests = {name: int(h.intdigest()) for name, h in coded_hash.items()}
-        for p in scheme.pieces():
-            if len(p.sources) == 1:
-                digests[p.name] = sub_sums[p.sources[0]]
+        for slot, _ in sends:
+            for p in self.held[slot]:
+                if len(p.sources) == 1:
+                    digests[p.name] = int(sub_hash[p.sources[0]].intdigest())
         return digests
+
+
+def reprotect(comm: MPI.Comm, stream: Stream, store: MemStore) -> None:
+    """Collective, after a recovery: make every rank hold its pieces of the committed version
+    under the current placement again, moving only the missing ones.
+
+    Each rank lists the (owner, slot) pieces it lacks (one all-gather: a recovery is rare,
+    the checkpoints stay point to point); each owner sends those from its own committed copy,
+    with fresh checksums; pieces a rank no longer backs up are dropped. Ends in an agreement.
+    """
+    version, local = store.committed, store.local
+    assert local is not None and store.local_version == version
+    have = store.versions.get(version, {})
+    keep: dict[int, dict[str, Held]] = {}
+    missing: list[tuple[int, int]] = []
+    for o, slot in stream.sources:
+        names = [p.name for p in stream.held[slot]]
+        if all(n in have.get(o, {}) for n in names):
+            keep[o] = {n: have[o][n] for n in names}
+        else:
+            missing.append((o, slot))
+    seg = SegmentView([(0, local.data)], local.size)
+
+    def step() -> list[Held]:
+        me = comm.Get_rank()
+        wanted = comm.allgather(missing)
+        sends = [(slot, b) for b, lst in enumerate(wanted) for o, slot in lst if o == me]
+        return stream.run(seg, version, sends, missing)
+
+    stream.stats["agreements"] += 1
+    got = uniformly(comm, step, f"re-protect of version {version}")
+    store.versions = {version: keep}
+    store.stage(version, got)
+    stream.stats["reprotects"] += 1
