@@ -75,3 +75,24 @@ def test_traffic_per_rank_is_flat_from_4_to_16_ranks(run_mpi):
         records = launch(run_mpi, "stream_stats.py", n, "parity")
         by_n[n] = check_traffic(records, "parity")
     assert by_n[4] == by_n[8] == by_n[16]
+
+
+def test_reprotect_sends_only_the_missing_pieces(run_mpi):
+    """Rank 1 lost every piece it held: only its owners send, only to it, only its slots."""
+    n = 5
+    records = launch(run_mpi, "stream_stats.py", n, "parity", "reprotect")
+    rows = {r["rank"]: r for r in records if r.get("event") == "reprotect"}
+    assert sorted(rows) == list(range(n))
+    assert len([r for r in records if r.get("check") == "rebuilt-after-reprotect"]) == n
+    scheme = get_scheme("parity", **PARAMS["parity"])
+    seg = max(r["seg"] for r in records if r.get("event") == "stats" and r["checkpoint"] == 2)
+    size = scheme.piece_size(seg)
+    chunks = len(_chunks(size, CHUNK))
+    per_slot = len(scheme.held()[0])  # parity(2,3): as many pieces on every backup
+    for rank, r in rows.items():
+        assert r["reprotects"] == 1 and r["agreements"] == 1
+        sends_to_1 = 1 in r["backups"]
+        assert r["messages_sent"] == (2 + chunks * per_slot if sends_to_1 else 0), r
+        assert r["bytes_sent"] == (16 + per_slot * (size + 8) if sends_to_1 else 0), r
+        owners = len(r["owners"]) if rank == 1 else 0
+        assert r["messages_received"] == owners * (2 + chunks * per_slot), r

@@ -1,12 +1,17 @@
 """Checkpoint traffic per rank: the counters of ``Checkpointer.stats`` for each checkpoint.
 
-Usage: ``mpiexec -n N python stream_stats.py {parity,mirror,stripe,rs}``. Every rank holds the
-same amount of state (so that the traffic of a rank can be compared across N); the segment is
-larger than a chunk and a chunk larger than the stream's fused block, so the blocks, the
-staging ring and the recycled receive buffers are all exercised. After every checkpoint each
-rank prints the counters' increase, and every segment is rebuilt from the other ranks' pieces
-and compared with its owner's copy (the pieces and their checksums are right). The third
-checkpoint has a larger segment (receive buffers of a new size).
+Usage: ``mpiexec -n N python stream_stats.py {parity,mirror,stripe,rs} [reprotect]``.
+
+Every rank holds the same amount of state, so that the traffic of a rank can be compared
+across N. The segment is larger than a chunk and a chunk larger than the stream's fused
+block: the blocks, the staging ring and the recycled receive buffers are all exercised. After
+every checkpoint each rank prints the counters' increase, and every segment is rebuilt from
+the other ranks' pieces and compared with its owner's copy (pieces and checksums are right).
+The third checkpoint has a larger segment (receive buffers of a new size).
+
+With ``reprotect``, rank 1 then drops every piece it holds (as a spare that took a dead
+rank's place holds none) and all ranks call ``protect_again``: its traffic is printed, and
+every segment must again be rebuilt from the others' pieces.
 """
 
 from __future__ import annotations
@@ -48,6 +53,17 @@ def body(comm: MPI.Comm, checks: Checks) -> None:
         )
         rebuilt = ckpt.rebuild()
         checks.check("rebuilt", same_bytes(rebuilt, ckpt.local), checkpoint=i)
+    if sys.argv[2:] == ["reprotect"]:
+        if rank == 1:
+            ckpt.store.versions = {ckpt.version: {}}
+        before = dict(ckpt.stats)
+        ckpt.protect_again(3)
+        delta = {k: ckpt.stats[k] - before[k] for k in ckpt.stats}
+        checks.emit(
+            event="reprotect", owners=ckpt.owners[rank], backups=ckpt.backups[rank], **delta
+        )
+        rebuilt = ckpt.rebuild()
+        checks.check("rebuilt-after-reprotect", same_bytes(rebuilt, ckpt.local))
     ckpt.close()
 
 
