@@ -214,7 +214,8 @@ class Stream:
         coded_hash = {p.name: hasher() for p in plan.coded}
         for r, (a, n) in enumerate(_chunks(size, self.chunk)):
             if len(rounds) == RING:  # its staging slot is about to be reused
-                MPI.Request.Waitall(rounds.popleft())
+                MPI.Request.Waitall(rounds[0])  # kept in ``rounds`` until done (see
+                rounds.popleft()  # transport.keep_on_failure: a freed request must not fail)
             src = {}
             for k in plan.subsegments:
                 mv = seg.view(k * size + a, n)  # in place, unless it straddles regions/padding
