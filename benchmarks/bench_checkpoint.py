@@ -209,6 +209,14 @@ def bench_scheme(
             times.append(t)
             cpu += c
     m_steady = mem()
+    # traffic of one checkpoint (the last one): messages and bytes this rank sent
+    stats = getattr(ckpt, "stats", None)
+    sent = (stats["messages_sent"], stats["bytes_sent"]) if stats else (0, 0)
+    per_ckpt = (
+        (sent[0] / max(stats["checkpoints"], 1), sent[1] / max(stats["checkpoints"], 1))
+        if stats
+        else (0.0, 0.0)
+    )
     trim()
     m_trim = mem()
     held = ckpt.store.nbytes() + (ckpt.store.local.nbytes if ckpt.store.local is not None else 0)
@@ -225,6 +233,8 @@ def bench_scheme(
         "steady_peak": max(peaks) - base if hwm_ok else float("nan"),
         "held": held,
         "kept": kept,
+        "msgs": per_ckpt[0],
+        "sent": per_ckpt[1],
         "fresh": statistics.median(fresh[warmup:]),
     }
     ckpt.close()
@@ -750,7 +760,7 @@ def report(results: list[dict[str, Any]], nranks: int, repeats: int) -> None:
     hdr = (
         f"{'MB/rank':>7s}  {'scheme':12s} {'checkpoint':>10s} {'memcpy':>8s} "
         f"{'h5py+fsync':>10s} {'ckpt/memcpy':>11s} {'h5py/ckpt':>9s} {'min..max ckpt':>14s} "
-        f"{'GB/s/rank':>9s} {'cpu ckpt/memcpy':>15s}"
+        f"{'GB/s/rank':>9s} {'cpu ckpt/memcpy':>15s} {'msgs/rank':>9s} {'MB sent/rank':>12s}"
     )
     print(hdr)
     print("-" * len(hdr))
@@ -765,11 +775,13 @@ def report(results: list[dict[str, Any]], nranks: int, repeats: int) -> None:
                 f"{rec['size_mb']:7d}  {_label(r['scheme']):12s} {ck:10.4f} {mc:8.4f} "
                 f"{h5:10.3f} {ck / mc:11.1f} {h5 / ck:9.1f} "
                 f"{min(r['times']):6.3f}..{max(r['times']):.3f} {seg / ck / 1e9:9.2f} "
-                f"{med(r['cpu']) / mc_cpu:15.1f}"
+                f"{med(r['cpu']) / mc_cpu:15.1f} {r['mem']['msgs']:9.0f} "
+                f"{r['mem']['sent'] / MB:12.1f}"
             )
     print(
         "GB/s/rank: segment bytes per second of checkpoint; cpu ckpt/memcpy: CPU seconds "
-        "(user+sys, mean over ranks) of a checkpoint over those of the memcpy"
+        "(user+sys, mean over ranks) of a checkpoint over those of the memcpy;\nmsgs/rank, MB "
+        "sent/rank: per checkpoint, the most of any rank (Checkpointer.stats)"
     )
 
     print(

@@ -17,7 +17,7 @@ from .memstore import Held, MemStore, PieceHeader
 from .planning import Sources
 from .schemes import Scheme
 
-CHUNK = 4 << 20  # bytes per message: large enough for bandwidth, small enough to bound staging
+CHUNK = 1 << 20  # bytes per message: large enough for bandwidth, small enough to bound staging
 TAG_REBUILD = 0x6D71
 T = TypeVar("T")
 
