@@ -42,7 +42,10 @@ class Checkpointer:
 
     ``scheme`` is a :class:`~mpickpt.schemes.Scheme`, or an id (``"parity"``, ``"mirror"``,
     ``"stripe"``) with its parameters as keywords. ``domains`` gives the failure domain of every
-    rank (default: one per rank). All methods but :meth:`protect` are collective.
+    rank (default: one per rank). ``recycle``: reuse the buffers of the dropped version (see
+    :class:`~mpickpt.stream.Stream`). ``stats``: this rank's cumulative traffic counters (messages
+    and bytes sent and received, checkpoints, agreements, re-protects). All methods but
+    :meth:`protect` are collective.
     """
 
     def __init__(
@@ -56,8 +59,7 @@ class Checkpointer:
         **params: Any,
     ) -> None:
         self.scheme = get_scheme(scheme, **params)
-        self.chunk = chunk
-        self.recycle = recycle
+        self.chunk, self.recycle = chunk, recycle
         self.stream: Stream | None = None
         self.stats = new_stats()  # cumulative counters of this rank's checkpoint traffic
         self.state = State()
@@ -132,8 +134,7 @@ class Checkpointer:
             faults.maybe_kill("checkpoint", step)
             return spilled
 
-        # the commit point: the same answer on every rank, or ProcessFailure everywhere
-        self.stats["agreements"] += 1
+        self.stats["agreements"] += 1  # the commit point: ProcessFailure everywhere, or commit
         spilled = uniformly(self.comm, stream, f"checkpoint of version {version}")
         dropped = self.store.commit(version)
         if self.stream is not None:  # their buffers receive the next version
@@ -147,8 +148,7 @@ class Checkpointer:
         return version
 
     def protect_again(self, step: int) -> None:
-        """After a recovery onto as many workers: only the missing pieces of the committed
-        version are sent (:func:`~mpickpt.stream.reprotect`); without an own copy, checkpoint."""
+        """After a recovery: send only the missing pieces (:func:`~mpickpt.stream.reprotect`)."""
         if self.comm.Get_size() < 2 or self.stream is None or self.store.local is None:
             self.checkpoint(step)
             return
