@@ -89,7 +89,8 @@ def child(argv: list[str]) -> None:
     from mpi4py import MPI
 
     import mpickpt  # noqa: F401  first, as the example does (MPI_Finalize off)
-    from mpickpt import api, checkpointer, recovery
+    from mpickpt import checkpointer, context, log
+    from mpickpt.recovery import transaction
 
     marks: dict[str, float] = {"python": t_python, "mpi_init": time.time()}
 
@@ -115,16 +116,16 @@ def child(argv: list[str]) -> None:
     def checkpointed(_: Any) -> None:
         marks.setdefault("first_ckpt_end", marks["ckpt_end"])
 
-    wrap(recovery.Runtime, "__init__", None, "runtime")
-    wrap(recovery.Runtime, "start", None, "start_end", started)
-    wrap(recovery.Runtime, "leave", "leave", None)
-    wrap(api.Context, "__init__", None, "context")
+    wrap(transaction.Runtime, "__init__", None, "runtime")
+    wrap(transaction.Runtime, "start", None, "start_end", started)
+    wrap(transaction.Runtime, "leave", "leave", None)
+    wrap(context.Context, "__init__", None, "context")
     wrap(checkpointer.Checkpointer, "protect", "protect_start", "protect_end")
     wrap(checkpointer.Checkpointer, "checkpoint", "ckpt_start", "ckpt_end", checkpointed)
     if hasattr(checkpointer.Checkpointer, "protect_again"):  # re-protect: missing pieces only
         wrap(checkpointer.Checkpointer, "protect_again", "ckpt_start", None)
 
-    orig_report = recovery.Timeline.report
+    orig_report = log.Timeline.report
 
     def report(self: Any, rank: int) -> None:
         if self.events:
@@ -144,7 +145,7 @@ def child(argv: list[str]) -> None:
             self.events = sorted(self.events + extra, key=lambda e: e[0])
         orig_report(self, rank)
 
-    recovery.Timeline.report = report  # type: ignore[method-assign]
+    log.Timeline.report = report  # type: ignore[method-assign]
 
     examples = Path(os.environ.get(ENV_SOURCE, HERE.parent)) / "examples"
     sys.path.insert(0, str(examples))
