@@ -104,7 +104,8 @@ def stream_pieces(
     chunk: int,
     pool: Pool,
 ) -> list[Held]:
-    """``mpickpt.transport.stream_pieces`` with reused buffers and view-based parity."""
+    """The previous library stream (all-gathers of sizes and backups, an all-to-all of
+    checksums) with reused buffers and view-based parity."""
     me = comm.Get_rank()
     sizes = comm.allgather(seg.nbytes)
     held = scheme.held()
