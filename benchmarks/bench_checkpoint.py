@@ -60,12 +60,13 @@ import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import mpickpt  # noqa: E402
-from mpickpt import transport  # noqa: E402
+from mpickpt import stream, transport  # noqa: E402
 from mpickpt.checksum import hasher  # noqa: E402
 from mpickpt.schemes import xor_into  # noqa: E402
 from mpickpt.segment import State  # noqa: E402
 
 MB = 1 << 20
+NO_RECYCLE = False  # --no-recycle
 
 SCHEMES: dict[str, dict[str, Any]] = {
     "parity": {"group": 3, "backups": 4},
@@ -178,7 +179,8 @@ def bench_scheme(
     trim()
     m_before = mem()
     u = make_array(nbytes, rank)
-    ckpt = mpickpt.Checkpointer(comm, name, chunk=chunk, **SCHEMES[name])
+    extra = {"recycle": False} if NO_RECYCLE else {}
+    ckpt = mpickpt.Checkpointer(comm, name, chunk=chunk, **extra, **SCHEMES[name])
     ckpt.protect("u", u)
     trim()
     m_alloc = mem()
@@ -207,9 +209,19 @@ def bench_scheme(
             times.append(t)
             cpu += c
     m_steady = mem()
+    # traffic of one checkpoint (the last one): messages and bytes this rank sent
+    stats = getattr(ckpt, "stats", None)
+    sent = (stats["messages_sent"], stats["bytes_sent"]) if stats else (0, 0)
+    per_ckpt = (
+        (sent[0] / max(stats["checkpoints"], 1), sent[1] / max(stats["checkpoints"], 1))
+        if stats
+        else (0.0, 0.0)
+    )
     trim()
     m_trim = mem()
     held = ckpt.store.nbytes() + (ckpt.store.local.nbytes if ckpt.store.local is not None else 0)
+    # the stream's recycled receive buffers and staging ring (absent before the stream had them)
+    kept = ckpt.stream.nbytes() if getattr(ckpt, "stream", None) is not None else 0
     base = m_alloc["VmRSS"]
     local = {
         "seg": seg,
@@ -220,6 +232,9 @@ def bench_scheme(
         "steady_trim": m_trim["VmRSS"] - base,
         "steady_peak": max(peaks) - base if hwm_ok else float("nan"),
         "held": held,
+        "kept": kept,
+        "msgs": per_ckpt[0],
+        "sent": per_ckpt[1],
         "fresh": statistics.median(fresh[warmup:]),
     }
     ckpt.close()
@@ -265,7 +280,8 @@ def profile_checkpoint(
     comm: MPI.Comm, name: str, nbytes: int, repeats: int, chunk: int, cprofile: bool
 ) -> None:
     """Where the time of one checkpoint goes, phase by phase (same calls as
-    ``Checkpointer.checkpoint``, with ``transport._fill`` and ``transport.hasher`` wrapped)."""
+    ``Checkpointer.checkpoint``, with the stream's hasher and the scheme's ``combine``
+    wrapped)."""
     rank = comm.Get_rank()
     u = make_array(nbytes, rank)
     ckpt = mpickpt.Checkpointer(comm, name, chunk=chunk, **SCHEMES[name])
@@ -274,47 +290,47 @@ def profile_checkpoint(
         ckpt.checkpoint(s)
 
     clock = Clock()
-    orig_fill, orig_hasher = transport._fill, transport.hasher
+    orig_hasher = stream.hasher
+    orig_combine = ckpt.scheme.combine
 
-    def fill(scheme: Any, piece: Any, seg: Any, size: int, a: int, n: int) -> np.ndarray:
+    def combine(piece: Any, sources: Any, out: Any = None) -> np.ndarray:
         t0 = time.perf_counter()
-        out = orig_fill(scheme, piece, seg, size, a, n)
-        key = "encode: parity arithmetic (+alloc)" if len(piece.sources) > 1 else "encode: views"
-        clock.add(key, time.perf_counter() - t0)
-        return out
+        res = orig_combine(piece, sources, out)
+        clock.add("encode: parity arithmetic", time.perf_counter() - t0)
+        return res
 
     rows: list[dict[str, float]] = []
     for r in range(repeats):
         clock.t = {}
         step = 10 + r
         version = ckpt.store.committed + 1
-        transport._fill, transport.hasher = fill, lambda: TimedHasher(clock)
+        stream.hasher = lambda: TimedHasher(clock)
+        ckpt.scheme.combine = combine  # type: ignore[method-assign]
         comm.Barrier()
         t = {}
         t0 = time.perf_counter()
         seg = ckpt.state.snapshot(step, {"version": version, "rank": rank})
         t1 = time.perf_counter()
-        mine = [ckpt.backups[rank][j] for j in range(ckpt.scheme.backups)]
-        held = transport.stream_pieces(
-            comm, ckpt.scheme, seg, mine, ckpt.owners[rank], version, ckpt.chunk
-        )
+        assert ckpt.stream is not None
+        held = ckpt.stream.run(seg, version)
         t2 = time.perf_counter()
         ckpt.store.stage(version, held)
         ok = comm.Agree(1)
         t3 = time.perf_counter()
-        ckpt.store.commit(version)
+        ckpt.stream.give(ckpt.store.commit(version))
         ckpt.store.keep_local(version, seg)
         ckpt.step = step
         t4 = time.perf_counter()
-        transport._fill, transport.hasher = orig_fill, orig_hasher
+        stream.hasher = orig_hasher
+        del ckpt.scheme.combine
         assert ok
         t["snapshot"] = t1 - t0
-        t["stream_pieces (total)"] = t2 - t1
+        t["Stream.run (total)"] = t2 - t1
         for k, v in clock.t.items():
             t["  " + k] = v
         t["  MPI post + wait + rest"] = (t2 - t1) - sum(clock.t.values())
         t["stage + Agree (commit point)"] = t3 - t2
-        t["commit + keep_local (zero + copy)"] = t4 - t3
+        t["commit + keep_local (copy)"] = t4 - t3
         t["total"] = t4 - t0
         rows.append(t)
     all_rows = comm.gather(rows)
@@ -411,7 +427,7 @@ def micro(comm: MPI.Comm, nbytes: int) -> None:
             ts.append(time.perf_counter() - t0)
             pair.Barrier()
             t0 = time.perf_counter()
-            chunks = transport._chunks(nbytes, transport.CHUNK)
+            chunks = stream._chunks(nbytes, transport.CHUNK)
             if rank == 0:
                 reqs = [pair.Isend([buf[a : a + n], MPI.BYTE], peer, 2) for a, n in chunks]
             else:
@@ -437,7 +453,10 @@ def micro(comm: MPI.Comm, nbytes: int) -> None:
             print(f"{k:44s} {v:8.4f} s  {nbytes / v / 1e9:7.2f} GB/s")
 
 
-VARIANTS = ("A", "B1", "B2")
+VARIANTS = ("A", "A1", "A1n", "B2")
+# A: the library as configured (--chunk, recycling); A1: 1 MB chunks; A1n: 1 MB chunks without
+# recycled receive buffers; B2: the prototype in proto_stream.py (all-gathers, recycling)
+LIB = {"A": {}, "A1": {"chunk": MB}, "A1n": {"chunk": MB, "recycle": False}}
 
 
 def _compare_one(
@@ -446,13 +465,16 @@ def _compare_one(
     import proto_stream
 
     u = make_array(nbytes, comm.Get_rank())
-    ck = {v: mpickpt.Checkpointer(comm, name, chunk=chunk, **SCHEMES[name]) for v in VARIANTS}
-    pools = {"B1": proto_stream.Pool(recycle=False), "B2": proto_stream.Pool(recycle=True)}
+    ck = {
+        v: mpickpt.Checkpointer(comm, name, **{"chunk": chunk, **LIB.get(v, {})}, **SCHEMES[name])
+        for v in VARIANTS
+    }
+    pools = {"B2": proto_stream.Pool(recycle=True)}
     for c in ck.values():
         c.protect("u", u)
 
     def run(v: str, step: int) -> None:
-        if v == "A":
+        if v in LIB:
             ck[v].checkpoint(step)
         else:
             proto_stream.checkpoint(ck[v], step, pools[v])
@@ -481,6 +503,8 @@ def _compare_one(
     held = {}
     for v, c in ck.items():
         n = c.store.nbytes() + (c.store.local.nbytes if c.store.local is not None else 0)
+        if v in LIB and c.stream is not None:
+            n += c.stream.nbytes()
         if v in pools:
             p = pools[v]
             n += sum(x.nbytes for lst in p.recv.values() for x in lst)
@@ -502,8 +526,9 @@ def _compare_one(
 def compare_prototype(
     comm: MPI.Comm, schemes: list[str], nbytes: int, repeats: int, chunk: int
 ) -> None:
-    """Library ``checkpoint()`` (A) against the prototype in ``proto_stream.py``: B1 = parity
-    XORed from views into a reused staging ring + local copy without zero-fill; B2 = B1 +
+    """Library ``checkpoint()`` (A, and A1 / A1n with 1 MB chunks, with / without recycled
+    receive buffers) against the prototype in ``proto_stream.py``: B2 = parity XORed from
+    views into a reused staging ring + local copy without zero-fill +
     receive buffers recycled from the dropped version. Runs alternate so that all variants see
     the same machine load; the prototype's pieces are checked by rebuilding every segment with
     the library's own ``rebuild``."""
@@ -517,8 +542,8 @@ def compare_prototype(
     if rank == 0:
         med = statistics.median
         print(
-            f"\n## Library checkpoint (A) vs prototypes (B1: parity from views, no zero-fill; "
-            f"B2: B1 + recycled receive buffers), {nbytes // MB} MB/rank, alternated, "
+            f"\n## Library checkpoint (A; A1: 1 MB chunks; A1n: A1 without recycling) vs the "
+            f"prototype (B2), {nbytes // MB} MB/rank, alternated, "
             f"median of {repeats}"
         )
         print(
@@ -562,9 +587,19 @@ def main() -> None:
         default=transport.CHUNK / MB,
         help="MB per message of the checkpoint stream (Checkpointer(chunk=...))",
     )
+    ap.add_argument("--copies", type=int, default=2, help="mirror's copies")
+    ap.add_argument(
+        "--no-recycle", action="store_true", help="Checkpointer(recycle=False): fresh buffers"
+    )
     ap.add_argument("--no-h5py", action="store_true", help="skip the h5py+fsync baseline")
     ap.add_argument("--tmpdir", default=None, help="where the HDF5 files go (local disk)")
     ap.add_argument("--json", default=None, help="write all measurements to this file")
+    ap.add_argument(
+        "--png",
+        default="bench_checkpoint.png",
+        help="picture of time vs MB per scheme, with memcpy and h5py+fsync (needs matplotlib, "
+        "the 'bench' extra; '' for none)",
+    )
     ap.add_argument(
         "--profile",
         type=int,
@@ -580,6 +615,9 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     args.chunk = int(args.chunk * MB) // 8 * 8
     schemes = [s for s in args.schemes.split(",") if s]
+    SCHEMES["mirror"]["copies"] = args.copies
+    global NO_RECYCLE
+    NO_RECYCLE = args.no_recycle
     for s in schemes:
         if s not in SCHEMES:
             raise SystemExit(f"unknown scheme {s!r}; known: {', '.join(SCHEMES)}")
@@ -665,6 +703,48 @@ def main() -> None:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"ranks": nranks, "schemes": SCHEMES, "results": results}, f, indent=1)
+        if args.png:
+            plot(results, nranks, args.png)
+
+
+def plot(results: list[dict[str, Any]], nranks: int, path: str) -> None:
+    """Seconds of one checkpoint against MB per rank, one line per scheme, with the memcpy
+    and h5py+fsync baselines of the same run (medians; bars from min to max)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("# no picture: matplotlib is not installed (pip install '.[bench]')")
+        return
+    sizes = [rec["size_mb"] for rec in results]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+
+    def line(times: list[list[float]], label: str, style: str) -> None:
+        med = [statistics.median(t) for t in times]
+        lo = [m - min(t) for m, t in zip(med, times, strict=True)]
+        hi = [max(t) - m for m, t in zip(med, times, strict=True)]
+        ax.errorbar(sizes, med, yerr=[lo, hi], fmt=style, capsize=3, label=label)
+
+    for i, r in enumerate(results[0]["schemes"]):
+        line([rec["schemes"][i]["times"] for rec in results], _label(r["scheme"]), "o-")
+    line([rec["memcpy"] for rec in results], "memcpy (same bytes)", "k--")
+    if all(rec["h5py"] for rec in results):
+        line([rec["h5py"] for rec in results], "h5py + fsync", "s:")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel("MB per rank")
+    ax.set_ylabel("seconds (max over ranks, median)")
+    ax.set_title(
+        f"One checkpoint, {nranks} ranks on {os.cpu_count()} cores (load {os.getloadavg()[0]:.0f})"
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"# picture: {path}")
 
 
 def _label(name: str) -> str:
@@ -680,7 +760,7 @@ def report(results: list[dict[str, Any]], nranks: int, repeats: int) -> None:
     hdr = (
         f"{'MB/rank':>7s}  {'scheme':12s} {'checkpoint':>10s} {'memcpy':>8s} "
         f"{'h5py+fsync':>10s} {'ckpt/memcpy':>11s} {'h5py/ckpt':>9s} {'min..max ckpt':>14s} "
-        f"{'GB/s/rank':>9s} {'cpu ckpt/memcpy':>15s}"
+        f"{'GB/s/rank':>9s} {'cpu ckpt/memcpy':>15s} {'msgs/rank':>9s} {'MB sent/rank':>12s}"
     )
     print(hdr)
     print("-" * len(hdr))
@@ -695,11 +775,13 @@ def report(results: list[dict[str, Any]], nranks: int, repeats: int) -> None:
                 f"{rec['size_mb']:7d}  {_label(r['scheme']):12s} {ck:10.4f} {mc:8.4f} "
                 f"{h5:10.3f} {ck / mc:11.1f} {h5 / ck:9.1f} "
                 f"{min(r['times']):6.3f}..{max(r['times']):.3f} {seg / ck / 1e9:9.2f} "
-                f"{med(r['cpu']) / mc_cpu:15.1f}"
+                f"{med(r['cpu']) / mc_cpu:15.1f} {r['mem']['msgs']:9.0f} "
+                f"{r['mem']['sent'] / MB:12.1f}"
             )
     print(
         "GB/s/rank: segment bytes per second of checkpoint; cpu ckpt/memcpy: CPU seconds "
-        "(user+sys, mean over ranks) of a checkpoint over those of the memcpy"
+        "(user+sys, mean over ranks) of a checkpoint over those of the memcpy;\nmsgs/rank, MB "
+        "sent/rank: per checkpoint, the most of any rank (Checkpointer.stats)"
     )
 
     print(
@@ -708,7 +790,7 @@ def report(results: list[dict[str, Any]], nranks: int, repeats: int) -> None:
     )
     hdr = (
         f"{'MB/rank':>7s}  {'scheme':12s} {'held':>6s} {'steady':>7s} {'trimmed':>7s} "
-        f"{'peak 1st':>8s} {'peak':>6s} {'fresh':>6s} {'1st ckpt s':>10s}"
+        f"{'peak 1st':>8s} {'peak':>6s} {'fresh':>6s} {'kept':>6s} {'1st ckpt s':>10s}"
     )
     print(hdr)
     print("-" * len(hdr))
@@ -720,11 +802,12 @@ def report(results: list[dict[str, Any]], nranks: int, repeats: int) -> None:
                 f"{rec['size_mb']:7d}  {_label(r['scheme']):12s} {m['held'] / seg:6.2f} "
                 f"{m['steady_rss'] / seg:7.2f} {m['steady_trim'] / seg:7.2f} "
                 f"{m['first_peak'] / seg:8.2f} {m['steady_peak'] / seg:6.2f} "
-                f"{m['fresh'] / seg:6.2f} {r['first']:10.3f}"
+                f"{m['fresh'] / seg:6.2f} {m['kept'] / seg:6.2f} {r['first']:10.3f}"
             )
     print(
         "held: bytes the library holds (committed pieces + local copy); steady: RSS after "
-        "the last checkpoint;\ntrimmed: the same after malloc_trim(0) (freed heap given "
+        "the last checkpoint; kept: the stream's recycled receive buffers and staging ring;\n"
+        "trimmed: the same after malloc_trim(0) (freed heap given "
         "back); peak 1st / peak: VmHWM during the first / the\nsteady-state checkpoints "
         "(two versions of the pieces exist while one is in flight);\nfresh: VmHWM rise "
         "over the RSS just before a steady-state checkpoint (memory it had to get from the "

@@ -89,7 +89,8 @@ def child(argv: list[str]) -> None:
     from mpi4py import MPI
 
     import mpickpt  # noqa: F401  first, as the example does (MPI_Finalize off)
-    from mpickpt import api, checkpointer, recovery
+    from mpickpt import checkpointer, context, log
+    from mpickpt.recovery import transaction
 
     marks: dict[str, float] = {"python": t_python, "mpi_init": time.time()}
 
@@ -115,14 +116,16 @@ def child(argv: list[str]) -> None:
     def checkpointed(_: Any) -> None:
         marks.setdefault("first_ckpt_end", marks["ckpt_end"])
 
-    wrap(recovery.Runtime, "__init__", None, "runtime")
-    wrap(recovery.Runtime, "start", None, "start_end", started)
-    wrap(recovery.Runtime, "leave", "leave", None)
-    wrap(api.Context, "__init__", None, "context")
+    wrap(transaction.Runtime, "__init__", None, "runtime")
+    wrap(transaction.Runtime, "start", None, "start_end", started)
+    wrap(transaction.Runtime, "leave", "leave", None)
+    wrap(context.Context, "__init__", None, "context")
     wrap(checkpointer.Checkpointer, "protect", "protect_start", "protect_end")
     wrap(checkpointer.Checkpointer, "checkpoint", "ckpt_start", "ckpt_end", checkpointed)
+    if hasattr(checkpointer.Checkpointer, "protect_again"):  # re-protect: missing pieces only
+        wrap(checkpointer.Checkpointer, "protect_again", "ckpt_start", None)
 
-    orig_report = recovery.Timeline.report
+    orig_report = log.Timeline.report
 
     def report(self: Any, rank: int) -> None:
         if self.events:
@@ -142,7 +145,7 @@ def child(argv: list[str]) -> None:
             self.events = sorted(self.events + extra, key=lambda e: e[0])
         orig_report(self, rank)
 
-    recovery.Timeline.report = report  # type: ignore[method-assign]
+    log.Timeline.report = report  # type: ignore[method-assign]
 
     examples = Path(os.environ.get(ENV_SOURCE, HERE.parent)) / "examples"
     sys.path.insert(0, str(examples))
@@ -760,8 +763,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, rounds: int)
         "world. rebuild: pieces moved and decoded (MB/s of the segment). →recovered: the\n"
         "agreement that commits the recovery + unpacking the segment. app re-entry: the "
         "protected function builds its Grid\nand initial field again before protect(). "
-        "copy back: protect() copies the saved array in. re-protect ckpt: the checkpoint\n"
-        "ctx.steps takes before resuming (the dead worker held pieces of the others). lost "
+        "copy back: protect() copies the saved array in. re-protect ckpt: what ctx.steps does\n"
+        "before resuming: the pieces the dead worker held are sent again (a full checkpoint "
+        "before 0.2). lost "
         "steps: steps run again after the resume."
     )
 
@@ -815,12 +819,66 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, rounds: int)
         t = target[0]
         vals = [k["resumed"] for k in t["kills"] if k["resumed"] is not None]
         m, x = statistics.median(vals), max(vals)
-        verdict = "MET" if x <= 2.0 else "MET by the median only" if m <= 2.0 else "NOT MET"
+        verdict = "MET" if m <= 0.5 else "NOT MET"
         print(
-            f"\nTarget kill→resumed ≤ 2 s at 8 workers × 64 MB: {verdict} (median {m:.3f} s, "
-            f"max {x:.3f} s over {len(vals)} recoveries; {t['kill_failures']} of "
+            f"\nTarget kill→resumed ≤ 0.5 s median at 8 workers × 64 MB: {verdict} (median "
+            f"{m:.3f} s, max {x:.3f} s over {len(vals)} recoveries; {t['kill_failures']} of "
             f"{t['kill_jobs']} kill runs did not complete)"
         )
+
+
+PHASES = (  # (start key, end key, label) of the pictured timeline; None: the SIGKILL
+    (None, "detected", "failure detected"),
+    ("detected", "shrunk", "shrink"),
+    ("shrunk", "rebuilt", "rebuild"),
+    ("rebuilt", "recovered", "recovery agreed"),
+    ("recovered", "protect", "app re-entry"),
+    ("protect", "restored", "copy back"),
+    ("restored", "resumed", "re-protect"),
+)
+
+
+def plot(results: list[dict[str, Any]], path: str) -> None:
+    """The median recovery of every configuration as a bar of its phases (seconds after the
+    SIGKILL); the relaunch's time to resume, far longer, is written beside it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("# no picture: matplotlib is not installed (pip install '.[bench]')")
+        return
+    shown = [r for r in results if r["kills"]]
+    if not shown:
+        return
+    fig, ax = plt.subplots(figsize=(8, 2.4 + 0.6 * len(shown)))
+    colors = plt.get_cmap("tab10").colors
+    labels, right = [], 0.0
+    for y, r in enumerate(shown):
+        ks = r["kills"]
+        t0 = 0.0
+        for i, (_, key, what) in enumerate(PHASES):
+            t1 = med([k[key] for k in ks])
+            if t1 is None:
+                continue
+            ax.barh(y, max(t1 - t0, 0.0), left=t0, color=colors[i], label=what if y == 0 else None)
+            t0 = max(t0, t1)
+        off = med([x["resumed"] for x in r["relaunches"]])
+        note = f"  {t0:.3f} s" + (f"  (relaunch + reload from HDF5: {off:.1f} s)" if off else "")
+        ax.text(t0, y, note, va="center", fontsize=8)
+        right = max(right, t0)
+        labels.append(f"{r['workers']} workers × {r['rank_mb']:.0f} MB")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, right * 2.2)
+    ax.set_xlabel("seconds after the SIGKILL (median of the runs)")
+    ax.set_title(f"Kill → resumed, heat2d, 2 cores (load {os.getloadavg()[0]:.0f})")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.5))
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"# picture: {path}")
 
 
 def main() -> None:
@@ -871,6 +929,11 @@ def main() -> None:
     ap.add_argument("--tmpdir", default=None, help="where the spill goes (local disk)")
     ap.add_argument("--logdir", default=None, help="keep the output of failed jobs here")
     ap.add_argument("--json", default=None, help="write all measurements to this file")
+    ap.add_argument(
+        "--png",
+        default="bench_recovery.png",
+        help="picture of the recovery timeline (needs matplotlib, the 'bench' extra; '' for none)",
+    )
     args = ap.parse_args()
     workers = [int(w) for w in args.workers.split(",") if w]
     sizes = [float(s) for s in args.sizes.split(",") if s]
@@ -942,6 +1005,8 @@ def main() -> None:
             json.dump(
                 {"args": vars(args), "results": results, "problems": log.entries}, f, indent=1
             )
+    if args.png:
+        plot(results, args.png)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ from mpickpt.layout import Piece
 from mpickpt.memstore import Held, PieceHeader
 from mpickpt.schemes import Scheme
 from mpickpt.segment import SegmentView
-from mpickpt.transport import TAG_STREAM, _chunks
+from mpickpt.stream import _chunks
+
+TAG_STREAM = 0x6D74  # its own tag: the prototype's stream is not the library's
 
 
 class Pool:
@@ -102,7 +104,8 @@ def stream_pieces(
     chunk: int,
     pool: Pool,
 ) -> list[Held]:
-    """``mpickpt.transport.stream_pieces`` with reused buffers and view-based parity."""
+    """The previous library stream (all-gathers of sizes and backups, an all-to-all of
+    checksums) with reused buffers and view-based parity."""
     me = comm.Get_rank()
     sizes = comm.allgather(seg.nbytes)
     held = scheme.held()

@@ -17,7 +17,8 @@ from .memstore import Held, MemStore
 from .planning import Report, rebuild_sources
 from .schemes import Scheme, get_scheme
 from .segment import State, restore_value, unpack
-from .transport import CHUNK, fetch_segment, stream_pieces, uniformly
+from .stream import Stream, new_stats, reprotect
+from .transport import CHUNK, fetch_segment, uniformly
 
 T = TypeVar("T")
 
@@ -42,7 +43,10 @@ class Checkpointer:
 
     ``scheme`` is a :class:`~mpickpt.schemes.Scheme`, or an id (``"parity"``, ``"mirror"``,
     ``"stripe"``) with its parameters as keywords. ``domains`` gives the failure domain of every
-    rank (default: one per rank). All methods but :meth:`protect` are collective.
+    rank (default: one per rank). ``recycle``: reuse the buffers of the dropped version (see
+    :class:`~mpickpt.stream.Stream`). ``stats``: this rank's cumulative traffic counters (messages
+    and bytes sent and received, checkpoints, agreements, re-protects). All methods but
+    :meth:`protect` are collective.
     """
 
     def __init__(
@@ -52,16 +56,18 @@ class Checkpointer:
         *,
         domains: Sequence[int] | None = None,
         chunk: int = CHUNK,
+        recycle: bool = True,
         **params: Any,
     ) -> None:
         self.scheme = get_scheme(scheme, **params)
-        self.chunk = chunk
+        self.chunk, self.recycle = chunk, recycle
+        self.stream: Stream | None = None
+        self.stats = new_stats()  # cumulative counters of this rank's checkpoint traffic
         self.state = State()
         self.store = MemStore()
         self.step = 0  # the next step to run after a restore
         self.restored: dict[str, Any] = {}  # saved values not yet handed back by protect
         self.saved_protected: dict[str, list[Any]] | None = None  # State.declared when saved
-        self.stats: dict[str, float] = {"checkpoints": 0, "bytes": 0, "seconds": 0.0}  # costs
         self.disk: Tier | None = None  # the spill, if any
         # a small collective run inside each checkpoint's transaction, before its commit
         # agreement (the checkpoint policy's reduction, see policies.Schedule); its result,
@@ -82,6 +88,9 @@ class Checkpointer:
         self.comm = comm
         self.domains = list(domains)
         self.backups, self.owners = backup_layout(self.domains, self.scheme.backups)
+        self.stream = Stream(  # the placement is fixed for this membership
+            comm, self.scheme, self.backups, self.owners, self.chunk, self.stats, self.recycle
+        )
 
     @property
     def rank(self) -> int:
@@ -131,29 +140,19 @@ class Checkpointer:
         seg = self.state.snapshot(step, {"version": version, **meta})
 
         def stream() -> tuple[list[dict[str, Any]] | None, Any]:
-            if self.comm.Get_size() > 1:
-                mine = [self.backups[self.rank][j] for j in range(self.scheme.backups)]
-                self.store.stage(
-                    version,
-                    stream_pieces(
-                        self.comm,
-                        self.scheme,
-                        seg,
-                        mine,
-                        self.owners[self.rank],
-                        version,
-                        self.chunk,
-                    ),
-                )
+            if self.comm.Get_size() > 1 and self.stream is not None:
+                self.store.stage(version, self.stream.run(seg, version))
             spilled = self.disk.collect(self.comm) if self.disk else None
             exchanged = self.exchange(self.comm) if self.exchange is not None else None
             faults.maybe_kill("checkpoint", step)
             return spilled, exchanged
 
-        # the commit point: the same answer on every rank, or ProcessFailure everywhere
+        self.stats["agreements"] += 1  # the commit point: ProcessFailure everywhere, or commit
         spilled, exchanged = uniformly(self.comm, stream, f"checkpoint of version {version}")
         self.exchanged = exchanged
-        self.store.commit(version)
+        dropped = self.store.commit(version)
+        if self.stream is not None:  # their buffers receive the next version
+            self.stream.give(dropped)
         self.store.keep_local(version, seg)
         self.step = step
         self.stats["checkpoints"] += 1
@@ -163,6 +162,15 @@ class Checkpointer:
             self.disk.on_commit(self.rank, spilled, version, self.store.local)
         faults.maybe_kill("commit", step)
         return version
+
+    def protect_again(self, step: int) -> None:
+        """After a recovery: send only the missing pieces (:func:`~mpickpt.stream.reprotect`)."""
+        if self.comm.Get_size() < 2 or self.stream is None or self.store.local is None:
+            self.checkpoint(step)
+            return
+        faults.maybe_kill("checkpoint", step)  # the fault injection point of that checkpoint
+        reprotect(self.comm, self.stream, self.store)
+        self.step = step
 
     def flush(self) -> None:
         """Collective: wait until the version being spilled is on disk with its index."""
@@ -214,26 +222,22 @@ class Checkpointer:
         self.store.local, self.store.local_version = segment, version
         return self.restore_from(segment)
 
-    def start_over(self) -> None:
-        """Nothing was committed: begin again from the initial state, at step 0."""
-        self.restored, self.step, self.saved_protected = {}, 0, None
+    def start_over(self, values: dict[str, Any] | None = None, step: int = 0) -> None:
+        """Begin again at ``step`` from ``values`` (what :meth:`protect` hands back; none: the
+        initial state, as when nothing was committed)."""
+        self.restored, self.step, self.saved_protected = values or {}, step, None
         self.state = State()
 
     def adopt(self, version: int, values: dict[str, Any], step: int) -> None:
-        """Continue from ``values`` (what :meth:`protect` hands back) made of the segments of
-        ``version`` by the application, at ``step``: no piece and no own copy of it is held."""
+        """Continue from ``values`` made of the segments of ``version`` by the application, at
+        ``step``: no piece and no own copy of it is held."""
         self.store.versions, self.store.committed, self.store.local_version = {}, version, -1
-        self.restored, self.step, self.saved_protected = values, step, None
-        self.state = State()
+        self.start_over(values, step)
 
     @property
     def local(self) -> np.ndarray | None:
         """This rank's own copy of its newest committed segment."""
         return self.store.local
-
-    def detach(self) -> None:
-        """This process no longer works (it became an idle spare)."""
-        self.comm = MPI.COMM_NULL
 
     def close(self) -> None:
         """Free the communicator and drop every piece."""

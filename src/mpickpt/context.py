@@ -92,11 +92,11 @@ class Context:
     def steps(self, n: int) -> Iterator[int]:
         """Steps ``start..n-1``, where ``start`` follows the restored checkpoint (0 at first).
 
-        Checkpoints when it starts (after a recovery this re-protects at once: the pieces the
-        dead held are gone), then when the schedule says so (every ``every`` steps, every
-        ``every_seconds``, or ``"auto"``: see :mod:`mpickpt.policies`) and after the last
-        step, whose spill (if any) is waited for. On SIGTERM/SIGUSR1 (with a spill) it stops
-        with a final checkpoint and spill (:class:`Preempted`), at the next checkpoint or
+        Checkpoints when it starts (after a recovery it re-protects at once instead: only the
+        pieces the dead held are sent again), then when the schedule says so (every ``every``
+        steps, every ``every_seconds``, or ``"auto"``: see :mod:`mpickpt.policies`) and after
+        the last step, whose spill (if any) is waited for. On SIGTERM/SIGUSR1 (with a spill) it
+        stops with a final checkpoint and spill (:class:`Preempted`), at the next checkpoint or
         stop check.
         """
         ckpt = self.checkpointer
@@ -107,7 +107,14 @@ class Context:
             if self.runtime.completed and start >= n:
                 return  # a finished run: its final state is restored, nothing to compute
         self.schedule.resume()
-        stop = self._checkpoint(start)
+        stop = False
+        if self.role in ("survivor", "recovered"):  # the committed version is still held
+            ckpt.protect_again(start)  # but for the pieces lost with the dead: send those
+            # no reduction ran: plans may differ (a promoted spare has none), so every worker
+            # checkpoints after the next step, where they agree on the next plan
+            self.schedule.plan = None
+        else:
+            stop = self._checkpoint(start)
         if self.role in ("survivor", "recovered", "shrunk"):
             self.runtime.timeline.mark(f"re-protected; resuming at step {start}")
             self.runtime.recovered(self.rank, start)

@@ -61,10 +61,19 @@ class MemStore:
         for p in pieces:
             slot.setdefault(p.header.owner, {})[p.header.name] = p
 
-    def commit(self, version: int) -> None:
-        """Make ``version`` the committed one and drop every other."""
+    def commit(self, version: int) -> list[Held]:
+        """Make ``version`` the committed one and drop every other; returns the dropped pieces
+        (their buffers can be reused)."""
+        dropped = [
+            h
+            for v, by_owner in self.versions.items()
+            if v != version
+            for pieces in by_owner.values()
+            for h in pieces.values()
+        ]
         self.versions = {version: self.versions.get(version, {})}
         self.committed = version
+        return dropped
 
     def keep_local(self, version: int, segment: SegmentView) -> None:
         """Remember this rank's own segment of ``version`` (one copy, reusing the old buffer)."""

@@ -1,10 +1,10 @@
-"""Piece exchange over MPI: the checkpoint stream (chunked, bounded memory) and the rebuild
-transfers. Every function here is collective over ``comm`` and raises ``MPI.Exception`` on a
-peer failure; callers turn that into :class:`~mpickpt.errors.ProcessFailure`."""
+"""Piece exchange over MPI for a rebuild, the commit agreement (``uniformly``) and request
+bookkeeping; the checkpoint stream itself is in :mod:`mpickpt.stream`. Every function here is
+collective over ``comm`` and raises ``MPI.Exception`` on a peer failure; callers turn that into
+:class:`~mpickpt.errors.ProcessFailure`."""
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
@@ -12,16 +12,12 @@ from typing import Any, TypeVar
 import numpy as np
 from mpi4py import MPI
 
-from .checksum import hasher
 from .errors import ProcessFailure
-from .layout import Piece
 from .memstore import Held, MemStore, PieceHeader
 from .planning import Sources
 from .schemes import Scheme
-from .segment import SegmentView
 
-CHUNK = 4 << 20  # bytes per message: large enough for bandwidth, small enough to bound staging
-TAG_STREAM = 0x6D70
+CHUNK = 1 << 20  # bytes per message: large enough for bandwidth, small enough to bound staging
 TAG_REBUILD = 0x6D71
 T = TypeVar("T")
 
@@ -87,92 +83,6 @@ def uniformly(comm: MPI.Comm, step: Callable[[], T], what: str) -> T:
     if error is not None and not failed:
         raise error
     raise ProcessFailure(f"{what} failed: a process was lost")
-
-
-def _chunks(size: int, chunk: int) -> list[tuple[int, int]]:
-    return [(a, min(chunk, size - a)) for a in range(0, size, chunk)]
-
-
-def _fill(scheme: Scheme, piece: Piece, seg: SegmentView, size: int, a: int, n: int) -> np.ndarray:
-    """Chunk ``[a, a+n)`` of ``piece``: the sources' bytes read in place where one region holds
-    them (a plain data chunk is then not copied at all), combined by the scheme for parity."""
-    chunks = []
-    for k in piece.sources:
-        mv = seg.view(k * size + a, n)
-        chunks.append(
-            np.frombuffer(mv, np.uint8)
-            if mv is not None
-            else seg.read_into(k * size + a, np.empty(n, np.uint8))
-        )
-    return scheme.combine(piece, chunks)
-
-
-def stream_pieces(
-    comm: MPI.Comm,
-    scheme: Scheme,
-    seg: SegmentView,
-    backups: Sequence[int],
-    owners: Sequence[int],
-    version: int,
-    chunk: int = CHUNK,
-) -> list[Held]:
-    """Send this rank's pieces to its ``backups`` and receive the pieces of ``owners``.
-
-    ``backups[j]`` is the rank of this rank's backup slot ``j``; ``owners`` are the ranks this
-    rank backs up (``backups_of[o]`` must name this rank). Returns the received pieces, checksums
-    attached. At most two rounds of chunks are staged at once on the sender.
-    """
-    me = comm.Get_rank()
-    chunk = max(scheme.granule, chunk - chunk % scheme.granule)  # combine needs whole granules
-    sizes = comm.allgather(seg.nbytes)
-    held = scheme.held()
-    backups_of = comm.allgather(list(backups))
-
-    received: list[Held] = []
-    recvs: list[MPI.Request] = []
-    rounds: deque[list[MPI.Request]] = deque([recvs])  # the receives stay first, to the end
-    with keep_on_failure(rounds):
-        for o in owners:
-            slot = backups_of[o].index(me)
-            size = scheme.piece_size(sizes[o])
-            bufs = [np.empty(size, dtype=np.uint8) for _ in held[slot]]
-            for a, n in _chunks(size, chunk):
-                for buf in bufs:
-                    recvs.append(comm.Irecv([buf[a : a + n], MPI.BYTE], o, TAG_STREAM))
-            received += [
-                Held(PieceHeader(o, version, p.name, p.stripe, p.index, size, 0, sizes[o]), buf)
-                for p, buf in zip(held[slot], bufs, strict=True)
-            ]
-
-        size = scheme.piece_size(seg.nbytes)
-        hashes = {p.name: hasher() for p in scheme.pieces()}
-        for a, n in _chunks(size, chunk):
-            reqs: list[MPI.Request] = []
-            rounds.append(reqs)
-            for slot, dest in enumerate(backups):
-                for p in held[slot]:
-                    data = _fill(scheme, p, seg, size, a, n)
-                    hashes[p.name].update(data)
-                    reqs.append(comm.Isend([data, MPI.BYTE], dest, TAG_STREAM))
-            if len(rounds) > 3:  # bound the staging memory: wait for the oldest send round
-                MPI.Request.Waitall(rounds[1])
-                del rounds[1]
-        for reqs in rounds:
-            MPI.Request.Waitall(reqs)
-
-    # checksums travel after the data: one small all-to-all
-    outgoing: list[dict[str, int]] = [{} for _ in range(comm.Get_size())]
-    for slot, dest in enumerate(backups):
-        outgoing[dest] = {p.name: hashes[p.name].intdigest() for p in held[slot]}
-    incoming = comm.alltoall(outgoing)
-    for i, h in enumerate(received):
-        sums = incoming[h.header.owner]
-        received[i] = Held(_with_checksum(h.header, sums[h.header.name]), h.data)
-    return received
-
-
-def _with_checksum(h: PieceHeader, value: int) -> PieceHeader:
-    return PieceHeader(h.owner, h.version, h.name, h.stripe, h.index, h.length, value, h.nbytes)
 
 
 def send_pieces(

@@ -266,7 +266,7 @@ def _switch(
     m.logical = logical
     m.spare_procs = [p for p in range(len(reports)) if p not in plan.assign]
     if logical is None:
-        ckpt.detach()
+        ckpt.close()  # an idle spare holds nothing
         return
     ckpt.attach(comm, [reports[p].domain for p in plan.assign])
     if disk is not None:

@@ -103,10 +103,12 @@ class ReedSolomon(Scheme):
         size = subsegment_size(nbytes, self.subsegments)
         return -(-size // gf256.UNIT) * gf256.UNIT
 
-    def combine(self, piece: Piece, sources: Sequence[np.ndarray]) -> np.ndarray:
+    def combine(
+        self, piece: Piece, sources: Sequence[np.ndarray], out: np.ndarray | None = None
+    ) -> np.ndarray:
         if piece.index < self.group:
             return sources[0]
-        return gf256.combine(self._schedules[piece.index - self.group], sources)
+        return gf256.combine(self._schedules[piece.index - self.group], sources, out=out)
 
     def _chosen(self, available: Iterable[str]) -> list[list[Piece]]:
         """For each stripe, the first ``group`` available pieces (data pieces first: they need
