@@ -46,8 +46,8 @@ def body(comm: MPI.Comm, checks: Checks) -> None:
         u[i] += 1.0
         before = dict(ckpt.stats)
         ckpt.checkpoint(i)
-        delta = {k: ckpt.stats[k] - before[k] for k in ckpt.stats}
-        seg = ckpt.state.snapshot(i).nbytes
+        delta = {k: ckpt.stats[k] - before[k] for k in ckpt.stats if k not in ("seconds",)}
+        seg = ckpt.local.nbytes  # the segment as checkpointed (its manifest included)
         checks.emit(
             event="stats", scheme=scheme, checkpoint=i, size=comm.Get_size(), seg=seg, **delta
         )
