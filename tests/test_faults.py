@@ -239,29 +239,15 @@ def test_without_ulfm_warns_and_still_checkpoints(heat_reference):
 def test_stalled_recovery_ends_instead_of_hanging(tmp_path):
     """A rank that stops (SIGSTOP) is not reported failed, like a rank Open MPI aborts: the
     recovery that waits for it must end the job with a clear error, not hang."""
-    proc = launch(
-        EXAMPLES / "heat2d.py",
-        5,
-        *LONG,
-        "--every",
-        "50",
-        "--spares",
-        "1",
-        env={"MPICKPT_PIDDIR": str(tmp_path), "MPICKPT_RECOVERY_TIMEOUT": "4"},
-    )
+    # rank 2 dies at step 13; rank 3 stops itself (SIGSTOP) as it enters the recovery
+    env = {"MPICKPT_PIDDIR": str(tmp_path), "MPICKPT_RECOVERY_TIMEOUT": "4"}
+    env["MPICKPT_KILL"] = "2@13,3@stall"
+    proc = launch(EXAMPLES / "heat2d.py", 5, *HEAT, "--spares", "1", env=env)
     pids = {}
     deadline = time.monotonic() + 30
     while len(pids) < 5 and time.monotonic() < deadline:
         pids = {int(p.stem[4:]): int(p.read_text()) for p in tmp_path.glob("rank*.pid")}
         time.sleep(0.05)
-    # mid-run; rank 3 stops once the others are recovering from rank 2's death (a rank stopped
-    # before anyone saw a failure can leave its neighbours waiting for it in the application's
-    # own exchange, with no error, no recovery and so no watchdog: only a heartbeat detector
-    # could tell, see the Open MPI notes)
-    time.sleep(2.0)
-    os.kill(pids[2], signal.SIGKILL)
-    time.sleep(0.3)
-    os.kill(pids[3], signal.SIGSTOP)
     time.sleep(12)  # the watchdog (4 s) has ended every other rank by now
     with contextlib.suppress(ProcessLookupError):  # mpiexec may have ended it already
         os.kill(pids[3], signal.SIGKILL)

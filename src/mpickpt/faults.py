@@ -5,13 +5,15 @@ when it reaches STEP in PHASE: ``compute`` (default: at the start of the step, o
 ``halo`` (inside the application's exchange, where it calls :func:`maybe_kill`),
 ``checkpoint`` (pieces sent, before the commit) or ``commit`` (just after it). ``RANK@recovery``
 kills RANK as it enters its first recovery, ``RANK@start`` as it starts (before the
-job's processes have joined). ``MPICKPT_PIDDIR=DIR`` makes every process write
+job's processes have joined), ``RANK@stall`` stops it (SIGSTOP) as it enters its first
+recovery: it is never reported failed, like a rank Open MPI aborted. ``MPICKPT_PIDDIR=DIR`` makes every process write
 ``DIR/rank<N>.pid`` so that a test can kill it from outside at any time.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from functools import cache
 
@@ -20,7 +22,7 @@ from .errors import ConfigError
 from .recovery.watchdog import sigkill_self
 
 ENV_KILL = "MPICKPT_KILL"
-PHASES = ("compute", "halo", "checkpoint", "commit", "recovery", "start")
+PHASES = ("compute", "halo", "checkpoint", "commit", "recovery", "start", "stall")
 
 
 def parse_kills(spec: str) -> list[tuple[int, int, str]]:
@@ -31,7 +33,7 @@ def parse_kills(spec: str) -> list[tuple[int, int, str]]:
         try:
             rank, rest = item.split("@")
             step, _, phase = rest.partition(":")
-            if step in ("recovery", "start"):
+            if step in ("recovery", "start", "stall"):
                 step, phase = "-1", step
             phase = phase or "compute"
             if phase not in PHASES:
@@ -40,7 +42,7 @@ def parse_kills(spec: str) -> list[tuple[int, int, str]]:
         except ValueError:
             raise ConfigError(
                 f"bad {ENV_KILL} entry {item!r}: use RANK@STEP[:PHASE] with PHASE one of "
-                f"{', '.join(PHASES)}, or RANK@recovery"
+                f"{', '.join(PHASES)}, or RANK@recovery, RANK@start, RANK@stall"
             ) from None
     return kills
 
@@ -78,6 +80,8 @@ def maybe_kill(phase: str, step: int = -1) -> None:
     for s, p in _my_kills():
         if p == phase and (s == step or s < 0):
             die()
+        if p == "stall" and phase == "recovery":  # stopped, never reported failed
+            os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def write_pidfile() -> None:
