@@ -6,8 +6,9 @@ when it reaches STEP in PHASE: ``compute`` (default: at the start of the step, o
 ``checkpoint`` (pieces sent, before the commit) or ``commit`` (just after it). ``RANK@recovery``
 kills RANK as it enters its first recovery, ``RANK@start`` as it starts (before the
 job's processes have joined), ``RANK@stall`` stops it (SIGSTOP) as it enters its first
-recovery: it is never reported failed, like a rank Open MPI aborted. ``MPICKPT_PIDDIR=DIR`` makes every process write
-``DIR/rank<N>.pid`` so that a test can kill it from outside at any time.
+recovery: it is never reported failed, like a rank Open MPI aborted.
+``MPICKPT_PIDDIR=DIR`` makes every process write ``DIR/rank<N>.pid`` so that a test can kill
+it from outside at any time.
 """
 
 from __future__ import annotations
