@@ -52,25 +52,25 @@ class Ending:
         for _ in range(_RETRIES):
             try:
                 self.final.Ack_failed()
+                # the failures known when agreeing: a process that exits right after the
+                # agreement (the lowest, with the job's code) must not make another lowest
+                dead = self._acknowledged()
                 agreed = int(self.final.Agree(mine))
                 break
             except MPI.Exception:  # a failure not yet acknowledged: acknowledge, agree again
                 self.failures_seen = True
         else:
             return code, True
-        job = next((c for i, c in enumerate(PRECEDENCE) if not agreed & (1 << i)), 0)
-        return job, self._lowest()
-
-    def _lowest(self) -> bool:
-        try:
-            failed = self.final.Get_failed()
-            group = self.final.Get_group()
-            dead = set(MPI.Group.Translate_ranks(failed, range(failed.Get_size()), group))
-        except MPI.Exception:
-            return True
         if dead:
             self.failures_seen = True
-        return all(r in dead for r in range(self.final.Get_rank()))
+        job = next((c for i, c in enumerate(PRECEDENCE) if not agreed & (1 << i)), 0)
+        return job, all(r in dead for r in range(self.final.Get_rank()))
+
+    def _acknowledged(self) -> set[int]:
+        """The ranks of ``final`` acknowledged as failed by this process."""
+        failed = self.final.Get_failed()
+        group = self.final.Get_group()
+        return set(MPI.Group.Translate_ranks(failed, range(failed.Get_size()), group))
 
     def end(self, code: int, message: str = "") -> NoReturn:
         """Agree on the outcome with every process left; the lowest prints ``message`` and
