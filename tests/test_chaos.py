@@ -33,7 +33,14 @@ KNOWN: dict[str, pytest.MarkDecorator] = {
     "spare": pytest.mark.xfail(
         reason="killing an idle spare can still hang the job at its end (1 of 5 runs)",
         strict=False,
-    )
+    ),
+    # seen once in CI (7a18e75): rank 3 killed, rank 4 44 ms later during the recovery; the
+    # result was printed, then the job's end did not come within the campaign's timeout
+    # (0 of 10 in the final-code campaign of docs/measurements.md); cause not found yet
+    "recovery": pytest.mark.xfail(
+        reason="a second kill during the recovery hung the job's end once, after its result",
+        strict=False,
+    ),
 }
 STEADY_PARAMS = [pytest.param(s, id=s.name, marks=KNOWN.get(s.name, ())) for s in STEADY]
 
