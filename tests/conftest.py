@@ -147,6 +147,17 @@ def _kill_group(proc: subprocess.Popen[str]) -> tuple[str, str]:
     return proc.communicate()
 
 
+def finish(proc: subprocess.Popen[str], what: str = "hung") -> tuple[int, str, str]:
+    """Wait for a launch started in its own session (90 s); on timeout end the whole process
+    group and fail the test with ``what`` and the output collected so far."""
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        out, err = _kill_group(proc)
+        pytest.fail(f"{what}\n{out}\n{err}")
+    return proc.returncode, out, err
+
+
 @pytest.fixture(name="run_mpi")
 def run_mpi_fixture() -> RunMPI:
     """:func:`run_mpi`, as a fixture."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import reruns
-from conftest import EXAMPLES, HEAT, _kill_group, checksum, mpiexec_command, run_mpi
+from conftest import EXAMPLES, HEAT, _kill_group, checksum, finish, mpiexec_command, run_mpi
 
 pytestmark = [pytest.mark.mpi, pytest.mark.fault]
 
@@ -192,12 +192,8 @@ def kill_from_outside(
     killed = proc.poll() is None
     if killed:
         os.kill(int(pidfile.read_text()), signal.SIGKILL)
-    try:
-        out, err = proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        out, err = _kill_group(proc)
-        pytest.fail(f"hung after an outside kill\n{out}\n{err}")
-    return proc.returncode, out, err, killed
+    rc, out, err = finish(proc, "hung after an outside kill")
+    return rc, out, err, killed
 
 
 LONG = ["--steps", "15000", "--size", "48"]  # 3-6 s on 2 cores: long enough to be hit mid-run

@@ -13,7 +13,7 @@ import time
 import pytest
 
 import reruns
-from conftest import EXAMPLES, HEAT, _kill_group, checksum, mpiexec_command, run_mpi
+from conftest import EXAMPLES, HEAT, checksum, finish, mpiexec_command, run_mpi
 from mpickpt import spill
 from test_faults import assert_recovered, kill_from_outside
 
@@ -136,12 +136,8 @@ def test_signal_stops_without_an_agreement_at_every_step(tmp_path):
     asked = time.monotonic()
     for pidfile in tmp_path.glob("rank*.pid"):  # what mpirun does with Slurm's SIGUSR1
         os.kill(int(pidfile.read_text()), signal.SIGUSR1)
-    try:
-        out, err = proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        out, err = _kill_group(proc)
-        pytest.fail(f"hung\n{out}\n{err}")
-    assert proc.returncode == 76, f"{out}\n{err}"
+    rc, out, err = finish(proc)
+    assert rc == 76, f"{out}\n{err}"
     assert time.monotonic() - asked < 30, "the stop waited for far more than a stop check"
     step = spill.read_index(ckpt, spill.complete_versions(ckpt)[0])["step"]
     assert 0 < step < 6000

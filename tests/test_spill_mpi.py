@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from conftest import EXAMPLES, HEAT, _kill_group, checksum, mpiexec_command, run_mpi
+from conftest import EXAMPLES, HEAT, _kill_group, checksum, finish, mpiexec_command, run_mpi
 from mpickpt import spill
 from test_faults import run_simultaneous
 
@@ -53,15 +53,6 @@ def wait_for_versions(spill_dir: Path, count: int, proc: subprocess.Popen[str]) 
             return
         time.sleep(0.02)
     pytest.fail(f"no {count} complete spilled versions in time (rc={proc.poll()})")
-
-
-def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        out, err = _kill_group(proc)
-        pytest.fail(f"hung\n{out}\n{err}")
-    return proc.returncode, out, err
 
 
 def test_spilled_files_are_self_describing(tmp_path, heat_reference):
