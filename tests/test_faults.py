@@ -131,8 +131,10 @@ def test_no_spare_left_exits_with_relaunch_code():
 
 
 def test_beyond_tolerance_same_error_everywhere():
-    # workers 1, 2 and 3 hold two pieces of some stripe of worker 1's segment
-    rc, out, err = run_simultaneous(8, "--spares", "3", env={"MPICKPT_KILL": "1@13,2@13,3@13"})
+    # workers 1, 2 and 3 hold two pieces of some stripe of worker 1's segment; killed right
+    # after a commit so that none is seen dead before all are (test_rs_faults.py says why)
+    kill = "1@10:commit,2@10:commit,3@10:commit"
+    rc, out, err = run_simultaneous(8, "--spares", "3", env={"MPICKPT_KILL": kill})
     assert rc == 3, f"{out}\n{err}"
     msgs = survivor_errors(err)
     assert len(msgs) == 1, err
