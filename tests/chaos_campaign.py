@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mpickpt import launch
+from mpickpt import launch, startup
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CHECKSUM = re.compile(r"^checksum: ([0-9a-f]{64})$", re.M)
@@ -53,6 +53,9 @@ WATCHDOG = re.compile(r"recovery stalled")
 # mpickpt's own one-line reports ("mpickpt: rank 2: NoSparesError: ...", the watchdog's line)
 CLEAR = re.compile(r"^mpickpt: (world )?rank \d+: ", re.M)
 TRANSPORTS = {"sm": "self,sm", "tcp": "self,tcp"}
+# the start-up scenarios' bound on MPI_Init (seconds): a kill there ends the job after it
+INIT_TIMEOUT = 15
+INIT = (("MPICKPT_INIT_TIMEOUT", str(INIT_TIMEOUT)),)
 SPILL = "{spill}"  # placeholder in a scenario's arguments: a fresh directory per run
 # a kill plan: gets the running mpiexec and the pid directory, kills, returns what it killed
 Killer = Callable[[subprocess.Popen[str], Path], list[str]]
@@ -83,7 +86,7 @@ class Scenario:
     plan: str
     spares: int
     env: tuple[tuple[str, str], ...] = ()
-    steady: bool = True  # False: start-up scenarios, which the library does not handle yet
+    steady: bool = True  # False: start-up scenarios (a kill in MPI_Init ends the job with 1)
 
     @property
     def workers(self) -> int:
@@ -120,8 +123,8 @@ def scenarios(scale: float = 1.0, big: int = 512) -> dict[str, Scenario]:
         Scenario("walkers", walk, 7, _heat(s(400), 2000, 5, 2), "single", 2),
         Scenario("mirror", heat, 7, (*base, "--scheme", "mirror"), "single", 2),
         Scenario("spill", heat, 8, _heat(s(1500), 96, 10, 3, "--spill", SPILL), "beyond", 3),
-        Scenario("startup", heat, 7, base, "startup", 2, steady=False),
-        Scenario("pidfile", heat, 7, base, "pidfile", 2, steady=False),
+        Scenario("startup", heat, 7, base, "startup", 2, INIT, steady=False),
+        Scenario("pidfile", heat, 7, base, "pidfile", 2, INIT, steady=False),
     ]
     return {sc.name: sc for sc in table}
 
@@ -403,6 +406,8 @@ class Runner:
         else:
             killer = self._steady_killer(sc, ref)
         timeout = self.hang_factor * (ref.startup + ref.duration) + self.recovery_timeout + 20
+        if not sc.steady:  # a kill in MPI_Init ends the job after the start-up guard's deadline
+            timeout += INIT_TIMEOUT + startup.STAGGER * startup.STAGGERED_RANKS
         with tempfile.TemporaryDirectory(prefix="chaos-") as d:
             rc, out, err, seconds, kills = self._launch(sc, Path(d), killer, timeout)
         t = classify(sc, ref, rc, out, err, kills)

@@ -17,6 +17,7 @@ import mpi4py
 # - MPI_Finalize can hang after a failure (open-mpi/ompi#11404): skip it then.
 mpi4py.rc.finalize = False
 
+from . import startup as _startup  # noqa: E402
 from .errors import (  # noqa: E402 - after the rc setting above
     EXIT_APPLICATION,
     EXIT_CONFIG,
@@ -42,6 +43,10 @@ from .schemes import Mirror, Parity, ReedSolomon, Scheme, Stripe, get_scheme  # 
 #   printed once and gives the job its exit code (see errors.excepthook)
 if sys.excepthook is sys.__excepthook__:
     sys.excepthook = _excepthook
+
+# - a process lost before MPI is initialised must not hang the others in MPI_Init: bound it
+#   (see startup.py; this too needs mpickpt imported before mpi4py.MPI)
+_startup.guard_mpi_init()
 
 try:  # one source for the version: pyproject.toml, through the installed package's metadata
     __version__ = metadata.version("mpickpt")

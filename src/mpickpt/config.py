@@ -20,6 +20,8 @@
   versions aside (as ``fresh=True``).
 - ``MPICKPT_REPORT`` (:mod:`.report`): write the run report (JSON) to this path (as
   ``report=``).
+- ``MPICKPT_INIT_TIMEOUT`` (:mod:`.startup`): seconds a process may wait in ``MPI_Init``
+  before it ends the job with 1 (default 40; 0: wait forever).
 """
 
 from __future__ import annotations
@@ -50,12 +52,13 @@ class Config:
     log_level: str = ""  # "": INFO, or the application's logging configuration
     fresh: bool = False
     report: str = ""
+    init_timeout: float = 40.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
         """Parse ``env``; :class:`ConfigError` naming the variable if a value is malformed."""
 
-        def number(name: str, kind: type, default: float) -> float:
+        def number(name: str, kind: type, default: float, zero: bool = False) -> float:
             raw = env.get(PREFIX + name, "")
             if raw == "":
                 return default
@@ -63,8 +66,9 @@ class Config:
                 value = kind(raw)
             except ValueError:
                 value = None
-            if value is None or value <= 0:
-                raise ConfigError(f"{PREFIX}{name} must be a positive number, got {raw!r}")
+            if value is None or value < 0 or (value == 0 and not zero):
+                what = "a number >= 0" if zero else "a positive number"
+                raise ConfigError(f"{PREFIX}{name} must be {what}, got {raw!r}")
             return float(value)
 
         level = env.get(PREFIX + "LOG_LEVEL", "").strip().upper()
@@ -84,6 +88,7 @@ class Config:
             log_level=level,
             fresh=env.get(PREFIX + "FRESH", "0") not in ("", "0"),
             report=env.get(PREFIX + "REPORT", ""),
+            init_timeout=number("INIT_TIMEOUT", float, 40.0, zero=True),
         )
 
 
