@@ -89,3 +89,31 @@ def test_more_spares_than_tasks_is_a_configuration_error(tmp_path: Path) -> None
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "NWORKERS=0, NSPARES=2" in proc.stdout, proc.stdout
     assert not (tmp_path / "ckpt").exists()  # nothing launched, nothing created
+
+
+@pytest.mark.mpi
+def test_a_process_lost_in_mpi_init_is_launched_again(tmp_path: Path) -> None:
+    from conftest import CHECKSUM, EXAMPLES, HEAT, run_mpi
+
+    rc, out, err = run_mpi(EXAMPLES / "heat2d_plain.py", 1, *HEAT, timeout=60)
+    assert rc == 0, err
+    reference = CHECKSUM.search(out).group(1)
+    script = ROOT / "tests" / "mpi_scripts" / "heat_lost_once_at_start.py"
+    env = {
+        "SLURM_NTASKS": "5",
+        "NSPARES": "1",
+        "APP": f"{sys.executable} {script}",
+        "APP_ARGS": " ".join(HEAT),
+        "SPILL_DIR": str(tmp_path / "ckpt"),
+        "MPIRUN_ARGS": "--oversubscribe --mca btl self,tcp",
+        "LOST_ONCE": str(tmp_path / "lost"),
+        "MPICKPT_INIT_TIMEOUT": "5",
+    }
+    proc = run_script(env, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "lost").exists()  # the first launch did lose a process
+    assert "MPI_Init did not complete" in proc.stderr, proc.stderr
+    assert "lost as the job started (in MPI_Init): launching again" in proc.stdout, proc.stdout
+    assert "launch 2:" in proc.stdout and "outcome: done" in proc.stdout, proc.stdout
+    found = CHECKSUM.findall(proc.stdout)
+    assert found and found[-1] == reference, proc.stdout
