@@ -32,6 +32,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -193,6 +194,31 @@ def _pids(piddir: Path) -> dict[int, int]:
     return pids
 
 
+def _hang_report(proc: subprocess.Popen[str], piddir: Path) -> str:
+    """What is left at a hang: which ranks still run, in what state, and (with py-spy
+    installed) where their Python code waits; for the trial's log."""
+    lines = ["chaos: hard timeout reached; processes left:"]
+    pids = _pids(piddir)
+    for rank, pid in sorted(pids.items()):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue  # gone
+        lines.append(f"chaos:   rank {rank} pid {pid} state {state}")
+        spy = shutil.which("py-spy")
+        if spy:
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                dump = subprocess.run(
+                    [spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=20
+                )
+                lines += [f"chaos:     {x}" for x in dump.stdout.splitlines()[:40]]
+    left = set(_descendants(proc.pid)) - set(pids.values())
+    lines.append(f"chaos:   mpiexec {'alive' if proc.poll() is None else 'ended'}, "
+                 f"{len(left)} other process(es) in its tree")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
@@ -263,6 +289,7 @@ class Runner:
                 rc: int | None = proc.returncode
             except subprocess.TimeoutExpired:
                 rc = None
+                err_f.write(_hang_report(proc, piddir))
             finally:
                 if proc.poll() is None:
                     _kill_group(proc)
@@ -452,7 +479,11 @@ def classify(
         outcome = "ok" if m is not None else "exit0-noresult"
     else:
         outcome = f"exit{rc}"
-    log = "" if outcome in ("ok", "missed") else (err[-3000:] + out[-500:])
+    log = (
+        ""
+        if outcome in ("ok", "missed")
+        else (err[-(12000 if rc is None else 3000) :] + out[-500:])
+    )
     return Trial(sc.name, 0, outcome, rc, 0.0, kills, tags, bool(CLEAR.search(err)), log=log)
 
 
