@@ -215,6 +215,16 @@ def test_spare_killed_while_idle(tmp_path, long_reference):
     assert_recovered(rc, out, err, long_reference)
 
 
+@pytest.mark.parametrize("kill", ["5@idle,6@idle", "5@idle,1@13"])
+def test_idle_spares_lost(heat_reference, kill):
+    """Both idle spares die as they start waiting: the job still ends, right; or the first
+    dies and a worker later: the second spare takes the worker's place."""
+    rc, out, err = heat(7, "--spares", "2", env={"MPICKPT_KILL": kill})
+    assert_recovered(rc, out, err, heat_reference)
+    if "1@13" in kill:
+        assert "worker(s) [1] lost at step 13" in err, err
+
+
 @pytest.mark.parametrize("delay", [0.3, 1.0, 1.7])
 def test_worker_killed_from_outside_at_any_time(tmp_path, long_reference, delay):
     args = [*LONG, "--every", "37", "--spares", "1"]

@@ -5,7 +5,8 @@ when it reaches STEP in PHASE: ``compute`` (default: at the start of the step, o
 ``halo`` (inside the application's exchange, where it calls :func:`maybe_kill`),
 ``checkpoint`` (pieces sent, before the commit) or ``commit`` (just after it). ``RANK@recovery``
 kills RANK as it enters its first recovery, ``RANK@start`` as it starts (before the
-job's processes have joined), ``RANK@stall`` stops it (SIGSTOP) as it enters its first
+job's processes have joined), ``RANK@idle`` as it starts waiting as an idle spare,
+``RANK@stall`` stops it (SIGSTOP) as it enters its first
 recovery: it is never reported failed, like a rank Open MPI aborted.
 ``MPICKPT_PIDDIR=DIR`` makes every process write ``DIR/rank<N>.pid`` so that a test can kill
 it from outside at any time.
@@ -23,7 +24,8 @@ from .errors import ConfigError
 from .recovery.watchdog import sigkill_self
 
 ENV_KILL = "MPICKPT_KILL"
-PHASES = ("compute", "halo", "checkpoint", "commit", "recovery", "start", "stall")
+PHASES = ("compute", "halo", "checkpoint", "commit", "recovery", "start", "idle", "stall")
+ANYTIME = ("recovery", "start", "idle", "stall")  # phases without a step
 
 
 def parse_kills(spec: str) -> list[tuple[int, int, str]]:
@@ -34,7 +36,7 @@ def parse_kills(spec: str) -> list[tuple[int, int, str]]:
         try:
             rank, rest = item.split("@")
             step, _, phase = rest.partition(":")
-            if step in ("recovery", "start", "stall"):
+            if step in ANYTIME:
                 step, phase = "-1", step
             phase = phase or "compute"
             if phase not in PHASES:
@@ -43,7 +45,7 @@ def parse_kills(spec: str) -> list[tuple[int, int, str]]:
         except ValueError:
             raise ConfigError(
                 f"bad {ENV_KILL} entry {item!r}: use RANK@STEP[:PHASE] with PHASE one of "
-                f"{', '.join(PHASES)}, or RANK@recovery, RANK@start, RANK@stall"
+                f"{', '.join(PHASES)}, or RANK@recovery, RANK@start, RANK@idle, RANK@stall"
             ) from None
     return kills
 

@@ -98,6 +98,7 @@ class Runtime:
 
     def wait_as_spare(self) -> str:
         """An idle spare: wait until promoted (the role to enter with) or ``finished``."""
+        faults.maybe_kill("idle")
         return self.members.wait_as_spare(lambda: self.recover(done=False))
 
     def start(self) -> str:
