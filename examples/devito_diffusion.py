@@ -7,7 +7,7 @@ Kill any worker at any time (or set MPICKPT_KILL=RANK@STEP): a spare takes its p
 printed checksum is the same as without the failure, and as on one rank.
 """
 
-import mpickpt  # first: it turns off MPI_Finalize, which can hang after a failure
+import mpickpt  # first: it bounds MPI_Init, skips MPI_Finalize after failures
 from diffusion import arguments, checksum, field, operator, times
 from mpickpt.integrations import devito as resilient_devito
 

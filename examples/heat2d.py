@@ -8,7 +8,7 @@ The code is in ``src/mpickpt/examples/heat2d.py``, shipped inside the package so
 a spare takes its place and the printed checksum is the same as without the failure.
 """
 
-import mpickpt  # noqa: F401 - first: it turns off MPI_Finalize, which can hang after a failure
+import mpickpt  # noqa: F401 - first: it bounds MPI_Init, skips MPI_Finalize after failures
 from mpickpt.examples.heat2d import main
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 The protected state is an array that changes length, a random generator and a dict.
 """
 
-import mpickpt  # first: it turns off MPI_Finalize, which can hang after a failure
+import mpickpt  # first: it bounds MPI_Init, skips MPI_Finalize after failures
 from walkers import advance, arguments, checksum, initial, merge, total
 
 

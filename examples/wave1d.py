@@ -13,7 +13,7 @@ import hashlib
 
 import numpy as np
 
-import mpickpt  # before mpi4py.MPI: it turns off MPI_Finalize, which can hang after a failure
+import mpickpt  # before mpi4py.MPI: it bounds MPI_Init, skips MPI_Finalize after failures
 
 # isort: split
 from mpi4py import MPI

@@ -14,7 +14,7 @@ import argparse
 import numpy as np
 from mpi4py import MPI
 
-import mpickpt  # first: it turns off MPI_Finalize, which can hang after a failure
+import mpickpt  # first: it bounds MPI_Init, skips MPI_Finalize after failures
 
 
 def loop(ctx: mpickpt.Context, steps: int) -> float:

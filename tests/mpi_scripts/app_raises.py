@@ -13,7 +13,7 @@ import argparse
 
 import numpy as np
 
-import mpickpt  # first: it turns off MPI_Finalize, which can hang after a failure
+import mpickpt  # first: it bounds MPI_Init, skips MPI_Finalize after failures
 
 
 def loop(

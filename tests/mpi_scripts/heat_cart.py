@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-import mpickpt  # first: it turns off MPI_Finalize, which can hang after a failure
+import mpickpt  # first: it bounds MPI_Init, skips MPI_Finalize after failures
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 from mpi4py import MPI  # noqa: E402

@@ -10,7 +10,7 @@ and the printed checksum is the same as without the failure. When to checkpoint:
 (steps), --every-seconds S, or --every auto --mtbf 1h (MPICKPT_VERBOSE=1 prints the interval).
 """
 
-import mpickpt  # first: it turns off MPI_Finalize, which can hang after a failure
+import mpickpt  # first: it bounds MPI_Init, skips MPI_Finalize after failures
 from mpickpt.examples.heat import Grid, arguments, scheme_params
 from mpickpt.faults import maybe_kill
 
