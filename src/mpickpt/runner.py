@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import mpi4py
 from mpi4py import MPI
 
-from . import errors, faults, report
+from . import errors, faults, report, startup
 from .checkpointer import Checkpointer
 from .config import config
 from .context import Context, stop_requested
@@ -107,7 +107,8 @@ class Runner:
                 stacklevel=3,
             )
         if not MPI.Is_initialized():  # a library (Devito) told mpi4py to leave it to others
-            MPI.Init_thread()
+            with startup.bounded():
+                MPI.Init_thread()
         faults.arm()  # the environment is checked before anything runs
         if self.spill is not None:
             for sig in STOP_SIGNALS:  # early: Slurm may signal long before the end

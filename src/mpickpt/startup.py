@@ -27,7 +27,7 @@ import importlib.util
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -163,16 +163,38 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _guard() -> Guard | None:
+    """This process's guard, or ``None`` outside a launcher or with the guard off."""
+    rank = launched_rank()
+    if rank is None:
+        return None
+    timeout = init_timeout()
+    return Guard(rank, timeout) if timeout else None
+
+
+@contextlib.contextmanager
+def bounded() -> Iterator[None]:
+    """Bound an explicit ``MPI.Init`` (a library such as Devito may have told mpi4py not to
+    initialise MPI at import) the same way."""
+    guard = _guard()
+    if guard is not None:
+        guard.arm()
+    try:
+        yield
+    finally:
+        if guard is not None:
+            guard.disarm()
+
+
 def guard_mpi_init() -> bool:
     """Bound the coming ``MPI_Init`` of this process (see the module docstring); ``True`` if
     armed. Nothing happens outside a launcher, once MPI is imported, or with the guard off."""
-    rank = launched_rank()
-    if rank is None or "mpi4py.MPI" in sys.modules:
-        return False
-    timeout = init_timeout()
-    if not timeout:
+    if "mpi4py.MPI" in sys.modules:
         return False
     if any(isinstance(f, _Finder) for f in sys.meta_path):
         return True
-    sys.meta_path.insert(0, _Finder(Guard(rank, timeout)))
+    guard = _guard()
+    if guard is None:
+        return False
+    sys.meta_path.insert(0, _Finder(guard))
     return True
