@@ -163,6 +163,8 @@ def rebuild_sources(
         found: dict[str, tuple[int, int]] = {}
         nbytes = 0
         for i, r in enumerate(reports):
+            if scheme.cross_owner and r.local_version != version:
+                continue  # its parity chunk is useless without its own segment of that version
             entry = r.holdings.get(version, {}).get(owner)
             if entry is not None:
                 nbytes = entry[0]
