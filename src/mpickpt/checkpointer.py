@@ -15,8 +15,9 @@ from .checksum import checksum
 from .layout import backup_layout
 from .memstore import Held, MemStore
 from .planning import Report, rebuild_sources
-from .schemes import Scheme, get_scheme
+from .schemes import Scheme, XorSet, get_scheme
 from .segment import State, restore_value, unpack
+from .setstream import SetStream
 from .stream import Stream, new_stats, reprotect
 from .transport import CHUNK, fetch_segment, uniformly
 
@@ -61,7 +62,7 @@ class Checkpointer:
     ) -> None:
         self.scheme = get_scheme(scheme, **params)
         self.chunk, self.recycle = chunk, recycle
-        self.stream: Stream | None = None
+        self.stream: Stream | SetStream | None = None
         self.stats = new_stats()  # cumulative counters of this rank's checkpoint traffic
         self.state = State()
         self.store = MemStore()
@@ -87,6 +88,11 @@ class Checkpointer:
         comm.Set_errhandler(MPI.ERRORS_RETURN)
         self.comm = comm
         self.domains = list(domains)
+        if isinstance(self.scheme, XorSet):  # sets of ranks, not owners and their backups
+            self.backups: list[list[int]] = []
+            self.owners: list[list[int]] = []
+            self.stream = SetStream(comm, self.scheme, self.domains, self.chunk, self.stats)
+            return
         self.backups, self.owners = backup_layout(self.domains, self.scheme.backups)
         self.stream = Stream(  # the placement is fixed for this membership
             comm, self.scheme, self.backups, self.owners, self.chunk, self.stats, self.recycle
@@ -169,7 +175,10 @@ class Checkpointer:
             self.checkpoint(step)
             return
         faults.maybe_kill("checkpoint", step)  # the fault injection point of that checkpoint
-        reprotect(self.comm, self.stream, self.store)
+        if isinstance(self.stream, SetStream):
+            self.stream.reprotect(self.store)
+        else:
+            reprotect(self.comm, self.stream, self.store)
         self.step = step
 
     def flush(self) -> None:
