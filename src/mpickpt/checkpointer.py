@@ -91,7 +91,9 @@ class Checkpointer:
         if isinstance(self.scheme, XorSet):  # sets of ranks, not owners and their backups
             self.backups: list[list[int]] = []
             self.owners: list[list[int]] = []
-            self.stream = SetStream(comm, self.scheme, self.domains, self.chunk, self.stats)
+            self.stream = SetStream(
+                comm, self.scheme, self.domains, self.chunk, self.stats, self.recycle
+            )
             return
         self.backups, self.owners = backup_layout(self.domains, self.scheme.backups)
         self.stream = Stream(  # the placement is fixed for this membership

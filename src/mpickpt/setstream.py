@@ -43,7 +43,11 @@ def _blocks(size: int, block: int) -> list[tuple[int, int]]:
 class SetStream:
     """One rank's part of the ``xorset`` checkpoint over ``comm``, whose ranks live in
     ``domains``; the sets are fixed per membership. Same interface as
-    :class:`~mpickpt.stream.Stream` for the checkpointer (``run``, ``give``, ``nbytes``)."""
+    :class:`~mpickpt.stream.Stream` for the checkpointer (``run``, ``give``, ``nbytes``).
+
+    ``recycle``: keep the dropped version's parity chunk for the next one (no fresh pages per
+    checkpoint; ``1/(k-1)`` of a segment more held between checkpoints).
+    """
 
     def __init__(
         self,
@@ -52,9 +56,10 @@ class SetStream:
         domains: Sequence[int],
         block: int,
         stats: dict[str, float],
+        recycle: bool = True,
     ) -> None:
         me = comm.Get_rank()
-        self.comm, self.scheme, self.stats = comm, scheme, stats
+        self.comm, self.scheme, self.stats, self.recycle = comm, scheme, stats, recycle
         self.sets = form_sets(domains, scheme.group)
         self.members = next((s for s in self.sets if me in s), [me])
         self.pos = self.members.index(me)
@@ -64,7 +69,7 @@ class SetStream:
 
     def give(self, pieces: Sequence[Held]) -> None:
         """The dropped version's parity chunk: the buffer of the next one."""
-        if pieces:
+        if pieces and self.recycle:
             self.free = pieces[0].data
 
     def nbytes(self) -> int:
