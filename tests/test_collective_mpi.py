@@ -22,6 +22,7 @@ SCHEMES = [
     ("mirror", {"copies": 2}),
     ("stripe", {"backups": 3}),
     ("rs", {"group": 2, "parity": 1, "backups": 3}),
+    ("xorset", {"group": 4}),  # one set of 4: each rank rebuilt from the other three
 ]
 
 
