@@ -23,6 +23,8 @@ SCHEMES = [
     ("stripe", {"backups": 3}),
     ("rs", {"group": 2, "parity": 1, "backups": 3}),
     ("xorset", {"group": 4}),  # one set of 4: each rank rebuilt from the other three
+    # small messages: many blocks pipelined along the ring, segments of different sizes
+    ("xorset", {"group": 3, "chunk": 512}),
 ]
 
 
@@ -35,7 +37,7 @@ def everywhere(world: Any, ok: bool) -> bool:
 
 
 @pytest.mark.mpi(min_size=4)
-@pytest.mark.parametrize(("scheme", "params"), SCHEMES, ids=[s for s, _ in SCHEMES])
+@pytest.mark.parametrize(("scheme", "params"), SCHEMES, ids=[f"{s}{p}" for s, p in SCHEMES])
 def test_checkpoint_and_rebuild_every_rank(world: Any, scheme: str, params: dict[str, Any]) -> None:
     from mpickpt import Checkpointer
 
