@@ -88,16 +88,8 @@ class Checkpointer:
         comm.Set_errhandler(MPI.ERRORS_RETURN)
         self.comm = comm
         self.domains = list(domains)
-        if isinstance(self.scheme, XorSet):  # sets of ranks, not owners and their backups
-            self.backups: list[list[int]] = []
-            self.owners: list[list[int]] = []
-            self.stream = SetStream(
-                comm, self.scheme, self.domains, self.chunk, self.stats, self.recycle
-            )
-            return
-        self.backups, self.owners = backup_layout(self.domains, self.scheme.backups)
-        self.stream = Stream(  # the placement is fixed for this membership
-            comm, self.scheme, self.backups, self.owners, self.chunk, self.stats, self.recycle
+        self.stream, self.backups, self.owners = _stream(  # fixed for this membership
+            comm, self.scheme, self.domains, self.chunk, self.stats, self.recycle
         )
 
     @property
@@ -177,10 +169,7 @@ class Checkpointer:
             self.checkpoint(step)
             return
         faults.maybe_kill("checkpoint", step)  # the fault injection point of that checkpoint
-        if isinstance(self.stream, SetStream):
-            self.stream.reprotect(self.store)
-        else:
-            reprotect(self.comm, self.stream, self.store)
+        _reprotect(self.comm, self.stream, self.store)
         self.step = step
 
     def flush(self) -> None:
@@ -257,6 +246,29 @@ class Checkpointer:
                 self.comm.Free()
             self.comm = MPI.COMM_NULL
         self.store = MemStore()
+
+
+def _stream(
+    comm: MPI.Comm,
+    scheme: Scheme,
+    domains: list[int],
+    chunk: int,
+    stats: dict[str, float],
+    recycle: bool,
+) -> tuple[Stream | SetStream, list[list[int]], list[list[int]]]:
+    """The checkpoint stream of this rank for a membership, with every rank's backups and
+    owners (none for xorset, whose ranks form sets instead)."""
+    if isinstance(scheme, XorSet):
+        return SetStream(comm, scheme, domains, chunk, stats, recycle), [], []
+    backups, owners = backup_layout(domains, scheme.backups)
+    return Stream(comm, scheme, backups, owners, chunk, stats, recycle), backups, owners
+
+
+def _reprotect(comm: MPI.Comm, stream: Stream | SetStream, store: MemStore) -> None:
+    if isinstance(stream, SetStream):
+        stream.reprotect(store)  # the sets' parity computed again
+    else:
+        reprotect(comm, stream, store)  # only the missing pieces
 
 
 def report(
