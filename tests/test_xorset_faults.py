@@ -94,5 +94,5 @@ def test_two_kills_in_one_set_are_beyond_tolerance():
     msgs = survivor_errors(err)
     assert msgs and len(set(msgs)) == 1, err
     assert "UnrecoverableError: cannot rebuild worker" in msgs[0], msgs[0]
-    assert "one loss per set" in msgs[0], msgs[0]
+    assert "(one lost rank per set)" in msgs[0] and "one loss per set" in msgs[0], msgs[0]
     assert checksum(out) is None

@@ -176,7 +176,7 @@ def rebuild_sources(
             raise UnrecoverableError(
                 f"cannot rebuild worker {owner} at version {version} after losing workers "
                 f"{list(dead)}: the loss is beyond the tolerance of {scheme!r} "
-                f"(owner + {scheme.tolerance} backup(s)); {e}",
+                f"({scheme.tolerates}); {e}",
                 lost=dead,
                 version=version,
             ) from None

@@ -48,6 +48,11 @@ class Scheme(ABC):
     def tolerance(self) -> int:
         """How many backups may be lost together with the owner."""
 
+    @property
+    def tolerates(self) -> str:
+        """The tolerance in words, for error messages."""
+        return f"owner + {self.tolerance} backup(s)"
+
     @abstractmethod
     def get_config(self) -> dict[str, Any]:
         """JSON-safe configuration; ``from_config(get_config())`` gives an equal scheme."""

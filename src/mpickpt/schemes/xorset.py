@@ -162,6 +162,10 @@ class XorSet(Scheme):
         return 0  # the owner alone: a second loss in its set is fatal
 
     @property
+    def tolerates(self) -> str:
+        return "one lost rank per set"
+
+    @property
     def overhead(self) -> float:
         return 1 / (self.group - 1)
 
