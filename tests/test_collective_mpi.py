@@ -48,6 +48,13 @@ def test_checkpoint_and_rebuild_every_rank(world: Any, scheme: str, params: dict
     ckpt.protect("meta", {"rank": rank, "name": f"w{rank}"})
     ckpt.checkpoint(step=5)
     own = ckpt.local.copy()
+    if scheme == "xorset":  # one parity chunk held: 1/(k-1) of the set's largest segment
+        from mpickpt.schemes.xorset import chunk_size
+
+        sizes = world.allgather(own.size)
+        held = chunk_size(sizes, world.Get_size())
+        assert everywhere(world, ckpt.store.nbytes() == held), (ckpt.store.nbytes(), held)
+        assert held * (world.Get_size() - 1) < max(sizes) + 8 * world.Get_size()
     for lost in range(world.Get_size()):
         seg = ckpt.rebuild(lost=[lost])
         ok = seg is None if rank != lost else np.array_equal(seg, own)

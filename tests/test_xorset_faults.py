@@ -85,6 +85,14 @@ def test_one_kill_in_each_of_two_sets(heat_reference):
     assert f"worker(s) [{min(a, b)}, {max(a, b)}] lost" in err, err
 
 
+def test_a_lost_node_is_one_loss_per_set(heat_reference):
+    # virtual nodes of 2 ranks: the sets of 4 span 4 nodes, so a node takes one rank of each
+    env = {"MPICKPT_RANKS_PER_NODE": "2", "MPICKPT_KILL": "4@13,5@13"}
+    rc, out, err = heat(WORKERS + 2, "--spares", "2", *XORSET, env=env)
+    assert_recovered(rc, out, err, heat_reference)
+    assert "worker(s) [4, 5] lost" in err, err
+
+
 def test_two_kills_in_one_set_are_beyond_tolerance():
     # killed right after a commit, so that the two kills land together
     a, b = SETS[0][1], SETS[0][2]
