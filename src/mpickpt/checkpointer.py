@@ -43,10 +43,11 @@ class Checkpointer:
     """In-memory redundant checkpoints of the protected state of every rank of ``comm``.
 
     ``scheme`` is a :class:`~mpickpt.schemes.Scheme`, or an id (``"parity"``, ``"mirror"``,
-    ``"stripe"``) with its parameters as keywords. ``domains`` gives the failure domain of every
-    rank (default: one per rank). ``recycle``: reuse the buffers of the dropped version (see
-    :class:`~mpickpt.stream.Stream`). ``stats``: this rank's cumulative traffic counters (messages
-    and bytes sent and received, checkpoints, agreements, re-protects). All methods but
+    ``"stripe"``, ``"rs"``, ``"xorset"``) with its parameters as keywords. ``domains`` gives
+    the failure domain of every rank (default: one per rank). ``recycle``: reuse the buffers of
+    the dropped version (see :class:`~mpickpt.stream.Stream`). ``stats``: this rank's cumulative
+    traffic counters (messages and bytes sent and received, checkpoints, agreements,
+    re-protects). All methods but
     :meth:`protect` are collective.
     """
 
