@@ -47,8 +47,7 @@ class Checkpointer:
     the failure domain of every rank (default: one per rank). ``recycle``: reuse the buffers of
     the dropped version (see :class:`~mpickpt.stream.Stream`). ``stats``: this rank's cumulative
     traffic counters (messages and bytes sent and received, checkpoints, agreements,
-    re-protects). All methods but
-    :meth:`protect` are collective.
+    re-protects). All methods but :meth:`protect` are collective.
     """
 
     def __init__(
