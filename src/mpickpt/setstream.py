@@ -7,8 +7,9 @@ steps, member ``i`` XORs its own chunk into the partial parity it received from 
 neighbour and passes it to its right one; after the last step it holds the block of its own
 parity chunk. The blocks are pipelined along the ring: in one *wave* a member runs every step
 at once, step ``s`` on block ``w - s``, so ``k - 1`` messages per direction are in flight. A
-member sends and receives ``k - 1`` chunks (one padded segment) and holds ``2(k-1)`` blocks of
-staging beside its parity chunk: no rank ever holds a full extra segment.
+member sends and receives ``k - 1`` chunks (one padded segment) and holds at most ``2(k-2)``
+blocks of staging beside its parity chunk (a block is at most a chunk): no rank holds a full
+extra segment.
 
 Rebuild: each survivor of the lost member's set sends its *contribution* (its parity chunk and
 its own chunks of the same parities, views of its committed copy) to the rank that rebuilds;
@@ -67,7 +68,7 @@ class SetStream:
         self.pos = self.members.index(me)
         self.block = max(ALIGN, block - block % ALIGN)
         self.free: np.ndarray | None = None  # the parity buffer of the dropped version
-        self.stage: list[np.ndarray] = []  # partial parities in flight, and a padded own block
+        self.stage: list[np.ndarray] = []  # blocks for the partial parities in flight
 
     def give(self, pieces: Sequence[Held]) -> None:
         """The dropped version's parity chunk: the buffer of the next one."""
@@ -118,14 +119,14 @@ class SetStream:
             self.free if self.free is not None and self.free.size == c else np.empty(c, np.uint8)
         )
         self.free = None
-        # messages of one block (1 MiB): 2(k-1) blocks of staging in flight. Messages of
+        # messages of one block (1 MiB): up to 2(k-2) blocks of staging in flight. Messages of
         # block/(k-1) bytes (the staging of two blocks) cost more CPU and time here (3x the
         # messages; bench_checkpoint.py at 8 ranks, 16 and 64 MB, alternated runs)
         blk = self.block
         blocks = _blocks(c, blk)
         n0 = min(blk, c)
-        if len(self.stage) != 2 * (k - 1) or self.stage[0].size < n0:
-            self.stage = [np.empty(n0, np.uint8) for _ in range(2 * (k - 1))]
+        idle = [buf for buf in self.stage if buf.size >= n0]  # staging, taken as needed
+        self.stage = []  # given back only after a complete run (no request left on them)
         pads: dict[int, np.ndarray] = {}  # step -> a zero-padded own block (the tail only)
         left, right = members[(me - 1) % k], members[(me + 1) % k]
         digest = hasher()
@@ -157,13 +158,15 @@ class SetStream:
                     if st == k - 2:
                         into, done = parity[a : a + n], (a, n)
                     else:
-                        into = self.stage[2 * st + w % 2][:n]
-                        got[st] = into
+                        got[st] = idle.pop() if idle else np.empty(n0, np.uint8)
+                        into = got[st][:n]
                     reqs.append(self._recv(into, left, TAG_RING))
                     reqs.append(self._send(out, right, TAG_RING))
                 MPI.Request.Waitall(reqs)
+                idle += last.values()  # their partials have been sent on
                 if done is not None:  # a block of the parity chunk is complete: checksum it
                     digest.update(parity[done[0] : done[0] + done[1]])
+        self.stage = idle
         name, value = parity_name(me, k), int(digest.intdigest())
         return [
             Held(PieceHeader(o, version, name, me, 0, c, value, int(sizes[q])), parity)
