@@ -73,6 +73,7 @@ SCHEMES: dict[str, dict[str, Any]] = {
     "mirror": {"copies": 2},
     "stripe": {"backups": 4},
     "rs": {"group": 3, "parity": 2, "backups": 5},
+    "xorset": {"group": 4},
 }
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -577,9 +578,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1, help="checkpoints before timing")
     ap.add_argument(
         "--schemes",
-        default="parity,mirror,stripe,rs",
+        default="parity,mirror,stripe,rs,xorset",
         help="among: parity(group=3,backups=4), mirror(copies=2), stripe(backups=4), "
-        "rs(group=3,parity=2,backups=5)",
+        "rs(group=3,parity=2,backups=5), xorset(group=4)",
     )
     ap.add_argument(
         "--chunk",

@@ -123,6 +123,8 @@ def scenarios(scale: float = 1.0, big: int = 512) -> dict[str, Scenario]:
         Scenario("dense", heat, 7, _heat(s(800), 96, 1, 2), "single", 2),
         Scenario("walkers", walk, 7, _heat(s(400), 2000, 5, 2), "single", 2),
         Scenario("mirror", heat, 7, (*base, "--scheme", "mirror"), "single", 2),
+        # sets of 4 over 4 virtual nodes of 2: a lost node is one loss in each set
+        Scenario("xorset", heat, 10, (*base, "--scheme", "xorset", "--group", "4"), "node", 2, rpn),
         Scenario("spill", heat, 8, _heat(s(1500), 96, 10, 3, "--spill", SPILL), "beyond", 3),
         Scenario("startup", heat, 7, base, "startup", 2, INIT, steady=False),
         Scenario("pidfile", heat, 7, base, "pidfile", 2, INIT, steady=False),

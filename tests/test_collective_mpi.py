@@ -22,6 +22,9 @@ SCHEMES = [
     ("mirror", {"copies": 2}),
     ("stripe", {"backups": 3}),
     ("rs", {"group": 2, "parity": 1, "backups": 3}),
+    ("xorset", {"group": 4}),  # one set of 4: each rank rebuilt from the other three
+    # small messages: many blocks pipelined along the ring, segments of different sizes
+    ("xorset", {"group": 3, "chunk": 512}),
 ]
 
 
@@ -34,7 +37,7 @@ def everywhere(world: Any, ok: bool) -> bool:
 
 
 @pytest.mark.mpi(min_size=4)
-@pytest.mark.parametrize(("scheme", "params"), SCHEMES, ids=[s for s, _ in SCHEMES])
+@pytest.mark.parametrize(("scheme", "params"), SCHEMES, ids=[f"{s}{p}" for s, p in SCHEMES])
 def test_checkpoint_and_rebuild_every_rank(world: Any, scheme: str, params: dict[str, Any]) -> None:
     from mpickpt import Checkpointer
 
@@ -45,6 +48,13 @@ def test_checkpoint_and_rebuild_every_rank(world: Any, scheme: str, params: dict
     ckpt.protect("meta", {"rank": rank, "name": f"w{rank}"})
     ckpt.checkpoint(step=5)
     own = ckpt.local.copy()
+    if scheme == "xorset":  # one parity chunk held: 1/(k-1) of the set's largest segment
+        from mpickpt.schemes.xorset import chunk_size
+
+        sizes = world.allgather(own.size)
+        held = chunk_size(sizes, world.Get_size())
+        assert everywhere(world, ckpt.store.nbytes() == held), (ckpt.store.nbytes(), held)
+        assert held * (world.Get_size() - 1) < max(sizes) + 8 * world.Get_size()
     for lost in range(world.Get_size()):
         seg = ckpt.rebuild(lost=[lost])
         ok = seg is None if rank != lost else np.array_equal(seg, own)

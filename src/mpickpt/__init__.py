@@ -37,7 +37,7 @@ from .errors import (  # noqa: E402 - after the rc setting above
     UnrecoverableError,
 )
 from .errors import excepthook as _excepthook  # noqa: E402
-from .schemes import Mirror, Parity, ReedSolomon, Scheme, Stripe, get_scheme  # noqa: E402
+from .schemes import Mirror, Parity, ReedSolomon, Scheme, Stripe, XorSet, get_scheme  # noqa: E402
 
 # - an mpickpt error raised before the job's processes have joined (a bad parameter) is
 #   printed once and gives the job its exit code (see errors.excepthook)
@@ -109,6 +109,7 @@ __all__ = [
     "Scheme",
     "SpillError",
     "Stripe",
+    "XorSet",
     "UnknownSchemeError",
     "UnrecoverableError",
     "get_scheme",

@@ -15,8 +15,9 @@ from .checksum import checksum
 from .layout import backup_layout
 from .memstore import Held, MemStore
 from .planning import Report, rebuild_sources
-from .schemes import Scheme, get_scheme
+from .schemes import Scheme, XorSet, get_scheme
 from .segment import State, restore_value, unpack
+from .setstream import SetStream
 from .stream import Stream, new_stats, reprotect
 from .transport import CHUNK, fetch_segment, uniformly
 
@@ -42,11 +43,11 @@ class Checkpointer:
     """In-memory redundant checkpoints of the protected state of every rank of ``comm``.
 
     ``scheme`` is a :class:`~mpickpt.schemes.Scheme`, or an id (``"parity"``, ``"mirror"``,
-    ``"stripe"``) with its parameters as keywords. ``domains`` gives the failure domain of every
-    rank (default: one per rank). ``recycle``: reuse the buffers of the dropped version (see
-    :class:`~mpickpt.stream.Stream`). ``stats``: this rank's cumulative traffic counters (messages
-    and bytes sent and received, checkpoints, agreements, re-protects). All methods but
-    :meth:`protect` are collective.
+    ``"stripe"``, ``"rs"``, ``"xorset"``) with its parameters as keywords. ``domains`` gives
+    the failure domain of every rank (default: one per rank). ``recycle``: reuse the buffers of
+    the dropped version (see :class:`~mpickpt.stream.Stream`). ``stats``: this rank's cumulative
+    traffic counters (messages and bytes sent and received, checkpoints, agreements,
+    re-protects). All methods but :meth:`protect` are collective.
     """
 
     def __init__(
@@ -61,7 +62,7 @@ class Checkpointer:
     ) -> None:
         self.scheme = get_scheme(scheme, **params)
         self.chunk, self.recycle = chunk, recycle
-        self.stream: Stream | None = None
+        self.stream: Stream | SetStream | None = None
         self.stats = new_stats()  # cumulative counters of this rank's checkpoint traffic
         self.state = State()
         self.store = MemStore()
@@ -87,9 +88,8 @@ class Checkpointer:
         comm.Set_errhandler(MPI.ERRORS_RETURN)
         self.comm = comm
         self.domains = list(domains)
-        self.backups, self.owners = backup_layout(self.domains, self.scheme.backups)
-        self.stream = Stream(  # the placement is fixed for this membership
-            comm, self.scheme, self.backups, self.owners, self.chunk, self.stats, self.recycle
+        self.stream, self.backups, self.owners = _stream(  # fixed for this membership
+            comm, self.scheme, self.domains, self.chunk, self.stats, self.recycle
         )
 
     @property
@@ -169,7 +169,7 @@ class Checkpointer:
             self.checkpoint(step)
             return
         faults.maybe_kill("checkpoint", step)  # the fault injection point of that checkpoint
-        reprotect(self.comm, self.stream, self.store)
+        _reprotect(self.comm, self.stream, self.store)
         self.step = step
 
     def flush(self) -> None:
@@ -246,6 +246,29 @@ class Checkpointer:
                 self.comm.Free()
             self.comm = MPI.COMM_NULL
         self.store = MemStore()
+
+
+def _stream(
+    comm: MPI.Comm,
+    scheme: Scheme,
+    domains: list[int],
+    chunk: int,
+    stats: dict[str, float],
+    recycle: bool,
+) -> tuple[Stream | SetStream, list[list[int]], list[list[int]]]:
+    """The checkpoint stream of this rank for a membership, with every rank's backups and
+    owners (none for xorset, whose ranks form sets instead)."""
+    if isinstance(scheme, XorSet):
+        return SetStream(comm, scheme, domains, chunk, stats, recycle), [], []
+    backups, owners = backup_layout(domains, scheme.backups)
+    return Stream(comm, scheme, backups, owners, chunk, stats, recycle), backups, owners
+
+
+def _reprotect(comm: MPI.Comm, stream: Stream | SetStream, store: MemStore) -> None:
+    if isinstance(stream, SetStream):
+        stream.reprotect(store)  # the sets' parity computed again
+    else:
+        reprotect(comm, stream, store)  # only the missing pieces
 
 
 def report(

@@ -15,7 +15,8 @@ from typing import Any
 from .errors import ConfigError, SpillError
 from .layout import choose_backups
 from .log import parse_timelines
-from .schemes import get_scheme, registry
+from .schemes import XorSet, get_scheme, registry
+from .schemes.xorset import form_sets
 
 
 def _scheme_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +24,9 @@ def _scheme_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--subsegments", type=int, default=None, help="parity/stripe/rs: subsegments per segment"
     )
-    p.add_argument("--group", type=int, default=3, help="parity/rs: subsegments per stripe")
+    p.add_argument(
+        "--group", type=int, default=3, help="parity/rs: subsegments per stripe; xorset: set size"
+    )
     p.add_argument(
         "--backups",
         type=int,
@@ -44,12 +47,16 @@ def _scheme(a: argparse.Namespace) -> Any:
         return get_scheme("parity", group=a.group, backups=backups, subsegments=a.subsegments)
     if a.scheme == "stripe":
         return get_scheme("stripe", backups=backups, subsegments=a.subsegments)
+    if a.scheme == "xorset":
+        return get_scheme("xorset", group=a.group)
     return get_scheme("mirror", copies=a.copies)
 
 
 def cmd_layout(a: argparse.Namespace) -> int:
     """Which pieces each backup holds; with --ranks, which ranks back up each owner."""
     scheme = _scheme(a)
+    if isinstance(scheme, XorSet):
+        return _layout_sets(scheme, a)
     held = [[p.name for p in pieces] for pieces in scheme.held()]
     out: dict[str, Any] = {
         "scheme": scheme.scheme_id,
@@ -73,6 +80,32 @@ def cmd_layout(a: argparse.Namespace) -> int:
         print(f"  backup {i}: {', '.join(names)}")
     for o, b in out.get("owners", {}).items():
         print(f"  rank {o} -> backups {b}")
+    return 0
+
+
+def _layout_sets(scheme: XorSet, a: argparse.Namespace) -> int:
+    """``layout`` for xorset: the chunks of a segment and, with --ranks, the sets."""
+    k = scheme.group
+    out: dict[str, Any] = {
+        "scheme": scheme.scheme_id,
+        "config": scheme.get_config(),
+        "tolerance": "one lost rank per set",
+        "overhead": round(scheme.overhead, 6),
+    }
+    if a.ranks:
+        per = a.ranks_per_node or 1
+        out["sets"] = form_sets([r // per for r in range(a.ranks)], k)
+    if a.json:
+        print(json.dumps(out))
+        return 0
+    print(
+        f"{scheme!r}: tolerates one lost rank per set (a lost node when every set spans "
+        f"nodes); stores {scheme.overhead:.3g} x the segment beside its own copy"
+    )
+    print(f"  a segment is cut into {k - 1} chunks; member j of a set of {k} holds the XOR of")
+    print("  one chunk of every other member (chunk d-1 of member j-d, d = 1..k-1)")
+    for i, members in enumerate(out.get("sets", [])):
+        print(f"  set {i}: ranks {members}")
     return 0
 
 

@@ -86,7 +86,11 @@ class MemStore:
         return self.versions.get(version, {}).get(owner, {})
 
     def nbytes(self) -> int:
-        """Bytes held in pieces (all versions)."""
-        return sum(
-            h.data.nbytes for v in self.versions.values() for o in v.values() for h in o.values()
-        )
+        """Bytes held in pieces (all versions; a buffer held for several owners once)."""
+        bufs = {
+            id(h.data): h.data
+            for v in self.versions.values()
+            for o in v.values()
+            for h in o.values()
+        }
+        return sum(b.nbytes for b in bufs.values())

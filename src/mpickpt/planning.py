@@ -163,6 +163,8 @@ def rebuild_sources(
         found: dict[str, tuple[int, int]] = {}
         nbytes = 0
         for i, r in enumerate(reports):
+            if scheme.cross_owner and r.local_version != version:
+                continue  # its parity chunk is useless without its own segment of that version
             entry = r.holdings.get(version, {}).get(owner)
             if entry is not None:
                 nbytes = entry[0]
@@ -174,7 +176,7 @@ def rebuild_sources(
             raise UnrecoverableError(
                 f"cannot rebuild worker {owner} at version {version} after losing workers "
                 f"{list(dead)}: the loss is beyond the tolerance of {scheme!r} "
-                f"(owner + {scheme.tolerance} backup(s)); {e}",
+                f"({scheme.tolerates}); {e}",
                 lost=dead,
                 version=version,
             ) from None

@@ -113,6 +113,10 @@ def fetch_segment(
 ) -> dict[int, np.ndarray]:
     """Move the pieces named in ``sources`` to the rank ``dest[owner]`` and decode them there;
     return the segments decoded on this rank. Checksums are verified before decoding."""
+    if scheme.cross_owner:  # xorset: the survivors' committed copies take part
+        from .setstream import fetch_sets  # it builds on this module
+
+        return fetch_sets(comm, store, version, sources, dest)
     me = comm.Get_rank()
     sends: list[tuple[int, Held]] = []
     recvs: list[tuple[int, PieceHeader]] = []

@@ -29,8 +29,12 @@ def arguments(description: str) -> argparse.Namespace:
     p.add_argument("--spares", type=int, default=1, help="idle spare ranks (the last ones)")
     p.add_argument("--spill", default=None, help="also spill checkpoints to HDF5 in DIR")
     p.add_argument("--spill-every", type=int, default=1, help="spill every K-th checkpoint")
-    p.add_argument("--scheme", default="parity", choices=["parity", "mirror", "stripe", "rs"])
-    p.add_argument("--group", type=int, default=2, help="parity/rs: subsegments per stripe")
+    p.add_argument(
+        "--scheme", default="parity", choices=["parity", "mirror", "stripe", "rs", "xorset"]
+    )
+    p.add_argument(
+        "--group", type=int, default=2, help="parity/rs: subsegments per stripe; xorset: set size"
+    )
     p.add_argument("--backups", type=int, default=3, help="parity/stripe/rs: backups per owner")
     p.add_argument("--copies", type=int, default=2, help="mirror: copies")
     p.add_argument("--parity", type=int, default=2, help="rs: coding pieces per stripe")
@@ -48,6 +52,7 @@ def scheme_params(args: argparse.Namespace) -> dict:
         "mirror": {"copies": args.copies},
         "stripe": {"backups": args.backups},
         "rs": {"group": args.group, "parity": args.parity, "backups": args.backups},
+        "xorset": {"group": args.group},
     }[args.scheme]
 
 

@@ -29,7 +29,6 @@ from ..errors import (
     ProcessFailure,
     UnrecoverableError,
 )
-from ..layout import backup_layout
 from ..log import MpickptWarning, Timeline, logger
 from ..planning import Plan, Report, plan_recovery
 from ..spill.tier import DiskTier
@@ -73,7 +72,7 @@ class Runtime:
             return  # the first recovery sets the workers up (see enter)
         # Every process checks the workers' layout, spares too: a layout that cannot work fails
         # the same way everywhere (spares would otherwise wait for workers that have quit).
-        backup_layout(m.domains[: m.nworkers], self.ckpt.scheme.backups)
+        self.ckpt.scheme.check_layout(m.domains[: m.nworkers])
         comm = m.workers_comm()
         if m.logical is not None:
             self.ckpt.attach(comm, m.domains[: m.nworkers])

@@ -11,6 +11,7 @@ from .mirror import Mirror
 from .parity import Parity
 from .rs import ReedSolomon
 from .stripe import Stripe
+from .xorset import XorSet
 
 registry: dict[str, type[Scheme]] = {}
 
@@ -21,7 +22,7 @@ def register(cls: type[Scheme]) -> type[Scheme]:
     return cls
 
 
-for _cls in (Parity, Mirror, Stripe, ReedSolomon):
+for _cls in (Parity, Mirror, Stripe, ReedSolomon, XorSet):
     register(_cls)
 
 
@@ -44,6 +45,7 @@ __all__ = [
     "Parity",
     "Mirror",
     "Stripe",
+    "XorSet",
     "ReedSolomon",
     "get_scheme",
     "register",

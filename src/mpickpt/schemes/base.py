@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import ConfigError
-from ..layout import ALIGN, Piece, by_backup, decode_plan, subsegment_size
+from ..layout import ALIGN, Piece, backup_layout, by_backup, decode_plan, subsegment_size
 
 Buffer = bytes | bytearray | memoryview | np.ndarray
 
@@ -33,6 +33,9 @@ class Scheme(ABC):
     scheme_id: ClassVar[str]
     # pieces are a multiple of it, and combine() works on chunks that are a multiple of it
     granule: ClassVar[int] = ALIGN
+    # a piece mixes several owners' segments (xorset): the holders' own committed segments
+    # take part in a rebuild, and the checkpoint runs over sets, not owner -> backups
+    cross_owner: ClassVar[bool] = False
     backups: int
     subsegments: int
 
@@ -44,6 +47,11 @@ class Scheme(ABC):
     @abstractmethod
     def tolerance(self) -> int:
         """How many backups may be lost together with the owner."""
+
+    @property
+    def tolerates(self) -> str:
+        """The tolerance in words, for error messages."""
+        return f"owner + {self.tolerance} backup(s)"
 
     @abstractmethod
     def get_config(self) -> dict[str, Any]:
@@ -63,6 +71,10 @@ class Scheme(ABC):
     def overhead(self) -> float:
         """Bytes stored on backups per byte of segment (ignoring padding)."""
         return len(self.pieces()) / self.subsegments
+
+    def check_layout(self, domains: Sequence[int]) -> None:
+        """Raise :class:`ConfigError` if ranks in ``domains`` cannot be laid out."""
+        backup_layout(domains, self.backups)
 
     def held(self) -> list[list[Piece]]:
         """The pieces each backup holds."""
