@@ -21,28 +21,16 @@ XORSET = ["--scheme", "xorset", "--group", "4"]
 SETS = form_sets(list(range(WORKERS)), 4)  # the job's sets (rank-level failure domains)
 
 
-def test_layout_cli_lists_the_sets():
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mpickpt.cli",
-            "layout",
-            "--scheme",
-            "xorset",
-            "--group",
-            "4",
-            "--ranks",
-            "8",
-            "--ranks-per-node",
-            "2",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
+def layout(*extra: str) -> str:
+    """``mpickpt layout`` of xorset(4) on 8 ranks: its standard output."""
+    cmd = [sys.executable, "-m", "mpickpt.cli", "layout", "--scheme", "xorset", "--group", "4"]
+    return subprocess.run(
+        [*cmd, "--ranks", "8", *extra], capture_output=True, text=True, check=True, timeout=60
     ).stdout
+
+
+def test_layout_cli_lists_the_sets():
+    out = layout("--ranks-per-node", "2", "--json")
     got = json.loads(out)
     assert got["scheme"] == "xorset" and got["config"] == {"id": "xorset", "group": 4}
     assert got["overhead"] == pytest.approx(1 / 3)
@@ -50,24 +38,7 @@ def test_layout_cli_lists_the_sets():
     assert sorted(r for s in sets for r in s) == list(range(8))
     for s in sets:  # every set spans 4 nodes of 2 ranks: a lost node is one loss per set
         assert len({r // 2 for r in s}) == 4
-    text = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mpickpt.cli",
-            "layout",
-            "--scheme",
-            "xorset",
-            "--group",
-            "4",
-            "--ranks",
-            "8",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    text = layout()
     assert "one lost rank per set" in text and "set 0:" in text
 
 

@@ -32,7 +32,7 @@ from .planning import Sources
 from .schemes import XorSet, xor_into
 from .schemes.xorset import chunk_size, form_sets, holder, parity_name, parse_name
 from .segment import SegmentView
-from .transport import keep_on_failure, uniformly, waitall
+from .transport import Counted, keep_on_failure, uniformly, waitall
 
 TAG_SIZE = 0x6D79
 TAG_RING = 0x6D78
@@ -43,7 +43,7 @@ def _blocks(size: int, block: int) -> list[tuple[int, int]]:
     return [(a, min(block, size - a)) for a in range(0, size, block)]
 
 
-class SetStream:
+class SetStream(Counted):
     """One rank's part of the ``xorset`` checkpoint over ``comm``, whose ranks live in
     ``domains``; the sets are fixed per membership. Same interface as
     :class:`~mpickpt.stream.Stream` for the checkpointer (``run``, ``give``, ``nbytes``).
@@ -80,16 +80,6 @@ class SetStream:
         return sum(b.nbytes for b in self.stage) + (
             self.free.nbytes if self.free is not None else 0
         )
-
-    def _send(self, buf: np.ndarray, dest: int, tag: int) -> MPI.Request:
-        self.stats["messages_sent"] += 1
-        self.stats["bytes_sent"] += buf.nbytes
-        return self.comm.Isend([buf, MPI.BYTE], dest, tag)
-
-    def _recv(self, buf: np.ndarray, src: int, tag: int) -> MPI.Request:
-        self.stats["messages_received"] += 1
-        self.stats["bytes_received"] += buf.nbytes
-        return self.comm.Irecv([buf, MPI.BYTE], src, tag)
 
     def _sizes(self, seg: SegmentView, version: int) -> np.ndarray:
         """Every member's segment bytes (set order), from one small message per pair."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from mpi4py import MPI
@@ -30,7 +29,7 @@ from .layout import Piece
 from .memstore import Held, MemStore, PieceHeader
 from .schemes import Scheme
 from .segment import SegmentView
-from .transport import keep_on_failure, uniformly
+from .transport import Counted, keep_on_failure, uniformly
 
 TAG_HEAD = 0x6D72
 TAG_DATA = 0x6D70
@@ -83,7 +82,7 @@ class _Plan:
         self.subsegments = sorted(wanted | {k for p in self.coded for k in p.sources})
 
 
-class Stream:
+class Stream(Counted):
     """One rank's checkpoint stream over ``comm`` with the placement ``backups`` (for every
     rank, its backup ranks by slot) and ``owners`` (for every rank, whom it backs up).
 
@@ -136,16 +135,6 @@ class Stream:
         )
 
     # -- the stream -------------------------------------------------------------------------
-
-    def _send(self, buf: Any, dest: int, tag: int) -> MPI.Request:
-        self.stats["messages_sent"] += 1
-        self.stats["bytes_sent"] += buf.nbytes
-        return self.comm.Isend([buf, MPI.BYTE], dest, tag)
-
-    def _recv(self, buf: np.ndarray, src: int, tag: int) -> MPI.Request:
-        self.stats["messages_received"] += 1
-        self.stats["bytes_received"] += buf.nbytes
-        return self.comm.Irecv([buf, MPI.BYTE], src, tag)
 
     def run(
         self,

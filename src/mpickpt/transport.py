@@ -139,3 +139,21 @@ def fetch_segment(
             h.verify()
         out[owner] = scheme.decode({n: h.data for n, h in pieces.items()}, nbytes)
     return out
+
+
+class Counted:
+    """Point-to-point messages of a checkpoint stream on ``comm``, counted in ``stats`` (the
+    run report's messages and bytes per rank)."""
+
+    comm: MPI.Comm
+    stats: dict[str, float]
+
+    def _send(self, buf: Any, dest: int, tag: int) -> MPI.Request:
+        self.stats["messages_sent"] += 1
+        self.stats["bytes_sent"] += buf.nbytes
+        return self.comm.Isend([buf, MPI.BYTE], dest, tag)
+
+    def _recv(self, buf: np.ndarray, src: int, tag: int) -> MPI.Request:
+        self.stats["messages_received"] += 1
+        self.stats["bytes_received"] += buf.nbytes
+        return self.comm.Irecv([buf, MPI.BYTE], src, tag)
