@@ -57,6 +57,8 @@ TRANSPORTS = {"sm": "self,sm", "tcp": "self,tcp"}
 # the start-up scenarios' bound on MPI_Init (seconds): a kill there ends the job after it
 INIT_TIMEOUT = 15
 INIT = (("MPICKPT_INIT_TIMEOUT", str(INIT_TIMEOUT)),)
+# rs(2, 2) on 7 workers: any two workers lost together are within its tolerance
+RS = ("--scheme", "rs", "--group", "2", "--parity", "2", "--backups", "4")
 SPILL = "{spill}"  # placeholder in a scenario's arguments: a fresh directory per run
 # a kill plan: gets the running mpiexec and the pid directory, kills, returns what it killed
 Killer = Callable[[subprocess.Popen[str], Path], list[str]]
@@ -124,6 +126,7 @@ def scenarios(scale: float = 1.0, big: int = 512) -> dict[str, Scenario]:
         Scenario("walkers", walk, 7, _heat(s(400), 2000, 5, 2), "single", 2),
         Scenario("mirror", heat, 7, (*base, "--scheme", "mirror"), "single", 2),
         # sets of 4 over 4 virtual nodes of 2: a lost node is one loss in each set
+        Scenario("rs", heat, 9, (*pair, *RS), "double", 2),
         Scenario("xorset", heat, 10, (*base, "--scheme", "xorset", "--group", "4"), "node", 2, rpn),
         Scenario("spill", heat, 8, _heat(s(1500), 96, 10, 3, "--spill", SPILL), "beyond", 3),
         Scenario("startup", heat, 7, base, "startup", 2, INIT, steady=False),
