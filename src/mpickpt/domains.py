@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 from mpi4py import MPI
 
 from .config import config
+from .layout import placement_domains
 from .log import MpickptWarning
 
 ENV_RANKS_PER_NODE = "MPICKPT_RANKS_PER_NODE"
@@ -43,3 +45,17 @@ def failure_domains(world: MPI.Comm) -> list[int]:
             )
         return list(range(size))
     return domains
+
+
+def warn_if_spread(domains: Sequence[int], backups: int) -> None:
+    """Warn (on one process) when the workers' failure ``domains`` are too few or too uneven to
+    place ``backups`` on other domains, so that each rank is its own domain
+    (:func:`~mpickpt.layout.placement_domains`)."""
+    if placement_domains(domains, backups) != list(domains):
+        warnings.warn(
+            f"the workers' {len(set(domains))} failure domains (nodes) cannot hold each owner's "
+            f"{backups} backups on other domains: using one failure domain per rank, so the "
+            "loss of a whole node is not covered in memory (a relaunch from the spill is)",
+            DomainWarning,
+            stacklevel=2,
+        )

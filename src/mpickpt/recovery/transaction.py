@@ -21,6 +21,7 @@ from .. import faults
 from ..checkpointer import Checkpointer, report
 from ..comms import Family
 from ..config import config
+from ..domains import warn_if_spread
 from ..errors import (
     ApplicationError,
     ConfigError,
@@ -74,6 +75,8 @@ class Runtime:
         # Every process checks the workers' layout, spares too: a layout that cannot work fails
         # the same way everywhere (spares would otherwise wait for workers that have quit).
         backup_layout(m.domains[: m.nworkers], self.ckpt.scheme.backups)
+        if m.world.Get_rank() == 0:
+            warn_if_spread(m.domains[: m.nworkers], self.ckpt.scheme.backups)
         comm = m.workers_comm()
         if m.logical is not None:
             self.ckpt.attach(comm, m.domains[: m.nworkers])
