@@ -42,8 +42,9 @@ STANDIN = HERE / "slurm" / "standin_app.py"
 RESILIENT = ROOT / "jobscripts" / "resilient.sbatch"
 CHAIN = ROOT / "jobscripts" / "submit-chain.sh"
 CANNOT_INSTALL = 3  # cluster.sh's exit code when the packages cannot be installed
-# Test-cluster launch options: 2-core host, ranks of one job share memory.
-MPIRUN_ARGS = "--oversubscribe --mca btl self,sm"
+# Test-cluster launch options: 2-core host, ranks of one job share memory (or, with
+# MPICKPT_SLURM_MPIRUN_ARGS="--oversubscribe --mca btl self,tcp", talk over TCP).
+MPIRUN_ARGS = os.environ.get("MPICKPT_SLURM_MPIRUN_ARGS", "--oversubscribe --mca btl self,sm")
 # Ranks on different nodes talk over TCP, the transport that crosses real nodes.
 TCP = "--mca btl self,tcp"
 
