@@ -17,6 +17,7 @@ from mpickpt.layout import (
     domains_lost,
     owners_of,
     parity_pieces,
+    placement_domains,
     stripe_pieces,
     subsegment_size,
 )
@@ -160,6 +161,30 @@ def test_backup_layout_single_rank_keeps_local_copy_only():
     assert backups == choose_backups([0, 1, 2, 3], 3) and owners == owners_of(backups)
     with pytest.raises(ConfigError, match="at most 1"):
         backup_layout([0, 1], 3)  # what every process checks before a job starts
+
+
+@pytest.mark.parametrize(
+    ("domains", "backups"),
+    [
+        ([0, 0, 1], 2),  # 3 workers relaunched on the 2 nodes left of 3
+        ([0, 1, 0, 1], 2),  # 2 nodes, parity(1, 2)
+        ([0, 0, 0, 1], 3),  # 2 nodes, parity(2, 3)
+        ([0, 0, 1, 2], 2),  # 3 nodes, too uneven
+    ],
+)
+def test_backup_layout_spreads_over_ranks_when_nodes_cannot_hold_the_backups(domains, backups):
+    """A job on fewer nodes than the scheme needs (a relaunch after a node was lost) runs with
+    one failure domain per rank rather than failing: rank failures stay covered."""
+    spread = list(range(len(domains)))
+    assert placement_domains(domains, backups) == spread
+    assert backup_layout(domains, backups) == backup_layout(spread, backups)
+    assert_valid_placement(spread, backups, backup_layout(domains, backups)[0])
+
+
+def test_placement_domains_keeps_nodes_that_can_hold_the_backups():
+    for domains, backups in (([0, 1, 2], 2), ([0, 0, 1, 1, 2, 2], 2), ([0, 1, 2, 3], 3)):
+        assert placement_domains(domains, backups) == domains
+        assert backup_layout(domains, backups)[0] == choose_backups(domains, backups)
 
 
 def test_choose_backups_uneven_domains_rejected_with_sizes():

@@ -42,8 +42,11 @@ STANDIN = HERE / "slurm" / "standin_app.py"
 RESILIENT = ROOT / "jobscripts" / "resilient.sbatch"
 CHAIN = ROOT / "jobscripts" / "submit-chain.sh"
 CANNOT_INSTALL = 3  # cluster.sh's exit code when the packages cannot be installed
-# Test-cluster launch options: 2-core host, ranks of one job share memory.
-MPIRUN_ARGS = "--oversubscribe --mca btl self,sm"
+# Test-cluster launch options: 2-core host, ranks of one job share memory (or, with
+# MPICKPT_SLURM_MPIRUN_ARGS="--oversubscribe --mca btl self,tcp", talk over TCP).
+MPIRUN_ARGS = os.environ.get("MPICKPT_SLURM_MPIRUN_ARGS", "--oversubscribe --mca btl self,sm")
+# Ranks on different nodes talk over TCP, the transport that crosses real nodes.
+TCP = "--mca btl self,tcp"
 
 
 @dataclass
@@ -406,16 +409,27 @@ def test_time_limit_signal_requeues(slurm: SlurmCluster, tmp_path: Path) -> None
 # -- the real example (examples/heat2d.py) under the job script ---------------------------------
 
 HEAT = ["--steps", "3000", "--size", "48", "--every", "25"]
+# Across nodes over TCP a step costs more (1.3x on loopback here, 5x on a loaded host): fewer.
+HEAT_TCP = ["--steps", "1000", "--size", "48", "--every", "25"]
+
+
+def plain_checksum(args: list[str]) -> str:
+    """The failure-free result: the plain-MPI heat2d on one rank, outside Slurm."""
+    from conftest import run_mpi
+
+    rc, out, err = run_mpi(ROOT / "examples" / "heat2d_plain.py", 1, *args, timeout=60)
+    assert rc == 0, err
+    return re.search(r"^checksum: ([0-9a-f]{64})$", out, re.M).group(1)
 
 
 @pytest.fixture(scope="module")
 def heat_reference() -> str:
-    """The failure-free result: the plain-MPI heat2d on one rank, outside Slurm."""
-    from conftest import run_mpi
+    return plain_checksum(HEAT)
 
-    rc, out, err = run_mpi(ROOT / "examples" / "heat2d_plain.py", 1, *HEAT, timeout=60)
-    assert rc == 0, err
-    return re.search(r"^checksum: ([0-9a-f]{64})$", out, re.M).group(1)
+
+@pytest.fixture(scope="module")
+def heat_tcp_reference() -> str:
+    return plain_checksum(HEAT_TCP)
 
 
 def heat_env(spill: Path, **extra: str) -> dict[str, str]:
@@ -447,12 +461,22 @@ def wait_for_spill(spill: Path, timeout: float = 60) -> None:
     pytest.fail(f"no complete version in {spill}")
 
 
-def test_heat2d_worker_killed_in_a_slurm_job(slurm, tmp_path, heat_reference):
-    env = heat_env(tmp_path / "ckpt", MPICKPT_KILL="2@1200", MPICKPT_VERBOSE="1")
-    job = slurm.sbatch(RESILIENT, "--nodes=1", "--ntasks-per-node=4", env=env, timeout=180)
+def test_heat2d_worker_killed_in_a_slurm_job(slurm, tmp_path, heat_tcp_reference):
+    """A rank dies and a spare takes its place online, ranks on 2 nodes talking over TCP
+    (parity(2, 3) then places its backups over ranks, not over the 2 nodes: a warning)."""
+    env = heat_env(
+        tmp_path / "ckpt",
+        APP_ARGS=" ".join(HEAT_TCP),
+        MPICKPT_KILL="2@600",
+        MPICKPT_VERBOSE="1",
+        MPIRUN_ARGS=f"--oversubscribe {TCP} --map-by node",
+    )
+    job = slurm.sbatch(RESILIENT, "--nodes=2", "--ntasks-per-node=2", env=env, timeout=180)
     assert job.state == "COMPLETED" and job.exit_code == 0, job.output
     assert "recovery timeline" in job.output, job.output
-    assert final_checksum(job.output) == heat_reference
+    assert "one failure domain per rank" in job.output, job.output
+    assert "relaunching" not in job.output, job.output
+    assert final_checksum(job.output) == heat_tcp_reference
 
 
 def test_heat2d_whole_job_killed_then_resubmitted(slurm, tmp_path, heat_reference):
@@ -477,3 +501,40 @@ def test_heat2d_signal_spills_then_requeued_job_finishes(slurm, tmp_path, heat_r
     assert job.restarts == 1, job.output
     assert "restarted from spilled version" in job.output, job.output
     assert final_checksum(job.output) == heat_reference
+
+
+@pytest.mark.parametrize("nodes", [3, 2])
+def test_heat2d_continues_after_node_loss(slurm, tmp_path, heat_tcp_reference, nodes):
+    """heat2d across nodes over TCP; a whole node dies once a version is spilled. mpirun ends
+    with its lost daemon, and the job resumes from the spill: on the 2 nodes left of 3 (in the
+    --no-kill allocation), or, with 2 nodes, in a requeued job (--map-by ppr:2:node puts at
+    most 2 ranks on the node left, --oversubscribe or not). 3 workers + 1 spare with
+    parity(1, 2): on 3 nodes each owner's 2 backups sit on the 2 other nodes; on 2 nodes (the
+    relaunch, or from the start) there are too few and each rank is its own failure domain."""
+    mapping = "--map-by node" if nodes == 3 else "--map-by ppr:2:node"
+    env = heat_env(
+        tmp_path / "ckpt",
+        APP_ARGS=" ".join([*HEAT_TCP, "--group", "1", "--backups", "2"]),
+        NWORKERS="3",
+        MPIRUN_ARGS=f"--oversubscribe {TCP} {mapping}",
+    )
+    job_id = slurm.submit(RESILIENT, f"--nodes={nodes}", "--ntasks-per-node=2", env=env)
+    wait_for_spill(tmp_path / "ckpt")
+    allocated = slurm.nodes_of(job_id)
+    assert len(allocated) == nodes, allocated
+    lost = allocated[1]  # a worker's node (with --map-by node, worker 1 alone), not the shell's
+    slurm.kill_node(job_id, lost)
+    job = slurm.wait(job_id, timeout=180)
+    assert job.state == "COMPLETED" and job.exit_code == 0, job.output
+    assert re.search(rf"node {lost} (left the allocation|is down)", job.output), job.output
+    if nodes == 3:
+        left = ",".join(n for n in allocated if n != lost)
+        relaunch = job.output.index(f"relaunching from the spill on {left}")
+        assert job.restarts == 0, job.output
+        # node-aware at first, one domain per rank on the nodes left
+        assert job.output.find("one failure domain per rank") > relaunch, job.output
+    else:
+        assert "cannot hold 4 ranks" in job.output, job.output
+        assert job.restarts == 1, job.output
+    assert job.output.count("restarted from spilled version") == 1, job.output
+    assert final_checksum(job.output) == heat_tcp_reference

@@ -128,6 +128,15 @@ def test_sets_that_cannot_span_domains_are_refused():
         XorSet(1)
 
 
+def test_too_few_domains_give_one_domain_per_rank():
+    """A job on fewer nodes than its sets need (relaunched on the nodes left after one was
+    lost) still runs, each rank its own domain, as the per-owner schemes do."""
+    two_nodes = [r // 4 for r in range(8)]
+    assert XorSet(4).layout_domains(two_nodes) == list(range(8))
+    four_nodes = [r // 2 for r in range(8)]
+    assert XorSet(4).layout_domains(four_nodes) == four_nodes
+
+
 def test_registry_and_config_round_trip():
     s = get_scheme("xorset", group=3)
     assert isinstance(s, XorSet) and s.tolerance == 0

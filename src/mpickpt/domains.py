@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 from mpi4py import MPI
 
@@ -43,3 +44,18 @@ def failure_domains(world: MPI.Comm) -> list[int]:
             )
         return list(range(size))
     return domains
+
+
+def warn_if_spread(domains: Sequence[int], used: Sequence[int]) -> None:
+    """Warn (call it on one process) when the scheme places pieces over ``used`` domains, one
+    per rank, because the workers' failure ``domains`` are too few or too uneven for it
+    (:meth:`~mpickpt.schemes.Scheme.layout_domains`)."""
+    if list(used) != list(domains):
+        warnings.warn(
+            f"the workers' {len(set(domains))} failure domains (nodes) are too few or too uneven "
+            "for the scheme to keep its pieces on other domains: using one failure domain per "
+            "rank, so the loss of a whole node is not covered in memory (a relaunch from the "
+            "spill is)",
+            DomainWarning,
+            stacklevel=2,
+        )

@@ -165,10 +165,27 @@ def owners_of(backups: Sequence[Sequence[int]]) -> list[list[int]]:
     return held
 
 
+def placement_domains(domains: Sequence[int], backups: int) -> list[int]:
+    """The failure domains the backups are placed over: ``domains``, or one per rank when they
+    are too few or too uneven for every owner's ``backups`` to sit on distinct other domains
+    (a job on fewer nodes than the scheme needs, e.g. relaunched on the nodes left after one
+    was lost). The failure of ranks stays covered; the loss of a whole node may not be, and
+    the job then falls back to its spill. Raises :class:`ConfigError` when even one domain per
+    rank cannot work (too few ranks)."""
+    try:
+        choose_backups(domains, backups)
+    except ConfigError:
+        spread = list(range(len(domains)))
+        choose_backups(spread, backups)
+        return spread
+    return list(domains)
+
+
 def backup_layout(domains: Sequence[int], backups: int) -> tuple[list[list[int]], list[list[int]]]:
-    """:func:`choose_backups` and :func:`owners_of` for ranks in ``domains``. A single rank has
-    nobody to back it up: it keeps its local copy only."""
+    """:func:`choose_backups` and :func:`owners_of` for ranks in ``domains`` (or one domain per
+    rank, see :func:`placement_domains`). A single rank has nobody to back it up: it keeps its
+    local copy only."""
     if len(domains) < 2:
         return [[] for _ in domains], [[] for _ in domains]
-    chosen = choose_backups(domains, backups)
+    chosen = choose_backups(placement_domains(domains, backups), backups)
     return chosen, owners_of(chosen)

@@ -63,7 +63,7 @@ class SetStream(Counted):
     ) -> None:
         me = comm.Get_rank()
         self.comm, self.scheme, self.stats, self.recycle = comm, scheme, stats, recycle
-        self.sets = form_sets(domains, scheme.group)
+        self.sets = form_sets(scheme.layout_domains(domains), scheme.group)
         self.members = next((s for s in self.sets if me in s), [me])
         self.pos = self.members.index(me)
         self.block = max(ALIGN, block - block % ALIGN)

@@ -21,6 +21,7 @@ from .. import faults
 from ..checkpointer import Checkpointer, report
 from ..comms import Family
 from ..config import config
+from ..domains import warn_if_spread
 from ..errors import (
     ApplicationError,
     ConfigError,
@@ -72,7 +73,9 @@ class Runtime:
             return  # the first recovery sets the workers up (see enter)
         # Every process checks the workers' layout, spares too: a layout that cannot work fails
         # the same way everywhere (spares would otherwise wait for workers that have quit).
-        self.ckpt.scheme.check_layout(m.domains[: m.nworkers])
+        used = self.ckpt.scheme.layout_domains(m.domains[: m.nworkers])
+        if m.world.Get_rank() == 0:
+            warn_if_spread(m.domains[: m.nworkers], used)
         comm = m.workers_comm()
         if m.logical is not None:
             self.ckpt.attach(comm, m.domains[: m.nworkers])

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import ConfigError
-from ..layout import ALIGN, Piece, backup_layout, by_backup, decode_plan, subsegment_size
+from ..layout import ALIGN, Piece, by_backup, decode_plan, placement_domains, subsegment_size
 
 Buffer = bytes | bytearray | memoryview | np.ndarray
 
@@ -72,9 +72,11 @@ class Scheme(ABC):
         """Bytes stored on backups per byte of segment (ignoring padding)."""
         return len(self.pieces()) / self.subsegments
 
-    def check_layout(self, domains: Sequence[int]) -> None:
-        """Raise :class:`ConfigError` if ranks in ``domains`` cannot be laid out."""
-        backup_layout(domains, self.backups)
+    def layout_domains(self, domains: Sequence[int]) -> list[int]:
+        """The failure domains this scheme places pieces over for ranks in ``domains``: those,
+        or one per rank when they are too few or too uneven to keep its promise (see
+        :func:`~mpickpt.layout.placement_domains`). :class:`ConfigError` if even that fails."""
+        return placement_domains(domains, self.backups)
 
     def held(self) -> list[list[Piece]]:
         """The pieces each backup holds."""

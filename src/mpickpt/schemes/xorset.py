@@ -172,8 +172,15 @@ class XorSet(Scheme):
     def get_config(self) -> dict[str, Any]:
         return {"id": self.scheme_id, "group": self.group}
 
-    def check_layout(self, domains: Sequence[int]) -> None:
-        form_sets(domains, self.group)
+    def layout_domains(self, domains: Sequence[int]) -> list[int]:
+        """``domains``, or one per rank when a domain has more ranks than there are sets."""
+        try:
+            form_sets(domains, self.group)
+        except ConfigError:
+            spread = list(range(len(domains)))
+            form_sets(spread, self.group)  # a ConfigError of its own (group) still stands
+            return spread
+        return list(domains)
 
     def needed(self, available: Iterable[str]) -> list[str]:
         """The parity chunks of every other member of the owner's set (with their members'
