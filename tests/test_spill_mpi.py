@@ -192,6 +192,18 @@ def test_no_spare_left_continues_on_fewer_workers_with_a_hook():
     assert walker_count(out) == 6 * 500  # every walker of the dead worker was taken over
 
 
+def test_fewer_nodes_than_the_scheme_needs_after_a_node_loss():
+    """No spare, a whole virtual node lost: the 6 workers left on 3 nodes cannot hold
+    parity(2, 3)'s backups on other nodes, so they go on with one failure domain per rank
+    (before: saved and stopped as if the scheme could not work at all)."""
+    env = {"MPICKPT_RANKS_PER_NODE": "2", "MPICKPT_KILL": "2@10:commit,3@10:commit"}
+    rc, out, err = walkers(8, "--spares", "0", env=env)
+    assert rc == 0, f"{out}\n{err}"
+    assert "continuing on 6 workers" in err, err
+    assert "one failure domain per rank" in err, err
+    assert walker_count(out) == 8 * 500
+
+
 def test_restart_on_another_number_of_workers_with_a_hook(tmp_path):
     everyone = ",".join(f"{r}@17" for r in range(7))  # the whole job dies at step 17
     rc, out, err = walkers(7, "--spill", str(tmp_path), env={"MPICKPT_KILL": everyone})

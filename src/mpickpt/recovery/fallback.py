@@ -12,8 +12,8 @@ import numpy as np
 from mpi4py import MPI
 
 from ..checkpointer import Checkpointer
+from ..domains import warn_if_spread
 from ..errors import ConfigError, MpickptError, NoSparesError, SpillError, UnrecoverableError
-from ..layout import choose_backups
 from ..planning import Plan, Report, save_plan
 from ..segment import unpack
 from ..spill.directory import Restart
@@ -98,12 +98,13 @@ def shrink(
 ) -> Shrunk | None:
     """No spare left but a redistribution hook: continue on the surviving workers, each
     adopting the rebuilt segments of some dead ones. ``None`` if the scheme cannot work on
-    that few failure domains (then the job saves and stops instead)."""
+    that few ranks (then the job saves and stops instead); too few nodes make each rank its
+    own failure domain, as at start-up."""
     version, sources, dest = save_plan(reports, n, ckpt.scheme)
     alive = sorted(r.logical for r in reports if r.logical is not None)
     domains = [reports[i].domain for w in alive for i, r in enumerate(reports) if r.logical == w]
     try:
-        choose_backups(domains, ckpt.scheme.backups)
+        ckpt.scheme.layout_domains(domains)
     except ConfigError:
         return None
     segments = fetch_segment(world, ckpt.store, ckpt.scheme, version, sources, dest)
@@ -177,6 +178,8 @@ def switch_shrunk(
     if old is None:
         return "spare"
     members.logical = plan.alive.index(old)
+    if members.logical == 0:
+        warn_if_spread(plan.domains, ckpt.scheme.layout_domains(plan.domains))
     ckpt.attach(plan.comm, plan.domains)
     if disk is not None:
         disk.attach(members.logical, members.nworkers, ckpt.scheme.get_config())
