@@ -96,7 +96,7 @@ class Scenario:
         return self.n - self.spares
 
 
-def _heat(steps: int, size: int, every: int, spares: int, *extra: str) -> tuple[str, ...]:
+def _heat(steps: int, size: int, every: int | str, spares: int, *extra: str) -> tuple[str, ...]:
     return (
         "--steps", str(steps), "--size", str(size), "--every", str(every),
         "--spares", str(spares), *extra,
@@ -127,6 +127,8 @@ def scenarios(scale: float = 1.0, big: int = 512) -> dict[str, Scenario]:
         Scenario("mirror", heat, 7, (*base, "--scheme", "mirror"), "single", 2),
         # sets of 4 over 4 virtual nodes of 2: a lost node is one loss in each set
         Scenario("rs", heat, 9, (*pair, *RS), "double", 2),
+        # the interval from the measured cost and a (short) MTBF: Daly's every="auto"
+        Scenario("auto", heat, 7, _heat(s(1500), 96, "auto", 2, "--mtbf", "3s"), "single", 2),
         Scenario("xorset", heat, 10, (*base, "--scheme", "xorset", "--group", "4"), "node", 2, rpn),
         Scenario("spill", heat, 8, _heat(s(1500), 96, 10, 3, "--spill", SPILL), "beyond", 3),
         Scenario("startup", heat, 7, base, "startup", 2, INIT, steady=False),
