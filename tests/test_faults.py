@@ -268,3 +268,15 @@ def test_stalled_recovery_ends_instead_of_hanging(tmp_path):
     assert "recovery stalled for 4 s" in err
     assert re.search(r"stopped: world rank\(s\) 3 \(pid \d+\)", err), err  # who is missing
     assert checksum(out) is None
+
+
+@pytest.mark.parametrize("rank", [0, 2])
+def test_worker_lost_after_the_function_returned_fails_the_job(rank):
+    """Worker 0 dies before it prints the result, or another worker before its own work after
+    the function: never exit 0 (before: exit 0 without a result when worker 0 died)."""
+    rc, out, err = heat(5, "--spares", "1", env={"MPICKPT_KILL": f"{rank}@done"})
+    assert rc == 1, f"{out}\n{err}"
+    late = r"^mpickpt: world rank \d+: worker process\(es\) (.*) \(COMM_WORLD"
+    said = re.findall(late, err, re.M)
+    assert said == [f"[{rank}]"], err  # once, by the lowest process left
+    assert (checksum(out) is None) == (rank == 0), out

@@ -67,7 +67,6 @@ class Job:
         spares: int = 1,
         committed: dict[int, int] | None = None,
         stale: Sequence[int] = (),
-        done: Sequence[int] = (),
     ) -> list[Report]:
         """Reports of the surviving workers (in worker order), then of the spares.
 
@@ -82,7 +81,6 @@ class Job:
                 committed=committed.get(w, self.version),
                 local_version=-1 if w in stale else self.version,
                 holdings=self.holdings(w),
-                done=w in done,
             )
             for w in range(self.nworkers)
             if w not in dead
@@ -123,7 +121,6 @@ def test_dead_worker_gets_lowest_spare_and_is_rebuilt(scheme, dead):
         if w != dead:  # survivors keep their ids, on their own process
             assert reports[plan.assign[w]].logical == w
     assert plan.version == job.version
-    assert not plan.finish
     assert set(plan.rebuild) == {dead}  # survivors kept their own segment
     job.assert_rebuilds(plan, reports)
     assert plan.role(first_spare, reports) == "recovered"
@@ -250,30 +247,6 @@ def test_no_spare_needed_when_nobody_died():
     plan, reports = job.plan(spares=0, stale=[2])
     assert plan.dead == ()
     assert plan.assign == [0, 1, 2, 3]
-    assert set(plan.rebuild) == {2}
-    job.assert_rebuilds(plan, reports)
-
-
-def test_all_done_finishes():
-    job = Job(Parity(2, 3), 4)
-    plan, _ = job.plan(done=range(4), spares=1)
-    assert plan.finish
-    assert plan.assign == [0, 1, 2, 3]
-    assert plan.rebuild == {}
-
-
-def test_done_with_a_dead_worker_finishes():
-    # "done" is only reported after every worker agreed it completed: one dying afterwards
-    # takes nothing away from the result
-    job = Job(Parity(2, 3), 4)
-    plan, _ = job.plan(dead=[2], done=[0, 1, 3])
-    assert plan.finish
-
-
-def test_some_not_done_recovers():
-    job = Job(Parity(2, 3), 4)
-    plan, reports = job.plan(dead=[2], done=[0, 1])
-    assert not plan.finish
     assert set(plan.rebuild) == {2}
     job.assert_rebuilds(plan, reports)
 

@@ -271,9 +271,7 @@ def _reprotect(comm: MPI.Comm, stream: Stream | SetStream, store: MemStore) -> N
         reprotect(comm, stream, store)  # only the missing pieces
 
 
-def report(
-    store: MemStore, done: bool = False, logical: int | None = None, domain: int = 0
-) -> Report:
+def report(store: MemStore, logical: int | None = None, domain: int = 0) -> Report:
     """What a rank holds in ``store``, for planning a rebuild (only pieces that pass their
     checksum)."""
     holdings: dict[int, dict[int, tuple[int, dict[str, int]]]] = {}
@@ -282,7 +280,7 @@ def report(
             good = {n: h.header.checksum for n, h in pieces.items() if _intact(h)}
             nbytes = next(iter(pieces.values())).header.nbytes
             holdings.setdefault(v, {})[owner] = (nbytes, good)
-    return Report(logical, domain, store.committed, store.local_version, holdings, done)
+    return Report(logical, domain, store.committed, store.local_version, holdings)
 
 
 def _intact(h: Held) -> bool:

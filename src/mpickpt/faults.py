@@ -6,6 +6,8 @@ when it reaches STEP in PHASE: ``compute`` (default: at the start of the step, o
 ``checkpoint`` (pieces sent, before the commit) or ``commit`` (just after it). ``RANK@recovery``
 kills RANK as it enters its first recovery, ``RANK@start`` as it starts (before the
 job's processes have joined), ``RANK@idle`` as it starts waiting as an idle spare,
+``RANK@done`` once every worker agreed that the protected function returned (before it
+returns to the application),
 ``RANK@stall`` stops it (SIGSTOP) as it enters its first
 recovery: it is never reported failed, like a rank Open MPI aborted.
 ``MPICKPT_PIDDIR=DIR`` makes every process write ``DIR/rank<N>.pid`` so that a test can kill
@@ -24,8 +26,8 @@ from .errors import ConfigError
 from .recovery.watchdog import sigkill_self
 
 ENV_KILL = "MPICKPT_KILL"
-PHASES = ("compute", "halo", "checkpoint", "commit", "recovery", "start", "idle", "stall")
-ANYTIME = ("recovery", "start", "idle", "stall")  # phases without a step
+PHASES = ("compute", "halo", "checkpoint", "commit", "recovery", "start", "idle", "done", "stall")
+ANYTIME = ("recovery", "start", "idle", "done", "stall")  # phases without a step
 
 
 def parse_kills(spec: str) -> list[tuple[int, int, str]]:
@@ -45,7 +47,8 @@ def parse_kills(spec: str) -> list[tuple[int, int, str]]:
         except ValueError:
             raise ConfigError(
                 f"bad {ENV_KILL} entry {item!r}: use RANK@STEP[:PHASE] with PHASE one of "
-                f"{', '.join(PHASES)}, or RANK@recovery, RANK@start, RANK@idle, RANK@stall"
+                f"{', '.join(PHASES)}, or RANK@PHASE for "
+                f"{', '.join(ANYTIME)}"
             ) from None
     return kills
 

@@ -28,7 +28,6 @@ class Report:
     local_version: int  # version of its own segment it keeps (-1: none)
     # version -> owner -> (segment nbytes, {name: checksum} of the intact pieces held)
     holdings: dict[int, dict[int, tuple[int, dict[str, int]]]] = field(default_factory=dict)
-    done: bool = False
     error: str | None = None  # the exception the protected function raised here, if any
 
 
@@ -39,7 +38,6 @@ class Plan:
     version: int
     assign: list[int]
     dead: tuple[int, ...]
-    finish: bool = False
     rebuild: dict[int, Sources] = field(default_factory=dict)
     from_disk: bool = False  # beyond the RAM tolerance: every worker reloads from the spill
 
@@ -75,10 +73,6 @@ def plan_recovery(
         more = f"; and {len(raised) - 3} more" if len(raised) > 3 else ""
         printed = "its traceback is" if len(raised) == 1 else "their tracebacks are"
         raise ApplicationError("; ".join(raised[:3]) + f"{more} ({printed} printed above)")
-    workers = [r for r in reports if r.logical is not None]
-    if workers and all(r.done for r in workers):  # the dead, too, had finished
-        return Plan(-1, [where.get(w, -1) for w in range(nworkers)], dead, finish=True)
-
     spares = [i for i, r in enumerate(reports) if r.logical is None]
     if len(spares) < len(dead):
         then = (

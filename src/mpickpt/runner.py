@@ -186,25 +186,25 @@ class Runner:
                 result = fn(Context(runtime, role, self.schedule), *args, **kwargs)
                 role = runtime.finish()
             except ProcessFailure:  # raised after the workers' decision point
-                role = runtime.recover(done=False)
+                role = runtime.recover()
             except MPI.Exception as e:  # seen in the application's own communication
                 if e.Get_error_class() not in FAILURE_CLASSES:  # e.g. MPI_ERR_TRUNCATE: a bug,
                     # unless a peer did die (after a failure Open MPI may report ERR_OTHER):
                     # the recovery's plan tells, the same on every process
                     runtime.error = f"MPI error: {e.Get_error_string()}"
                 runtime.leave()
-                role = runtime.recover(done=False)
+                role = runtime.recover()
             except ConfigError as e:  # a misuse, the same on every worker that makes it
                 runtime.error = f"{type(e).__name__}: {e}"
                 runtime.leave()
-                role = runtime.recover(done=False)
+                role = runtime.recover()
             except (MpickptError, Preempted):
                 raise
             except Exception as e:  # a bug, not a failed rank: every rank ends the same way
                 traceback.print_exc()  # where it happened, from this rank only
                 runtime.error = f"{type(e).__name__}: {e}"
                 runtime.leave()
-                role = runtime.recover(done=False)
+                role = runtime.recover()
             if role == "spare":  # pragma: no cover - a worker never becomes a spare
                 role = runtime.wait_as_spare()
         if runtime.members.logical == 0 and runtime.disk is not None:

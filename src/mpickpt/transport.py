@@ -56,6 +56,29 @@ def waitall(requests: Sequence[MPI.Request]) -> None:
         MPI.Request.Waitall(list(requests))
 
 
+def acknowledged(comm: MPI.Comm) -> set[int]:
+    """The ranks of ``comm`` this process acknowledged as failed (``Ack_failed``)."""
+    failed = comm.Get_failed()
+    return set(MPI.Group.Translate_ranks(failed, range(failed.Get_size()), comm.Get_group()))
+
+
+def agree_over_failures(
+    comm: MPI.Comm, flag: int, retries: int = 32
+) -> tuple[int, set[int]] | None:
+    """``comm.Agree(flag)`` among the processes left, acknowledging failures as they come (an
+    agreement raises while a failure is not acknowledged): the agreed flags and the ranks known
+    failed when they were agreed (a process that leaves right after the agreement is not among
+    them). ``None`` if it never settles."""
+    for _ in range(retries):
+        try:
+            comm.Ack_failed()
+            dead = acknowledged(comm)
+            return int(comm.Agree(flag)), dead
+        except MPI.Exception:
+            continue
+    return None
+
+
 def uniformly(comm: MPI.Comm, step: Callable[[], T], what: str) -> T:
     """Run ``step()`` then agree over ``comm`` that it succeeded on every rank.
 

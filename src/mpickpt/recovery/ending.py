@@ -27,6 +27,7 @@ from mpi4py import MPI
 
 from ..errors import exit_code
 from ..log import say
+from ..transport import agree_over_failures
 
 # outcomes in order of precedence: the job exits with the first one any process stated
 PRECEDENCE = (1, 2, 3, 75, 76)
@@ -43,34 +44,28 @@ class Ending:
         self.failures_seen = False
         self.revoke: list[Callable[[], object]] = []  # revoke these communicators on an error
         self.ended = False
+        # the workers once they agreed that the protected function returned everywhere: one
+        # lost after that (e.g. worker 0 before it printed the result) fails the job
+        self.workers: set[int] = set()
+        self.late: list[int] = []
 
     def agree(self, code: int) -> tuple[int, bool]:
         """Collective over the processes left: the job's code and whether this process is the
         lowest one left. A process that cannot agree keeps ``code`` and counts as lowest."""
         # Agree ANDs the flags: each outcome stated clears its bit (an unknown code counts as 1)
         mine = _ALL & ~(1 << PRECEDENCE.index(code if code in PRECEDENCE else 1)) if code else _ALL
-        for _ in range(_RETRIES):
-            try:
-                self.final.Ack_failed()
-                # the failures known when agreeing: a process that exits right after the
-                # agreement (the lowest, with the job's code) must not make another lowest
-                dead = self._acknowledged()
-                agreed = int(self.final.Agree(mine))
-                break
-            except MPI.Exception:  # a failure not yet acknowledged: acknowledge, agree again
-                self.failures_seen = True
-        else:
+        agreed_dead = agree_over_failures(self.final, mine, _RETRIES)
+        if agreed_dead is None:
+            self.failures_seen = True
             return code, True
+        agreed, dead = agreed_dead
         if dead:
             self.failures_seen = True
         job = next((c for i, c in enumerate(PRECEDENCE) if not agreed & (1 << i)), 0)
+        self.late = sorted(dead & self.workers)
+        if self.late and not job:
+            job = 1
         return job, all(r in dead for r in range(self.final.Get_rank()))
-
-    def _acknowledged(self) -> set[int]:
-        """The ranks of ``final`` acknowledged as failed by this process."""
-        failed = self.final.Get_failed()
-        group = self.final.Get_group()
-        return set(MPI.Group.Translate_ranks(failed, range(failed.Get_size()), group))
 
     def end(self, code: int, message: str = "") -> NoReturn:
         """Agree on the outcome with every process left; the lowest prints ``message`` and
@@ -95,6 +90,12 @@ class Ending:
         self.ended = True
         job, lowest = self.agree(0)
         if job:
+            if lowest and self.late:
+                say(
+                    f"world rank {self.final.Get_rank()}: worker process(es) {self.late} "
+                    "(COMM_WORLD ranks) died after the protected function had returned on every "
+                    "worker: what they did after it (printing or saving results) may be missing"
+                )
             self._exit(job if lowest else 0, clean=False)
         if not self.failures_seen and not MPI.Is_finalized():
             MPI.Finalize()

@@ -16,7 +16,7 @@ from mpi4py import MPI
 
 from ..domains import failure_domains
 from ..errors import ConfigError, ProcessFailure
-from ..transport import keep_on_failure, uniformly, waitall
+from ..transport import acknowledged, agree_over_failures, keep_on_failure, uniformly
 from .ending import install
 
 SPARE_POLL = 0.005  # seconds between tests of an idle spare's receive (~0 CPU while idle)
@@ -101,7 +101,10 @@ class Membership:
         An idle spare waits in a receive from any process, polled with a short sleep (no CPU).
         Not in a non-blocking barrier: when a peer dies, Open MPI's non-blocking collectives
         abandon requests that later abort the process ("Send error after request freed").
-        A receive from any source fails as soon as any process of ``world`` fails.
+        It joins a recovery when the workers start one (they revoke ``world``), not when it
+        sees a process fail: a worker lost after the job's end was agreed needs no recovery,
+        and the spare must then still take the release. Only when every worker is gone does
+        it recover on its own.
         """
         req: MPI.Request | None = None
         while True:
@@ -117,45 +120,49 @@ class Membership:
             except MPI.Exception as e:
                 # ERR_PROC_FAILED_PENDING leaves the receive posted: keep waiting on it. A new
                 # one beside it would never match, as the old one takes the release message.
-                pending = e.Get_error_class() == MPI.ERR_PROC_FAILED_PENDING
-                if self._only_spares_failed():
-                    if not pending:
-                        req = None
-                    continue  # one spare less; the workers learn it at the next recovery
+                if e.Get_error_class() != MPI.ERR_PROC_FAILED_PENDING:
+                    req = None
+                if e.Get_error_class() != MPI.ERR_REVOKED and self._workers_left():
+                    continue
                 req = None
                 role = recover()
                 if role != "spare":
                     return role
 
-    def _only_spares_failed(self) -> bool:
-        """An idle spare saw a failure: if only idle spares died (the workers are not coming to
-        a recovery), acknowledge it and keep waiting."""
+    def _workers_left(self) -> bool:
+        """An idle spare saw a failure: acknowledge it; whether some worker is still alive (to
+        revoke ``world`` when the workers recover, or to release the spares)."""
         try:
-            failed = self.world.Get_failed()
-            ranks = MPI.Group.Translate_ranks(
-                failed, range(failed.Get_size()), self.world.Get_group()
-            )
-            if not ranks or not set(ranks) <= set(self.spare_procs):
-                return False
             self.world.Ack_failed()
-            return True
+            dead = set(acknowledged(self.world))
         except MPI.Exception:
-            return False  # revoked: the workers are recovering
+            return False  # revoked meanwhile: the workers are recovering
+        spares = set(self.spare_procs)
+        return any(r not in dead and r not in spares for r in range(self.world.Get_size()))
 
-    def release_spares(self, workers: MPI.Comm, code: int = 0) -> bool:
-        """Workers, collectively over ``workers``: let the idle spares return, telling them the
-        job's exit code. False on every worker if that failed (e.g. a spare died while idle)."""
-        ok = True
+    def worker_processes(self) -> set[int]:
+        """The workers' ranks in the communicator of the final agreement (``COMM_WORLD``'s)."""
+        workers = [i for i in range(self.world.Get_size()) if i not in self.spare_procs]
+        final = self.ending.final.Get_group()
+        return set(MPI.Group.Translate_ranks(self.world.Get_group(), workers, final))
+
+    def release_spares(self, workers: MPI.Comm, code: int = 0) -> None:
+        """Workers, collectively over ``workers``, once the job is over: let the idle spares
+        return, telling them the job's exit code. Worker 0 sends it; a worker lost meanwhile
+        needs no recovery (the job is done), but if worker 0 is, the lowest worker left sends
+        it again (a spare takes the first; a spare that died takes none)."""
         if self.logical == 0:
-            buf = np.full(1, code, dtype=np.int64)
-            try:
-                waitall([self.world.Isend(buf, p, TAG_RELEASE) for p in self.spare_procs])
-            except MPI.Exception:
-                ok = False
-        try:
-            return bool(workers.Agree(int(ok)))
-        except MPI.Exception:
-            return False
+            self._send_release(code)
+        agreed = agree_over_failures(workers, 1)
+        dead = agreed[1] if agreed is not None else set()
+        if 0 in dead and workers.Get_rank() == min(set(range(workers.Get_size())) - dead):
+            self._send_release(code)
+
+    def _send_release(self, code: int) -> None:
+        buf = np.full(1, code, dtype=np.int64)
+        for p in self.spare_procs:
+            with contextlib.suppress(MPI.Exception):  # a dead spare: nothing to release
+                self.world.Send(buf, p, TAG_RELEASE)  # 8 bytes: eager, completes at once
 
 
 def _join(

@@ -85,13 +85,13 @@ class Runtime:
         (from the spill); an idle spare waits until promoted or the end."""
         role = "initial" if self.members.is_worker else "spare"
         if self.members.lost_at_start:  # a process was lost before anything ran: recover
-            role = self.recover(done=False)
+            role = self.recover()
         while role == "initial":
             try:
                 return self.start()
             except (MPI.Exception, ProcessFailure):  # lost while opening the spill
                 self.leave()
-                role = self.recover(done=False)
+                role = self.recover()
         return self.wait_as_spare() if role == "spare" else role
 
     @property
@@ -101,7 +101,7 @@ class Runtime:
     def wait_as_spare(self) -> str:
         """An idle spare: wait until promoted (the role to enter with) or ``finished``."""
         faults.maybe_kill("idle")
-        return self.members.wait_as_spare(lambda: self.recover(done=False))
+        return self.members.wait_as_spare(lambda: self.recover())
 
     def start(self) -> str:
         """Workers: ``restarted`` when resuming from a spilled version, else ``initial``."""
@@ -125,10 +125,13 @@ class Runtime:
         except MPI.Exception:
             completed = 0
         if not completed:
-            return self.recover(done=False)
-        if self.members.release_spares(self.ckpt.comm):
-            return "finished"
-        return self.recover(done=True)
+            return self.recover()
+        # from here on the job is done: a worker lost now needs no recovery, but takes what it
+        # does next with it (the job's end says so, see ending.Ending.workers)
+        self.members.ending.workers = self.members.worker_processes()
+        faults.maybe_kill("done")
+        self.members.release_spares(self.ckpt.comm)
+        return "finished"
 
     # -- the transaction --------------------------------------------------------------------
 
@@ -152,7 +155,7 @@ class Runtime:
                 self.ckpt.comm.Revoke()
                 self.ckpt.comm.Agree(0)
 
-    def recover(self, done: bool) -> str:
+    def recover(self) -> str:
         """The recovery transaction; returns this process's role afterwards (``survivor``,
         ``recovered``, ``shrunk``, ``spare`` or ``finished``). Raises the same
         ``UnrecoverableError`` / ``NoSparesError`` / ``ApplicationError`` on every surviving
@@ -167,7 +170,7 @@ class Runtime:
                 with contextlib.suppress(MPI.Exception):
                     self.members.world.Revoke()  # wakes idle spares and anyone on the old world
                 try:
-                    role = self._attempt(done)
+                    role = self._attempt()
                     break
                 except (MPI.Exception, ProcessFailure):
                     self.timeline.mark("failure during recovery: again")
@@ -179,7 +182,7 @@ class Runtime:
         """The function runs again from ``resume`` after a recovery: record and log it."""
         self.history.append(self.timeline.close(rank, resume))
 
-    def _attempt(self, done: bool) -> str:
+    def _attempt(self) -> str:
         m, ckpt = self.members, self.ckpt
         world: MPI.Intracomm = m.world.Shrink()  # type: ignore[assignment]
         world.Set_errhandler(MPI.ERRORS_RETURN)
@@ -190,7 +193,7 @@ class Runtime:
         def transaction() -> tuple[
             list[Report], Plan | Shrunk | None, MpickptError | None, dict[int, Any], MPI.Comm
         ]:
-            own = replace(report(ckpt.store, done, m.logical, m.domain), error=self.error)
+            own = replace(report(ckpt.store, m.logical, m.domain), error=self.error)
             reports = world.allgather(own)
             nothing: dict[int, Any] = {}
             try:
@@ -208,8 +211,6 @@ class Runtime:
                 return reports, shrunk, None, nothing, MPI.COMM_NULL
             except (UnrecoverableError, ApplicationError, ConfigError) as e:
                 return reports, None, e, nothing, MPI.COMM_NULL
-            if plan.finish:
-                return reports, plan, None, nothing, MPI.COMM_NULL
             again = _replayed(plan, self.rollbacks.get(plan.version, 0))
             if again is not None:
                 return reports, None, again, nothing, MPI.COMM_NULL
@@ -239,8 +240,6 @@ class Runtime:
         if failure is not None:
             raise failure
         assert plan is not None
-        if plan.finish:
-            return "finished"
         if isinstance(plan, Shrunk):
             assert self.redistribute is not None
             self.recoveries += 1
