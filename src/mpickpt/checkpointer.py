@@ -29,9 +29,13 @@ class Tier(Protocol):
     ``collect`` runs inside the agreed step of a checkpoint (collective: what it returns is
     committed only if every rank got it); ``on_commit`` runs after the agreement, with the new
     version and this rank's segment of it (none when only the tier's own work was flushed).
+    ``buffer`` gives the memory this rank's own copy of a new version is made in (or None),
+    so that the tier can take the segment from there without copying it again.
     """
 
     def collect(self, comm: MPI.Comm) -> Any: ...
+
+    def buffer(self, nbytes: int) -> np.ndarray | None: ...
 
     def on_commit(
         self, rank: int, collected: Any, version: int = -1, segment: np.ndarray | None = None
@@ -153,7 +157,8 @@ class Checkpointer:
         dropped = self.store.commit(version)
         if self.stream is not None:  # their buffers receive the next version
             self.stream.give(dropped)
-        self.store.keep_local(version, seg)
+        into = self.disk.buffer(seg.nbytes) if self.disk is not None else None
+        self.store.keep_local(version, seg, into)
         self.step = step
         self.stats["checkpoints"] += 1
         self.stats["bytes"] += seg.nbytes

@@ -26,7 +26,7 @@ from .directory import (
     set_aside,
     write_version_file,
 )
-from .writer import SpillWriter
+from .writer import SpillJob, SpillWriter
 
 
 class DiskTier:
@@ -61,6 +61,7 @@ class DiskTier:
         self.submitted = 0
         self.copying = 0.0  # seconds in submit: the copy of the segment to the writer
         self.waiting = 0.0  # seconds waiting for this rank's writes to finish
+        self.indexing: SpillJob | None = None  # worker 0: the index being written (publish)
 
     def attach(self, logical: int, nworkers: int, scheme_config: dict[str, Any]) -> None:
         """Write as worker ``logical`` from now on. A version in flight is given up: after a
@@ -68,9 +69,21 @@ class DiskTier:
         if self.writer is None or self.writer.rank != logical:
             if self.writer is not None:
                 self.writer.close()
-            self.writer = SpillWriter(self.directory, logical, nworkers, scheme_config, self.keep)
+            self.writer = SpillWriter(
+                self.directory,
+                logical,
+                nworkers,
+                scheme_config,
+                self.keep,
+                helper=config().spill_helper,
+            )
             self.writer.tag = self.tag
         self.pending = None
+
+    def buffer(self, nbytes: int) -> np.ndarray | None:
+        """Shared memory for this rank's own copy of its next version: a version spilled from
+        there reaches the helper without another copy (:meth:`SpillWriter.buffer`)."""
+        return self.writer.buffer(nbytes) if self.writer is not None else None
 
     def on_commit(
         self,
@@ -80,8 +93,9 @@ class DiskTier:
         segment: np.ndarray | None = None,
     ) -> None:
         """After an agreement: index the version :meth:`collect` found complete everywhere,
-        then queue this rank's ``segment`` of the new ``version`` if it is due."""
-        self.publish(rank, collected)
+        then queue this rank's ``segment`` of the new ``version`` if it is due. Without a
+        segment (a flush) the index is waited for; otherwise the helper writes it."""
+        self.publish(rank, collected, wait=segment is None)
         if segment is not None:
             self.submit(version, segment)
 
@@ -117,18 +131,32 @@ class DiskTier:
             return []
         return infos
 
-    def publish(self, rank: int, infos: list[dict[str, Any]] | None) -> None:
-        """After the agreement: rank 0 writes the index of the collected version."""
+    def publish(self, rank: int, infos: list[dict[str, Any]] | None, wait: bool = True) -> None:
+        """After the agreement: rank 0's helper writes the index of the collected version
+        (and deletes the versions beyond ``keep``); ``wait`` for it, or not."""
         if infos is None:
             return
+        self.indexed(wait=False)
         if infos and rank == 0 and self.writer is not None and self.pending is not None:
             try:  # after the agreement, on one rank: a failure here must not stop the job
-                self.writer.commit(self.pending, infos)
-            except (OSError, SpillError) as e:
+                self.indexing = self.writer.commit_later(self.pending, infos)
+            except SpillError as e:
                 logger().warning(
                     f"spill of version {self.pending} could not be indexed ({e}); it is skipped"
                 )
         self.pending = None
+        self.indexed(wait=wait)
+
+    def indexed(self, wait: bool) -> None:
+        """Report the index being written if it failed (once it is done, or ``wait``)."""
+        job = self.indexing
+        if job is None or not (wait or job.done()):
+            return
+        self.indexing = None
+        if not job.wait(raise_errors=False):
+            logger().warning(
+                f"spill of version {job.version} could not be indexed ({job.error}); it is skipped"
+            )
 
     def summary(self) -> str:
         """What the background spill cost this rank's loop so far."""
@@ -223,6 +251,8 @@ class DiskTier:
         everyone = [i for part in world.allgather(infos) for i in part]
         if world.Get_rank() == 0:
             assert self.writer is not None
+            self.writer.flush(raise_errors=False)  # an index the helper may still write
+            self.indexed(wait=True)
             self.writer.commit(version, sorted(everyone, key=lambda i: int(i["rank"])))
 
     def done(self, step: int) -> None:
