@@ -39,10 +39,11 @@ sys.path.insert(0, sys.argv.pop(1)) if sys.argv[1] != "-" else sys.argv.pop(1)
 import mpickpt
 from mpi4py import MPI
 from mpickpt.examples.heat2d import main
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 main()
 if MPI.COMM_WORLD.rank == 0:
-    print(f"elapsed {time.perf_counter() - t:.6f} {mpickpt.__file__}", flush=True)
+    t, c = time.perf_counter() - t, time.process_time() - c
+    print(f"elapsed {t:.6f} {c:.6f} {mpickpt.__file__}", flush=True)
 """
 
 WRITE = r"""
@@ -54,11 +55,11 @@ d, v = sys.argv[1], int(sys.argv[2])
 comm = MPI.COMM_WORLD
 seg = spill.load(d, v, comm.rank)
 info = spill.read_index(d, v)
-comm.Barrier(); t = time.perf_counter()
+comm.Barrier(); t, c = time.perf_counter(), time.process_time()
 spill.write_rank_file(f"{d}/sync-{comm.rank}.h5", seg, version=v, rank=comm.rank,
                       nworkers=comm.size, scheme_config=info["scheme"])
-comm.Barrier(); t = time.perf_counter() - t
-if comm.rank == 0: print(f"write {t:.6f} {seg.nbytes}")
+c = time.process_time() - c; comm.Barrier(); t = time.perf_counter() - t
+if comm.rank == 0: print(f"write {t:.6f} {seg.nbytes} {c:.6f}")
 """
 
 
@@ -75,15 +76,17 @@ def run(cmd: list[str], timeout: float, env: dict[str, str]) -> tuple[str, str]:
     return proc.stdout, proc.stderr
 
 
-def elapsed(stdout: str) -> float:
-    return float(next(x for x in stdout.splitlines() if x.startswith("elapsed")).split()[1])
+def elapsed(stdout: str) -> tuple[float, float]:
+    """Worker 0's (wall, CPU) seconds in heat2d's main."""
+    line = next(x for x in stdout.splitlines() if x.startswith("elapsed")).split()
+    return float(line[1]), float(line[2])
 
 
-def loop_costs(stderr: str) -> tuple[float, float]:
-    """(handing over, waiting) seconds from worker 0's spill summary."""
+def loop_costs(stderr: str) -> tuple[float, float, int]:
+    """(handing over, waiting) seconds and the versions spilled, from worker 0's summary."""
     line = next(x for x in stderr.splitlines() if x.startswith("mpickpt: spill:"))
     handing, waiting = (float(v) for v in re.findall(r"([0-9.]+) s", line))
-    return handing, waiting
+    return handing, waiting, int(line.split()[2])
 
 
 def load() -> str:
@@ -109,8 +112,10 @@ def main() -> None:
     if a.before:
         modes["before"] = (str(Path(a.before).resolve()), ["--spill"])
     times: dict[str, list[float]] = {m: [] for m in modes}
-    costs: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    costs: dict[str, list[tuple[float, float, int]]] = {m: [] for m in modes}
     writes: list[float] = []
+    write_cpu: list[float] = []
     print(f"load average before: {load()}", flush=True)
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
         for r in range(a.repeats):
@@ -119,7 +124,9 @@ def main() -> None:
                 args = [*heat, *extra, str(d)] if extra else heat
                 cmd = mpiexec_command(n, sys.executable, "-c", HEAT, src, *args)
                 out, err = run(cmd, a.timeout, env)
-                times[mode].append(elapsed(out))
+                wall, c = elapsed(out)
+                times[mode].append(wall)
+                cpu[mode].append(c)
                 if extra:
                     costs[mode].append(loop_costs(err))
             v = spill.complete_versions(Path(tmp, f"spill{r}"))[0]
@@ -128,21 +135,23 @@ def main() -> None:
             out = run(cmd, a.timeout, {})[0]
             writes.append(float(out.split()[1]))
             nbytes = int(out.split()[2])
+            write_cpu.append(float(out.split()[3]))
             line = "  ".join(f"{m} {t[-1]:.2f}" for m, t in times.items())
             print(f"  round {r + 1}: {line}  write {writes[-1]:.3f}  load {load()}", flush=True)
     versions = 1 + -(-a.steps // a.every)  # the initial one, every `every` steps and the last
     med = {m: statistics.median(t) for m, t in times.items()}
-    w = statistics.median(writes)
+    cmed = {m: statistics.median(t) for m, t in cpu.items()}
+    w, wc = statistics.median(writes), statistics.median(write_cpu)
     sync = versions * w
     print(
         f"heat2d {a.size}x{a.size}, {a.workers} worker(s) + {a.spares} spare(s), {a.steps} "
         f"steps, checkpoint and spill every {a.every} steps ({versions} versions), "
         f"{nbytes / 2**20:.1f} MiB per rank; median of {a.repeats}"
     )
-    print(f"  in-memory only                 {med['memory']:8.2f} s")
+    print(f"  in-memory only                 {med['memory']:8.2f} s   (CPU {cmed['memory']:.2f} s)")
     print(
         f"  one synchronous write (h5py+fsync, all ranks at once) {w:.3f} s "
-        f"x {versions} = {sync:.2f} s"
+        f"x {versions} = {sync:.2f} s   (CPU {wc:.3f} s x {versions} = {wc * versions:.2f} s)"
     )
     for mode in modes:
         if mode == "memory":
@@ -150,10 +159,22 @@ def main() -> None:
         s = med[mode]
         h = statistics.median(c[0] for c in costs[mode])
         wt = statistics.median(c[1] for c in costs[mode])
+        n = min(c[2] for c in costs[mode])  # versions written in the background
+        extra = s - med["memory"]
+        # the final version is waited for at the end of the run: the same write either way
         print(
-            f"  {mode:7s} background spill {s:8.2f} s   (+{s - med['memory']:.2f} s)   "
-            f"hidden: {100 * (1 - (s - med['memory']) / sync):.0f} % of the write time; "
+            f"  {mode:7s} background spill {s:8.2f} s   ({extra:+.2f} s; {n} versions)   "
+            f"hidden: {100 * (1 - extra / (n * w)):.0f} % of the write time; "
             f"worker 0's loop: {h:.3f} s handing segments over, {wt:.3f} s waiting"
+        )
+        # what the loop itself pays when the helper has a core of its own: its extra CPU
+        # time and its waits, against the CPU time of the same synchronous writes (CPU
+        # times stay steady under load, unlike wall times)
+        paid = cmed[mode] - cmed["memory"] + wt
+        print(
+            f"          loop's own cost: CPU {cmed[mode] - cmed['memory']:+.2f} s + waits "
+            f"{wt:.2f} s = {paid:.2f} s; hidden with a free core: "
+            f"{100 * (1 - paid / (n * wc)):.0f} % of the writes' CPU time"
         )
     print(f"load average after: {load()}")
 

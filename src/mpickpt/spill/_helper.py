@@ -61,8 +61,9 @@ def serve_one(client: _Client) -> bool:
     if not msg:
         return False
     req = json.loads(msg)
-    for ident in req["forget"]:
-        client.maps.pop(ident).close()
+    for ident in req["forget"]:  # buffers the rank closed (some it never sent)
+        if (old := client.maps.pop(ident, None)) is not None:
+            old.close()
     if fds:
         client.maps[req["buffer"]] = mmap.mmap(fds[0], max(req["size"], 1))
         os.close(fds[0])

@@ -44,14 +44,14 @@ class SpillJob:
     info: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
     commit: bool = False  # an index to write, not a file
-    _writer: SpillWriter | None = field(default=None, repr=False)
+    _writer: _HelperQueue | None = field(default=None, repr=False)
     _done: bool = field(default=False, repr=False)
     _seen: bool = field(default=False, repr=False)
 
     def done(self) -> bool:
         """Whether the write has finished (successfully or not)."""
-        if not self._done and self._writer is not None:
-            self._writer._collect(0)
+        while not self._done and self._writer is not None and self._writer._collect(0):
+            pass  # take the replies that are there, up to this job's
         return self._done
 
     def wait(self, timeout: float | None = None, *, raise_errors: bool = True) -> bool:
@@ -76,53 +76,17 @@ class SpillJob:
         self.info, self.error, self._done, self._writer = info or {}, error, True, None
 
 
-class SpillWriter:
-    """Writes one rank's segments to ``DIR/v<version>/rank<rank>.h5`` in a helper process.
+class _HelperQueue:
+    """The requests of one rank in flight in its helper, in order, with their buffers."""
 
-    Writes happen one at a time, in submission order. :meth:`submit` copies the segment into
-    shared memory, so the caller may overwrite its buffers as soon as ``submit`` returns,
-    unless the segment is already there (an array of :meth:`buffer`: no copy at all); at
-    most ``queue_size + 1`` writes are pending (``submit`` waits for the oldest beyond that).
-    Buffers are reused by later submits of the same or somewhat smaller size (a warm copy costs
-    far less than one into fresh memory), so the writer keeps that memory until :meth:`close`.
-    If the helper process dies, the pending writes fail and the next submit starts a new one.
-
-    The MPI wiring (every worker has a writer; the index is committed once every rank's file
-    is flushed) is :class:`mpickpt.spill.tier.DiskTier`.
-    """
-
-    def __init__(
-        self,
-        directory: str | os.PathLike[str],
-        rank: int,
-        nworkers: int,
-        scheme_config: Mapping[str, Any],
-        keep: int = 2,
-        *,
-        queue_size: int = 1,
-        helper: str = "rank",
-    ) -> None:
-        if keep < 1:
-            raise SpillError(f"keep={keep}: the spill must keep at least one version")
-        if not 0 <= rank < nworkers:
-            raise SpillError(f"rank {rank} is not in 0..{nworkers - 1}")
-        self.directory = os.fspath(directory)
-        self.rank = rank
-        self.nworkers = nworkers
-        self.scheme_config = dict(scheme_config)
-        self.tag: str | None = None  # the run's tag, recorded in every index
-        self.keep = keep
-        self.queue_size = queue_size
-        self.helper = helper
-        self._jobs: dict[int, SpillJob] = {}
+    def __init__(self, directory: str, rank: int, queue_size: int, helper: str) -> None:
+        self.directory, self.rank = directory, rank
+        self.queue_size, self.helper = queue_size, helper
         self._pending: deque[tuple[SpillJob, _Buffer | None]] = deque()
         self._pool = _BufferPool()
         self._lent: _Buffer | None = None  # see buffer()
         self._closed = False
-        make_private_dir(self.directory)
         self._start()
-
-    # -- the helper process -----------------------------------------------------------------
 
     def _start(self) -> None:
         self._link = HelperLink(self.directory, self.helper)
@@ -169,7 +133,8 @@ class SpillWriter:
 
     def _send(self, job: SpillJob, buf: _Buffer | None, request: dict[str, Any]) -> None:
         fds = [] if buf is None or buf.ident in self._known else [buf.fd]
-        request["forget"] = self._pool.forget
+        request["forget"] = [i for i in self._pool.forget if i in self._known]
+        self._known.difference_update(self._pool.forget)
         self._pending.append((job, buf))
         try:
             self._link.send(json.dumps(request).encode(), fds)
@@ -179,6 +144,87 @@ class SpillWriter:
             if buf is not None:
                 self._known.add(buf.ident)
             self._pool.forget = []
+
+    def _ready(self) -> None:
+        """Wait while the queue is full; start a new helper if it died."""
+        if self._closed:
+            raise SpillError("the spill writer is closed")
+        while self.busy():
+            self._collect(None)
+        if not self._link.alive():
+            # the helper died: take the replies it sent, fail the rest, and start a new one
+            while self._pending:
+                self._collect(None)
+            self._link.close(wait=False)
+            self._start()
+
+    def buffer(self, nbytes: int) -> np.ndarray:
+        """A shared buffer of ``nbytes`` for the rank's own copy of its next segment: a
+        :meth:`submit` of that very array then hands it to the helper without a copy.
+
+        The array is lent: the caller may write it until it submits it, and must keep it
+        unchanged while it is submitted (the helper reads it). The next call takes it back,
+        so the buffer of the previous copy is reused once the helper is done with it; while
+        the helper still writes it, the new copy goes to another buffer."""
+        old, self._lent = self._lent, None
+        if old is not None:
+            old.lent = False
+            if all(b is not old for _, b in self._pending):
+                self._pool.free.append(old)
+        buf = self._pool.take(nbytes)
+        buf.lent = True
+        self._lent = buf
+        return buf.array(nbytes)
+
+    def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the pending requests (their results are kept)."""
+        deadline = time.monotonic() + timeout
+        while self._pending and self._collect(max(0.0, deadline - time.monotonic())):
+            pass
+
+    def busy(self) -> bool:
+        """Whether a submit now would have to wait for an earlier write (commits, which
+        take no buffer and little time, do not count)."""
+        return sum(not job.commit for job, _ in self._pending) > self.queue_size
+
+
+class SpillWriter(_HelperQueue):
+    """Writes one rank's segments to ``DIR/v<version>/rank<rank>.h5`` in a helper process.
+
+    Writes happen one at a time, in submission order. :meth:`submit` copies the segment into
+    shared memory, so the caller may overwrite its buffers as soon as ``submit`` returns,
+    unless the segment is already there (an array of :meth:`buffer`: no copy at all); at
+    most ``queue_size + 1`` writes are pending (``submit`` waits for the oldest beyond that).
+    Buffers are reused by later submits of the same or somewhat smaller size (a warm copy costs
+    far less than one into fresh memory), so the writer keeps that memory until :meth:`close`.
+    If the helper process dies, the pending writes fail and the next submit starts a new one.
+
+    The MPI wiring (every worker has a writer; the index is committed once every rank's file
+    is flushed) is :class:`mpickpt.spill.tier.DiskTier`.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        rank: int,
+        nworkers: int,
+        scheme_config: Mapping[str, Any],
+        keep: int = 2,
+        *,
+        queue_size: int = 1,
+        helper: str = "rank",
+    ) -> None:
+        if keep < 1:
+            raise SpillError(f"keep={keep}: the spill must keep at least one version")
+        if not 0 <= rank < nworkers:
+            raise SpillError(f"rank {rank} is not in 0..{nworkers - 1}")
+        self.nworkers = nworkers
+        self.scheme_config = dict(scheme_config)
+        self.tag: str | None = None  # the run's tag, recorded in every index
+        self.keep = keep
+        self._jobs: dict[int, SpillJob] = {}
+        make_private_dir(os.fspath(directory))
+        super().__init__(os.fspath(directory), rank, queue_size, helper)
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -219,19 +265,6 @@ class SpillWriter:
             del self._jobs[old]
         return job
 
-    def _ready(self) -> None:
-        """Wait while the queue is full; start a new helper if it died."""
-        if self._closed:
-            raise SpillError("the spill writer is closed")
-        while self.busy():
-            self._collect(None)
-        if not self._link.alive():
-            # the helper died: take the replies it sent, fail the rest, and start a new one
-            while self._pending:
-                self._collect(None)
-            self._link.close(wait=False)
-            self._start()
-
     def commit_later(self, version: int, files_info: Sequence[Mapping[str, Any]]) -> SpillJob:
         """:meth:`commit` in the helper, after the writes before it (one rank only): the
         index and the deleting of old versions cost the loop nothing. Wait for the job (or
@@ -251,29 +284,6 @@ class SpillWriter:
         }
         self._send(job, None, request)
         return job
-
-    def buffer(self, nbytes: int) -> np.ndarray:
-        """A shared buffer of ``nbytes`` for the rank's own copy of its next segment: a
-        :meth:`submit` of that very array then hands it to the helper without a copy.
-
-        The array is lent: the caller may write it until it submits it, and must keep it
-        unchanged while it is submitted (the helper reads it). The next call takes it back,
-        so the buffer of the previous copy is reused once the helper is done with it; while
-        the helper still writes it, the new copy goes to another buffer."""
-        old, self._lent = self._lent, None
-        if old is not None:
-            old.lent = False
-            if all(b is not old for _, b in self._pending):
-                self._pool.free.append(old)
-        buf = self._pool.take(nbytes)
-        buf.lent = True
-        self._lent = buf
-        return buf.array(nbytes)
-
-    def busy(self) -> bool:
-        """Whether a submit now would have to wait for an earlier write (commits, which
-        take no buffer and little time, do not count)."""
-        return sum(not job.commit for job, _ in self._pending) > self.queue_size
 
     def job(self, version: int) -> SpillJob:
         """The job of a submitted version (recent versions only)."""
