@@ -14,7 +14,7 @@ that is the writer competing with the loop for cores and memory. The load averag
 before and after.
 
     python benchmarks/bench_spill.py [--workers 8] [--spares 1] [--size 2048] [--steps 200]
-        [--every 10] [--repeats 3] [--before OLD/src] [--helper rank|node]
+        [--every 10] [--repeats 3] [--before OLD/src] [--node]
 """
 
 from __future__ import annotations
@@ -103,12 +103,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--before", help="the src directory of another tree, spilled for comparison")
-    p.add_argument("--helper", default="", help="MPICKPT_SPILL_HELPER of the spill runs")
+    p.add_argument("--node", action="store_true", help="also spill with one helper per node")
     a = p.parse_args()
     heat = f"--steps {a.steps} --size {a.size} --every {a.every} --spares {a.spares}".split()
     n = a.workers + a.spares
-    env = {"MPICKPT_SPILL_HELPER": a.helper} if a.helper else {}
     modes = {"memory": ("-", []), "spill": ("-", ["--spill"])}
+    if a.node:
+        modes["node"] = ("-", ["--spill"])
     if a.before:
         modes["before"] = (str(Path(a.before).resolve()), ["--spill"])
     times: dict[str, list[float]] = {m: [] for m in modes}
@@ -123,6 +124,7 @@ def main() -> None:
                 d = Path(tmp, f"{mode}{r}")
                 args = [*heat, *extra, str(d)] if extra else heat
                 cmd = mpiexec_command(n, sys.executable, "-c", HEAT, src, *args)
+                env = {"MPICKPT_SPILL_HELPER": "node"} if mode == "node" else {}
                 out, err = run(cmd, a.timeout, env)
                 wall, c = elapsed(out)
                 times[mode].append(wall)
