@@ -516,3 +516,37 @@ def test_kill_during_spill_never_leaves_a_false_complete_version(tmp_path: Path)
     assert spill.find_restart(tmp_path, NW).version == complete[0]
     assert spill.next_version(tmp_path) == complete[0] + 2
     assert "incomplete" in listing.inspect(tmp_path)
+
+
+def test_lent_buffer_is_submitted_without_a_copy_and_never_overwritten_in_flight(
+    tmp_path: Path,
+) -> None:
+    """The rank's own copy made in a lent buffer reaches the helper as is; the next lent
+    buffer is another one while the helper still writes the first."""
+    segs = [make_segment(0, v, 300_000) for v in range(4)]
+    with SpillWriter(tmp_path, 0, 1, SCHEME, keep=10) as w:
+        helper = w._proc
+        os.kill(helper.pid, signal.SIGSTOP)  # the helper holds version 0 until resumed
+        a = w.buffer(segs[0].nbytes)
+        a[:] = segs[0]
+        taken = len(w._pool.free)
+        w.submit(0, a)
+        assert len(w._pool.free) == taken  # no buffer was taken for a copy
+        b = w.buffer(segs[1].nbytes)
+        assert not np.shares_memory(a, b)
+        b[:] = 0xFF  # the next own copy is written while version 0 is in flight
+        os.kill(helper.pid, signal.SIGCONT)
+        assert w.wait(0)
+        b[:] = segs[1]
+        w.submit(1, b)
+        for v in (2, 3):  # once the helper is done, the buffers are reused
+            c = w.buffer(segs[v].nbytes)
+            c[:] = segs[v]
+            w.submit(v, c)
+        assert w.flush()
+        for v in range(4):
+            spill.commit_index(tmp_path, v, 1, v, SCHEME, [w.info(v)])
+        assert w._pool.last <= 3
+    for v, seg in enumerate(segs):
+        assert spill.load(tmp_path, v, 0).tobytes() == seg.tobytes()
+    assert c.tobytes() == segs[3].tobytes()  # the own copy outlives the closed writer

@@ -28,11 +28,16 @@ class Tier(Protocol):
     """A slower tier under the RAM checkpoints (the HDF5 spill), told of every commit.
 
     ``collect`` runs inside the agreed step of a checkpoint (collective: what it returns is
-    committed only if every rank got it); ``on_commit`` runs after the agreement, with the new
-    version and this rank's segment of it (none when only the tier's own work was flushed).
+    committed only if every rank got it; ``wait``: for the tier's work in flight);
+    ``on_commit`` runs after the agreement, with the new version and this rank's segment of
+    it (none when only the tier's own work was flushed).
+    ``buffer`` gives the memory this rank's own copy of a new version is made in (or None),
+    so that the tier can take the segment from there without copying it again.
     """
 
-    def collect(self, comm: MPI.Comm) -> Any: ...
+    def collect(self, comm: MPI.Comm, wait: bool = False) -> Any: ...
+
+    def buffer(self, nbytes: int) -> np.ndarray | None: ...
 
     def on_commit(
         self, rank: int, collected: Any, version: int = -1, segment: np.ndarray | None = None
@@ -153,7 +158,7 @@ class Checkpointer:
         dropped = self.store.commit(version)
         if self.stream is not None:  # their buffers receive the next version
             self.stream.give(dropped)
-        self.store.keep_local(version, seg)
+        self.store.keep_local(version, seg, self.disk.buffer(seg.nbytes) if self.disk else None)
         self.step = step
         self.stats["checkpoints"] += 1
         self.stats["bytes"] += seg.nbytes
@@ -173,11 +178,13 @@ class Checkpointer:
         self.step = step
 
     def flush(self) -> None:
-        """Collective: wait until the version being spilled is on disk with its index."""
+        """Collective: wait until the versions being spilled (up to two) are on disk with
+        their index."""
         if self.disk is not None:
             disk = self.disk
-            spilled = uniformly(self.comm, lambda: disk.collect(self.comm), "spill")
-            disk.on_commit(self.rank, spilled)
+            for _ in range(2):
+                spilled = uniformly(self.comm, lambda: disk.collect(self.comm, True), "spill")
+                disk.on_commit(self.rank, spilled)
 
     # -- rebuild ----------------------------------------------------------------------------
 

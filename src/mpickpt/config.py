@@ -9,6 +9,8 @@
 - ``MPICKPT_RANKS_PER_NODE`` (:mod:`.domains`): virtual nodes of k consecutive ranks.
 - ``MPICKPT_SPILL_TIMEOUT`` (:mod:`.spill.tier`): seconds a checkpoint waits for the previous
   spill before it goes on without it (default 300).
+- ``MPICKPT_SPILL_HELPER`` (:mod:`.spill.link`): ``rank`` (default), a helper process per
+  rank writes its spill; ``node``, one per node, shared by the node's ranks.
 - ``MPICKPT_MTBF`` (:mod:`.runner`, for :mod:`.schedule`): the job's mean time between
   failures for ``every="auto"`` (seconds, or a string like ``6h``).
 - ``MPICKPT_MAX_ROLLBACKS`` (:mod:`.recovery.transaction`): how many recoveries may roll back
@@ -48,6 +50,7 @@ class Config:
     ranks_per_node: int = 0  # 0: failure domains are the nodes
     max_rollbacks: int = 10
     spill_timeout: float = 300.0
+    spill_helper: str = "rank"  # or "node"
     mtbf: str = ""  # parsed by the schedule, which names the variable if it is malformed
     log_level: str = ""  # "": INFO, or the application's logging configuration
     fresh: bool = False
@@ -76,6 +79,9 @@ class Config:
             raise ConfigError(
                 f"{PREFIX}LOG_LEVEL must be one of {', '.join(LEVELS)}, got {level!r}"
             )
+        helper = env.get(PREFIX + "SPILL_HELPER", "").strip().lower() or "rank"
+        if helper not in ("rank", "node"):
+            raise ConfigError(f"{PREFIX}SPILL_HELPER must be rank or node, got {helper!r}")
         return cls(
             kill=env.get(PREFIX + "KILL", ""),
             piddir=env.get(PREFIX + "PIDDIR", ""),
@@ -84,6 +90,7 @@ class Config:
             ranks_per_node=int(number("RANKS_PER_NODE", int, 0)),
             max_rollbacks=int(number("MAX_ROLLBACKS", int, 10)),
             spill_timeout=number("SPILL_TIMEOUT", float, 300.0),
+            spill_helper=helper,
             mtbf=env.get(PREFIX + "MTBF", "").strip(),
             log_level=level,
             fresh=env.get(PREFIX + "FRESH", "0") not in ("", "0"),

@@ -75,9 +75,15 @@ class MemStore:
         self.committed = version
         return dropped
 
-    def keep_local(self, version: int, segment: SegmentView) -> None:
-        """Remember this rank's own segment of ``version`` (one copy, reusing the old buffer)."""
-        if self.local is None or self.local.size != segment.nbytes:
+    def keep_local(
+        self, version: int, segment: SegmentView, into: np.ndarray | None = None
+    ) -> None:
+        """Remember this rank's own segment of ``version`` (one copy): in ``into`` if given
+        (the spill's shared memory, see :meth:`.spill.writer.SpillWriter.buffer`), else
+        reusing the old buffer."""
+        if into is not None:
+            self.local = into
+        elif self.local is None or self.local.size != segment.nbytes:
             self.local = np.empty(segment.nbytes, dtype=np.uint8)
         segment.read_into(0, self.local)
         self.local_version = version

@@ -8,7 +8,6 @@ The file format and the directory need no MPI: :mod:`.format` and :mod:`.directo
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from ..config import config
 from ..errors import SpillError
 from ..log import logger
 from ..transport import uniformly
+from .background import Background
 from .directory import (
     Restart,
     complete_versions,
@@ -29,12 +29,12 @@ from .directory import (
 from .writer import SpillWriter
 
 
-class DiskTier:
+class DiskTier(Background):
     """Spills every ``every``-th committed version of every worker to ``directory``.
 
     A version is submitted to a background writer right after it is committed in memory; its
     index (what makes it exist on disk) is written once every worker's file is flushed, which
-    is checked collectively at the next checkpoint (or at :meth:`flush`).
+    is checked collectively at the next checkpoints (or at a flush): see :mod:`.background`.
     """
 
     def __init__(
@@ -46,21 +46,11 @@ class DiskTier:
         tag: str | None = None,
         fresh: bool = False,
     ) -> None:
-        if every < 1:
-            raise ValueError(f"spill_every must be >= 1, got {every}")
+        super().__init__(every, keep)
         self.directory = os.fspath(directory)
         self.tag = tag  # the run's label: a restart from another run's versions is refused
         self.fresh = fresh  # at the start, move the old versions aside
-        self.every = every
-        self.keep = keep
-        self.writer: SpillWriter | None = None
-        self.pending: int | None = None  # submitted, index not yet written
-        self.count = 0  # committed versions seen, to spill every ``every``-th
         self.written_by = 0  # workers that wrote the version last restored
-        # what the background spill cost the loop (see summary)
-        self.submitted = 0
-        self.copying = 0.0  # seconds in submit: the copy of the segment to the writer
-        self.waiting = 0.0  # seconds waiting for this rank's writes to finish
 
     def attach(self, logical: int, nworkers: int, scheme_config: dict[str, Any]) -> None:
         """Write as worker ``logical`` from now on. A version in flight is given up: after a
@@ -68,75 +58,19 @@ class DiskTier:
         if self.writer is None or self.writer.rank != logical:
             if self.writer is not None:
                 self.writer.close()
-            self.writer = SpillWriter(self.directory, logical, nworkers, scheme_config, self.keep)
-            self.writer.tag = self.tag
-        self.pending = None
-
-    def on_commit(
-        self,
-        rank: int,
-        collected: list[dict[str, Any]] | None,
-        version: int = -1,
-        segment: np.ndarray | None = None,
-    ) -> None:
-        """After an agreement: index the version :meth:`collect` found complete everywhere,
-        then queue this rank's ``segment`` of the new ``version`` if it is due."""
-        self.publish(rank, collected)
-        if segment is not None:
-            self.submit(version, segment)
-
-    def submit(self, version: int, segment: np.ndarray) -> None:
-        """Queue this rank's segment of ``version`` if it is due."""
-        self.count += 1
-        due = self.count % self.every == 0 and self.pending is None
-        if self.writer is not None and due and not self.writer.busy():
-            t = time.perf_counter()
-            self.writer.submit(version, segment)
-            self.copying += time.perf_counter() - t
-            self.submitted += 1
-            self.pending = version
-
-    def collect(self, comm: MPI.Comm) -> list[dict[str, Any]] | None:
-        """Collective: the index entries of the version in flight once every rank's file is
-        flushed (this waits for the local write), or ``None``."""
-        if self.pending is None or self.writer is None:
-            return None
-        t = time.perf_counter()
-        seconds = config().spill_timeout
-        ok = self.writer.wait(self.pending, seconds, raise_errors=False)
-        self.waiting += time.perf_counter() - t
-        if not ok and not self.writer.job(self.pending).done():
-            logger().warning(
-                f"rank {comm.Get_rank()}: spill of version {self.pending} did not finish in "
-                f"{seconds:g} s (a stalled file system?); the loop goes on without it"
+            self.writer = SpillWriter(
+                self.directory,
+                logical,
+                nworkers,
+                scheme_config,
+                self.keep,
+                helper=config().spill_helper,
             )
-        infos = comm.allgather(self.writer.info(self.pending) if ok else None)
-        if any(i is None for i in infos):
-            if comm.Get_rank() == 0:
-                logger().warning(f"spill of version {self.pending} failed on some rank; skipped")
-            return []
-        return infos
-
-    def publish(self, rank: int, infos: list[dict[str, Any]] | None) -> None:
-        """After the agreement: rank 0 writes the index of the collected version."""
-        if infos is None:
-            return
-        if infos and rank == 0 and self.writer is not None and self.pending is not None:
-            try:  # after the agreement, on one rank: a failure here must not stop the job
-                self.writer.commit(self.pending, infos)
-            except (OSError, SpillError) as e:
-                logger().warning(
-                    f"spill of version {self.pending} could not be indexed ({e}); it is skipped"
-                )
-        self.pending = None
-
-    def summary(self) -> str:
-        """What the background spill cost this rank's loop so far."""
-        return (
-            f"{self.submitted} version(s) spilled in the background; the loop spent "
-            f"{self.copying:.3f} s handing segments to the writer and {self.waiting:.3f} s "
-            "waiting for writes to finish"
-        )
+            self.writer.tag = self.tag
+        elif self.flight:  # the writes given up must not hold this rank's queue, which
+            # would make it skip a version the new workers spill (a collective mismatch)
+            self.writer.drain(config().spill_timeout)
+        self.flight = []
 
     def complete(self) -> bool:
         """Whether the directory holds a complete version."""
@@ -223,6 +157,8 @@ class DiskTier:
         everyone = [i for part in world.allgather(infos) for i in part]
         if world.Get_rank() == 0:
             assert self.writer is not None
+            self.writer.flush(raise_errors=False)  # an index the helper may still write
+            self.indexed(wait=True)
             self.writer.commit(version, sorted(everyone, key=lambda i: int(i["rank"])))
 
     def done(self, step: int) -> None:

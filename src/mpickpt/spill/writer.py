@@ -1,28 +1,24 @@
-"""The background spill writer: one helper process per rank writes its committed versions.
+"""The background spill writer: a helper process writes a rank's committed versions.
 
 A thread in the rank's own interpreter is not enough: h5py holds the interpreter lock while it
 writes, and every time the writer thread wants the lock back it waits for the loop's thread to
 let go of it (up to the 5 ms switch interval, dozens of times per file). Measured here, a 27 ms
 write took 160-270 ms beside a loop busy in Python, long enough for the next checkpoint to
-wait for it. A process has its own interpreter: the loop pays one copy of its segment into
-shared memory and a message.
+wait for it. A process has its own interpreter: the loop pays a message, and no copy when the
+rank makes its own copy of the segment in the buffer it hands over (:meth:`SpillWriter.buffer`).
 
 The rank and its writer share the segment buffers as ``memfd`` files (passed once, over the
 socket) and talk over a ``SOCK_SEQPACKET`` Unix socket: a request per write, a reply per write,
-in order. The writer dies with its rank (``PR_SET_PDEATHSIG``), ignores the job's termination
-signals (the rank decides when to stop; a final spill is written by the rank itself) and exits
-when the socket closes. Linux only, like ULFM.
+in order. The helper is the rank's own, or with ``helper="node"`` one per node shared by its
+ranks (:mod:`.link`). It dies with the rank that started it (``PR_SET_PDEATHSIG``), ignores the
+job's termination signals (the rank decides when to stop; a final spill is written by the rank
+itself) and exits when its last rank closes the socket. Linux only, like ULFM.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import os
-import select
-import socket
-import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -33,19 +29,10 @@ import numpy as np
 
 from ..errors import SpillError
 from ..segment import SegmentView
+from .buffers import _Buffer, _BufferPool
 from .directory import commit
 from .format import make_private_dir, rank_file
-
-_MAX_MESSAGE = 1 << 16
-# the helper does no linear algebra: no BLAS thread pool (it halves its start-up CPU time)
-_ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-# the helper's command: argv = socket fd, the rank's pid, the directory holding mpickpt
-_BOOT = (
-    "import sys\n"
-    "if sys.argv[3] not in sys.path: sys.path.insert(0, sys.argv[3])\n"
-    "from mpickpt.spill._helper import main\n"
-    "main(int(sys.argv[1]), int(sys.argv[2]))\n"
-)
+from .link import HelperLink
 
 
 @dataclass
@@ -56,14 +43,15 @@ class SpillJob:
     path: str
     info: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
-    _writer: SpillWriter | None = field(default=None, repr=False)
+    commit: bool = False  # an index to write, not a file
+    _writer: _HelperQueue | None = field(default=None, repr=False)
     _done: bool = field(default=False, repr=False)
     _seen: bool = field(default=False, repr=False)
 
     def done(self) -> bool:
         """Whether the write has finished (successfully or not)."""
-        if not self._done and self._writer is not None:
-            self._writer._collect(0)
+        while not self._done and self._writer is not None and self._writer._collect(0):
+            pass  # take the replies that are there, up to this job's
         return self._done
 
     def wait(self, timeout: float | None = None, *, raise_errors: bool = True) -> bool:
@@ -88,58 +76,124 @@ class SpillJob:
         self.info, self.error, self._done, self._writer = info or {}, error, True, None
 
 
-class _Buffer:
-    """A segment buffer in shared memory (an anonymous ``memfd``), mapped in both processes."""
+class _HelperQueue:
+    """The requests of one rank in flight in its helper, in order, with their buffers."""
 
-    def __init__(self, ident: int, size: int) -> None:
-        self.ident, self.size = ident, size
-        self.fd = os.memfd_create(f"mpickpt-spill-{ident}", os.MFD_CLOEXEC)
+    def __init__(self, directory: str, rank: int, queue_size: int, helper: str) -> None:
+        self.directory, self.rank = directory, rank
+        self.queue_size, self.helper = queue_size, helper
+        self._pending: deque[tuple[SpillJob, _Buffer | None]] = deque()
+        self._pool = _BufferPool()
+        self._lent: _Buffer | None = None  # see buffer()
+        self._closed = False
+        self._start()
+
+    def _start(self) -> None:
+        self._link = HelperLink(self.directory, self.helper)
+        self._known: set[int] = set()  # buffers the helper has mapped
+        self._pool.forget = []
+
+    @property
+    def _proc(self) -> Any:
+        """The helper process this rank started (None: it uses another rank's)."""
+        return self._link.proc
+
+    def _lost(self) -> None:
+        """The helper is gone: fail every pending write."""
+        why = f"the spill writer process {self._link.status()}"
+        for job, buf in self._pending:
+            job._finish(None, self._error(job, why))
+            self._pool.release(buf)
+        self._pending.clear()
+        self._link.close(wait=False)
+
+    def _error(self, job: SpillJob, why: str) -> SpillError:
+        what = "commit" if job.commit else "spill"
+        return SpillError(
+            f"{what} of version {job.version} (rank {self.rank}) to {job.path} failed: {why}",
+            [job.path],
+        )
+
+    def _collect(self, timeout: float | None) -> bool:
+        """Take the helper's next reply if one comes within ``timeout``; True if one did."""
+        if not self._pending:
+            return False
+        msg = self._link.recv(timeout)
+        if msg is None:
+            return False
+        if not msg:
+            self._lost()
+            return True
+        reply = json.loads(msg)
+        job, buf = self._pending.popleft()
+        self._pool.release(buf)
+        error = self._error(job, reply["error"]) if "error" in reply else None
+        job._finish(reply.get("info"), error)
+        return True
+
+    def _send(self, job: SpillJob, buf: _Buffer | None, request: dict[str, Any]) -> None:
+        fds = [] if buf is None or buf.ident in self._known else [buf.fd]
+        request["forget"] = [i for i in self._pool.forget if i in self._known]
+        self._known.difference_update(self._pool.forget)
+        self._pending.append((job, buf))
         try:
-            os.ftruncate(self.fd, max(size, 1))
-            self.map = mmap.mmap(self.fd, max(size, 1))
-        except BaseException:
-            os.close(self.fd)
-            raise
+            self._link.send(json.dumps(request).encode(), fds)
+        except OSError:
+            self._lost()
+        else:
+            if buf is not None:
+                self._known.add(buf.ident)
+            self._pool.forget = []
 
-    def array(self, n: int) -> np.ndarray:
-        return np.frombuffer(self.map, dtype=np.uint8, count=n)
+    def _ready(self) -> None:
+        """Wait while the queue is full; start a new helper if it died."""
+        if self._closed:
+            raise SpillError("the spill writer is closed")
+        while self.busy():
+            self._collect(None)
+        if not self._link.alive():
+            # the helper died: take the replies it sent, fail the rest, and start a new one
+            while self._pending:
+                self._collect(None)
+            self._link.close(wait=False)
+            self._start()
 
-    def close(self) -> None:
-        self.map.close()
-        os.close(self.fd)
+    def buffer(self, nbytes: int) -> np.ndarray:
+        """A shared buffer of ``nbytes`` for the rank's own copy of its next segment: a
+        :meth:`submit` of that very array then hands it to the helper without a copy.
+
+        The array is lent: the caller may write it until it submits it, and must keep it
+        unchanged while it is submitted (the helper reads it). The next call takes it back,
+        so the buffer of the previous copy is reused once the helper is done with it; while
+        the helper still writes it, the new copy goes to another buffer."""
+        old, self._lent = self._lent, None
+        if old is not None:
+            old.lent = False
+            if all(b is not old for _, b in self._pending):
+                self._pool.free.append(old)
+        buf = self._pool.take(nbytes)
+        buf.lent = True
+        self._lent = buf
+        return buf.array(nbytes)
+
+    def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the pending requests (their results are kept)."""
+        deadline = time.monotonic() + timeout
+        while self._pending and self._collect(max(0.0, deadline - time.monotonic())):
+            pass
+
+    def busy(self) -> bool:
+        """Whether a submit now would have to wait for an earlier write (commits, which
+        take no buffer and little time, do not count)."""
+        return sum(not job.commit for job, _ in self._pending) > self.queue_size
 
 
-class _BufferPool:
-    """Segment buffers for reuse: a warm copy costs far less than one into fresh memory."""
-
-    def __init__(self) -> None:
-        self.free: list[_Buffer] = []  # buffers of finished writes
-        self.forget: list[int] = []  # buffers closed here that the helper still has mapped
-        self.last = 0
-
-    def take(self, n: int) -> _Buffer:
-        """A buffer of at least ``n`` bytes: a free one if it is not much larger, else new."""
-        fits = [b for b in self.free if n <= b.size <= 2 * n]
-        if fits:
-            buf = min(fits, key=lambda b: b.size)
-            self.free.remove(buf)
-            return buf
-        self.close()  # at most queue_size + 1 buffers exist at once
-        self.last += 1
-        return _Buffer(self.last, n)
-
-    def close(self) -> None:
-        for b in self.free:
-            self.forget.append(b.ident)
-            b.close()
-        self.free.clear()
-
-
-class SpillWriter:
+class SpillWriter(_HelperQueue):
     """Writes one rank's segments to ``DIR/v<version>/rank<rank>.h5`` in a helper process.
 
     Writes happen one at a time, in submission order. :meth:`submit` copies the segment into
-    shared memory, so the caller may overwrite its buffers as soon as ``submit`` returns; at
+    shared memory, so the caller may overwrite its buffers as soon as ``submit`` returns,
+    unless the segment is already there (an array of :meth:`buffer`: no copy at all); at
     most ``queue_size + 1`` writes are pending (``submit`` waits for the oldest beyond that).
     Buffers are reused by later submits of the same or somewhat smaller size (a warm copy costs
     far less than one into fresh memory), so the writer keeps that memory until :meth:`close`.
@@ -158,78 +212,19 @@ class SpillWriter:
         keep: int = 2,
         *,
         queue_size: int = 1,
+        helper: str = "rank",
     ) -> None:
         if keep < 1:
             raise SpillError(f"keep={keep}: the spill must keep at least one version")
         if not 0 <= rank < nworkers:
             raise SpillError(f"rank {rank} is not in 0..{nworkers - 1}")
-        self.directory = os.fspath(directory)
-        self.rank = rank
         self.nworkers = nworkers
         self.scheme_config = dict(scheme_config)
         self.tag: str | None = None  # the run's tag, recorded in every index
         self.keep = keep
-        self.queue_size = queue_size
         self._jobs: dict[int, SpillJob] = {}
-        self._pending: deque[tuple[SpillJob, _Buffer]] = deque()
-        self._pool = _BufferPool()
-        self._closed = False
-        make_private_dir(self.directory)
-        self._start()
-
-    # -- the helper process -----------------------------------------------------------------
-
-    def _start(self) -> None:
-        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._known: set[int] = set()  # buffers the helper has mapped
-        self._pool.forget = []
-        # the helper imports this very package, wherever the rank found it
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, str(theirs.fileno()), str(os.getpid()), root],
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **_ONE_THREAD},
-            )
-        finally:
-            theirs.close()
-
-    def _lost(self) -> None:
-        """The helper is gone: fail every pending write."""
-        code = self._proc.poll()
-        for job, buf in self._pending:
-            job._finish(None, self._error(job, f"the spill writer process exited (status {code})"))
-            self._pool.free.append(buf)
-        self._pending.clear()
-        self._sock.close()
-
-    def _error(self, job: SpillJob, why: str) -> SpillError:
-        return SpillError(
-            f"spill of version {job.version} (rank {self.rank}) to {job.path} failed: {why}",
-            [job.path],
-        )
-
-    def _collect(self, timeout: float | None) -> bool:
-        """Take the helper's next reply if one comes within ``timeout``; True if one did."""
-        if not self._pending:
-            return False
-        ready, _, _ = select.select([self._sock], [], [], timeout)
-        if not ready:
-            return False
-        try:
-            msg = self._sock.recv(_MAX_MESSAGE)
-        except OSError:
-            msg = b""
-        if not msg:
-            self._lost()
-            return True
-        reply = json.loads(msg)
-        job, buf = self._pending.popleft()
-        self._pool.free.append(buf)
-        error = self._error(job, reply["error"]) if "error" in reply else None
-        job._finish(reply.get("info"), error)
-        return True
+        make_private_dir(os.fspath(directory))
+        super().__init__(os.fspath(directory), rank, queue_size, helper)
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -240,24 +235,19 @@ class SpillWriter:
         before this returns, so the caller's buffers may change right after. Waits only while
         ``queue_size + 1`` earlier writes are still pending.
         """
-        if self._closed:
-            raise SpillError("the spill writer is closed")
-        while len(self._pending) > self.queue_size:
-            self._collect(None)
-        if self._sock.fileno() < 0 or self._proc.poll() is not None:
-            # the helper died: take the replies it sent, fail the rest, and start a new one
-            while self._pending:
-                self._collect(None)
-            self._sock.close()
-            self._start()
+        self._ready()
         src = segment if isinstance(segment, SegmentView) else np.frombuffer(segment, np.uint8)
-        buf = self._pool.take(src.nbytes)
-        data = buf.array(src.nbytes)
-        if isinstance(src, SegmentView):
-            src.read_into(0, data)
+        lent = self._lent
+        if lent is not None and isinstance(src, np.ndarray) and lent.holds(src):
+            buf = lent  # the rank's own copy is already in shared memory: no copy
         else:
-            np.copyto(data, src)
-        del data  # no view may outlive the mapping
+            buf = self._pool.take(src.nbytes)
+            data = buf.array(src.nbytes)
+            if isinstance(src, SegmentView):
+                src.read_into(0, data)
+            else:
+                np.copyto(data, src)
+            del data  # no view may outlive the mapping
         job = SpillJob(version, rank_file(self.directory, version, self.rank), _writer=self)
         request = {
             "directory": self.directory,
@@ -268,25 +258,32 @@ class SpillWriter:
             "buffer": buf.ident,
             "size": buf.size,
             "nbytes": src.nbytes,
-            "forget": self._pool.forget,
         }
-        fds = [] if buf.ident in self._known else [buf.fd]
-        self._pending.append((job, buf))
-        try:
-            socket.send_fds(self._sock, [json.dumps(request).encode()], fds)
-        except OSError:
-            self._lost()
-        else:
-            self._known.add(buf.ident)
-            self._pool.forget = []
+        self._send(job, buf, request)
         self._jobs[version] = job
         for old in [v for v in self._jobs if v < version - 64]:
             del self._jobs[old]
         return job
 
-    def busy(self) -> bool:
-        """Whether a submit now would have to wait for an earlier write."""
-        return len(self._pending) > self.queue_size
+    def commit_later(self, version: int, files_info: Sequence[Mapping[str, Any]]) -> SpillJob:
+        """:meth:`commit` in the helper, after the writes before it (one rank only): the
+        index and the deleting of old versions cost the loop nothing. Wait for the job (or
+        :meth:`flush`) to know that ``version`` is complete on disk."""
+        self._ready()
+        path = os.path.join(self.directory, f"v{version}")
+        job = SpillJob(version, path, commit=True, _writer=self)
+        request = {
+            "op": "commit",
+            "directory": self.directory,
+            "version": version,
+            "nworkers": self.nworkers,
+            "scheme": self.scheme_config,
+            "files": [dict(i) for i in files_info],
+            "keep": self.keep,
+            "tag": self.tag,
+        }
+        self._send(job, None, request)
+        return job
 
     def job(self, version: int) -> SpillJob:
         """The job of a submitted version (recent versions only)."""
@@ -302,10 +299,12 @@ class SpillWriter:
         return self.job(version).wait(timeout, raise_errors=raise_errors)
 
     def flush(self, *, raise_errors: bool = True) -> bool:
-        """Wait for every submitted write; True if all succeeded.
+        """Wait for every submitted write and commit; True if all succeeded.
 
         Writes whose result was already collected by :meth:`wait` are not reported again.
         """
+        while self._pending:
+            self._collect(None)
         ok = True
         for job in list(self._jobs.values()):
             if not job._seen:
@@ -330,11 +329,11 @@ class SpillWriter:
         self._closed = True
         while self._pending:
             self._collect(None)
-        self._sock.close()
-        try:
-            self._proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a helper stuck in the kernel
-            self._proc.kill()
+        self._link.close()
+        if self._lent is not None:
+            self._lent.lent = False
+            self._pool.free.append(self._lent)
+            self._lent = None
         self._pool.close()
 
     def __enter__(self) -> SpillWriter:

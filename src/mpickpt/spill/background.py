@@ -1,0 +1,139 @@
+"""The background half of the disk tier (:class:`.tier.DiskTier`): what the checkpoints of
+the loop do with the spill, and what that costs the loop.
+
+A due version goes to the writer right after it is committed in memory, from the rank's own
+copy of it (already in the helper's shared memory: no copy). The next checkpoints check,
+collectively, whether every rank's file of the oldest version in flight is written: if so
+rank 0's helper writes its index; if a write failed, or is older than
+``MPICKPT_SPILL_TIMEOUT``, the version is skipped. Up to two versions are in flight, so a
+checkpoint does not wait for a write that is not finished yet: only one that finds two
+versions still in flight waits for the older (the disk is slower than the checkpoints), as do
+the end of the run and a stop (:meth:`Background.collect` with ``wait``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from ..config import config
+from ..errors import SpillError
+from ..log import logger
+from .writer import SpillJob, SpillWriter
+
+LATER = "later"  # a rank's write is not finished yet
+FAILED = "failed"
+
+
+class Background:
+    """The spill of every ``every``-th committed version, in the background."""
+
+    def __init__(self, every: int, keep: int) -> None:
+        if every < 1:
+            raise ValueError(f"spill_every must be >= 1, got {every}")
+        self.every = every
+        self.keep = keep
+        self.writer: SpillWriter | None = None
+        self.flight: list[tuple[int, float]] = []  # (version, when submitted), oldest first
+        self.count = 0  # committed versions seen, to spill every ``every``-th
+        self.indexing: SpillJob | None = None  # worker 0: the index being written (publish)
+        # what the background spill cost the loop (see summary)
+        self.submitted = 0
+        self.copying = 0.0  # seconds in submit: handing the segment to the writer
+        self.waiting = 0.0  # seconds waiting for this rank's writes to finish
+
+    def buffer(self, nbytes: int) -> np.ndarray | None:
+        """Shared memory for this rank's own copy of its next version: a version spilled from
+        there reaches the helper without another copy (:meth:`SpillWriter.buffer`)."""
+        return self.writer.buffer(nbytes) if self.writer is not None else None
+
+    def on_commit(
+        self,
+        rank: int,
+        collected: list[dict[str, Any]] | None,
+        version: int = -1,
+        segment: np.ndarray | None = None,
+    ) -> None:
+        """After an agreement: index the version :meth:`collect` found complete everywhere,
+        then queue this rank's ``segment`` of the new ``version`` if it is due. Without a
+        segment (a flush) the index is waited for."""
+        self.publish(rank, collected, wait=segment is None)
+        if segment is not None:
+            self.count += 1
+            if self.count % self.every == 0:
+                self.submit(version, segment)
+
+    def submit(self, version: int, segment: np.ndarray) -> None:
+        """Queue this rank's segment of a due ``version``."""
+        if self.writer is not None and not self.writer.busy():
+            t = time.perf_counter()
+            self.writer.submit(version, segment)
+            self.copying += time.perf_counter() - t
+            self.submitted += 1
+            self.flight.append((version, time.monotonic()))
+
+    def collect(self, comm: MPI.Comm, wait: bool = False) -> list[dict[str, Any]] | None:
+        """Collective: the index entries of the oldest version in flight once every rank's
+        file is flushed; ``[]`` if it failed somewhere; ``None`` if there is none, or some
+        rank's write is not finished yet (waited for with ``wait``, or two in flight)."""
+        if not self.flight or self.writer is None:
+            return None
+        version, since = self.flight[0]
+        job = self.writer.job(version)
+        seconds = config().spill_timeout
+        if wait or len(self.flight) > 1:
+            t = time.perf_counter()
+            job.wait(max(0.0, seconds - (time.monotonic() - since)), raise_errors=False)
+            self.waiting += time.perf_counter() - t
+        mine: Any = LATER
+        if job.done():
+            mine = self.writer.info(version) if job.error is None else FAILED
+        elif time.monotonic() - since > seconds:
+            logger().warning(
+                f"rank {comm.Get_rank()}: spill of version {version} did not finish in "
+                f"{seconds:g} s (a stalled file system?); the loop goes on without it"
+            )
+            mine = FAILED
+        infos = comm.allgather(mine)
+        if FAILED in infos:
+            if comm.Get_rank() == 0:
+                logger().warning(f"spill of version {version} failed on some rank; skipped")
+            return []
+        return None if LATER in infos else infos
+
+    def publish(self, rank: int, infos: list[dict[str, Any]] | None, wait: bool = True) -> None:
+        """After the agreement: rank 0's helper writes the index of the collected version
+        (and deletes the versions beyond ``keep``); ``wait`` for it, or not."""
+        self.indexed(wait=False)
+        if infos is not None and self.flight:  # else nothing in flight, or not finished
+            version = self.flight.pop(0)[0]
+            if infos and rank == 0 and self.writer is not None:
+                try:  # after the agreement, on one rank: a failure must not stop the job
+                    self.indexing = self.writer.commit_later(version, infos)
+                except SpillError as e:
+                    logger().warning(
+                        f"spill of version {version} could not be indexed ({e}); it is skipped"
+                    )
+        self.indexed(wait=wait)
+
+    def indexed(self, wait: bool) -> None:
+        """Report the index being written if it failed (once it is done, or ``wait``)."""
+        job = self.indexing
+        if job is None or not (wait or job.done()):
+            return
+        self.indexing = None
+        if not job.wait(raise_errors=False):
+            logger().warning(
+                f"spill of version {job.version} could not be indexed ({job.error}); it is skipped"
+            )
+
+    def summary(self) -> str:
+        """What the background spill cost this rank's loop so far."""
+        return (
+            f"{self.submitted} version(s) spilled in the background; the loop spent "
+            f"{self.copying:.3f} s handing segments to the writer and {self.waiting:.3f} s "
+            "waiting for writes to finish"
+        )
