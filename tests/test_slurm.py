@@ -344,6 +344,22 @@ def test_chain_continues_from_spill(slurm: SlurmCluster, tmp_path: Path) -> None
     assert (tmp_path / "ckpt.state").read_text().strip() == "done"
 
 
+def lose_second_node(
+    slurm: SlurmCluster, job_id: str, nodes: int, timeout: float
+) -> tuple[Job, str, list[str]]:
+    """Kill the job's second node (a worker's, not the batch shell's; a node killed by an
+    earlier test may still be down, so the job need not start on n1 and n2), wait for the job
+    and check that it completed and saw the node go: the job, the node lost, the nodes."""
+    allocated = slurm.nodes_of(job_id)
+    assert len(allocated) == nodes, allocated
+    lost = allocated[1]
+    slurm.kill_node(job_id, lost)
+    job = slurm.wait(job_id, timeout=timeout)
+    assert job.state == "COMPLETED" and job.exit_code == 0, job.output
+    assert re.search(rf"node {lost} (left the allocation|is down)", job.output), job.output
+    return job, lost, allocated
+
+
 @pytest.mark.parametrize("nodes", [3, 2])
 def test_resilient_continues_after_node_loss(
     slurm: SlurmCluster, tmp_path: Path, nodes: int
@@ -370,13 +386,7 @@ def test_resilient_continues_after_node_loss(
     deadline = time.monotonic() + 60  # a spilled step to resume from, however loaded the host
     while not state.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    allocated = slurm.nodes_of(job_id)
-    assert len(allocated) == nodes, allocated
-    lost = allocated[1]
-    slurm.kill_node(job_id, lost)
-    job = slurm.wait(job_id, timeout=120)
-    assert job.state == "COMPLETED" and job.exit_code == 0, job.output
-    assert re.search(rf"node {lost} (left the allocation|is down)", job.output), job.output
+    job, lost, allocated = lose_second_node(slurm, job_id, nodes, timeout=120)
     if nodes == 3:
         left = ",".join(n for n in allocated if n != lost)
         assert f"relaunching from the spill on {left}" in job.output, job.output
@@ -520,13 +530,7 @@ def test_heat2d_continues_after_node_loss(slurm, tmp_path, heat_tcp_reference, n
     )
     job_id = slurm.submit(RESILIENT, f"--nodes={nodes}", "--ntasks-per-node=2", env=env)
     wait_for_spill(tmp_path / "ckpt")
-    allocated = slurm.nodes_of(job_id)
-    assert len(allocated) == nodes, allocated
-    lost = allocated[1]  # a worker's node (with --map-by node, worker 1 alone), not the shell's
-    slurm.kill_node(job_id, lost)
-    job = slurm.wait(job_id, timeout=180)
-    assert job.state == "COMPLETED" and job.exit_code == 0, job.output
-    assert re.search(rf"node {lost} (left the allocation|is down)", job.output), job.output
+    job, lost, allocated = lose_second_node(slurm, job_id, nodes, timeout=180)
     if nodes == 3:
         left = ",".join(n for n in allocated if n != lost)
         relaunch = job.output.index(f"relaunching from the spill on {left}")
