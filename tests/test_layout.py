@@ -181,6 +181,10 @@ def test_backup_layout_spreads_over_ranks_when_nodes_cannot_hold_the_backups(dom
     assert_valid_placement(spread, backups, backup_layout(domains, backups)[0])
 
 
+def test_a_single_rank_has_no_backups_to_place():
+    assert placement_domains([0], 3) == [0]
+
+
 def test_placement_domains_keeps_nodes_that_can_hold_the_backups():
     for domains, backups in (([0, 1, 2], 2), ([0, 0, 1, 1, 2, 2], 2), ([0, 1, 2, 3], 3)):
         assert placement_domains(domains, backups) == domains

@@ -171,7 +171,9 @@ def placement_domains(domains: Sequence[int], backups: int) -> list[int]:
     (a job on fewer nodes than the scheme needs, e.g. relaunched on the nodes left after one
     was lost). The failure of ranks stays covered; the loss of a whole node may not be, and
     the job then falls back to its spill. Raises :class:`ConfigError` when even one domain per
-    rank cannot work (too few ranks)."""
+    rank cannot work (too few ranks). A single rank has no backups to place."""
+    if len(domains) < 2:
+        return list(domains)
     try:
         choose_backups(domains, backups)
     except ConfigError:
