@@ -169,15 +169,8 @@ def command(sc: Scenario, transport: str, extra: Iterable[str] = ()) -> list[str
 def _descendants(root: int) -> dict[int, str]:
     """Processes below ``root``: pid -> command line (from /proc)."""
     children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(d))
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        children.setdefault(_parent(int(d)), []).append(int(d))
     found: dict[int, str] = {}
     todo = [root]
     while todo:
@@ -189,6 +182,15 @@ def _descendants(root: int) -> dict[int, str]:
                 continue
             todo.append(c)
     return found
+
+
+def _parent(pid: int) -> int:
+    """The parent of ``pid`` (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _pids(piddir: Path) -> dict[int, int]:
@@ -401,7 +403,9 @@ class Runner:
             t0 = time.monotonic()
             time.sleep(at)
             while proc.poll() is None and time.monotonic() - t0 < 60 + 3 * ref.startup:
-                ranks = sorted(p for p, cmd in _descendants(proc.pid).items() if script in cmd)
+                found = {p for p, cmd in _descendants(proc.pid).items() if script in cmd}
+                # ranks, not the watchers they fork to guard MPI_Init (mpickpt.startup)
+                ranks = sorted(p for p in found if _parent(p) not in found)
                 if ranks:
                     victim = ranks[int(pick * len(ranks))]
                     _kill(victim)
@@ -452,14 +456,15 @@ class Runner:
         self, chosen: Iterable[Scenario], trials: int, rerun_ompi: bool = False
     ) -> list[Trial]:
         """``trials`` trials of each scenario; with ``rerun_ompi``, a failed trial whose output
-        shows a genuine Open MPI abort is repeated once (both are recorded)."""
+        shows a genuine Open MPI abort or crash is repeated once (both are recorded)."""
         results = []
         for sc in chosen:
             for i in range(trials):
                 t = self.trial(sc, i)
                 results.append(t)
                 self.echo(line(t))
-                if rerun_ompi and t.outcome != "ok" and "ompi-abort" in t.tags:
+                broken = {"ompi-abort", "segfault"} & set(t.tags)  # Open MPI aborted or crashed
+                if rerun_ompi and t.outcome not in ("ok", "missed") and broken:
                     r = self.trial(sc, i, rerun_of=i)
                     results.append(r)
                     self.echo(line(r))

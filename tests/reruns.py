@@ -63,12 +63,17 @@ def should_rerun(rc: int, out: str, err: str) -> bool:
     line = ompi_fault(err)
     if line is None:
         return False
-    test = _test_id()
-    RERUNS.append((test, line))
-    msg = f"rerun #{len(RERUNS)} of {test}: rc={rc}, Open MPI: {line}"
-    print(f"[mpickpt tests] {msg}", file=sys.stderr, flush=True)
-    warnings.warn(msg, OmpiRerunWarning, stacklevel=2)
+    record(f"rc={rc}, Open MPI: {line}")
     return True
+
+
+def record(why: str) -> None:
+    """Log and count one rerun of the current test, for ``why``."""
+    test = _test_id()
+    RERUNS.append((test, why))
+    msg = f"rerun #{len(RERUNS)} of {test}: {why}"
+    print(f"[mpickpt tests] {msg}", file=sys.stderr, flush=True)
+    warnings.warn(msg, OmpiRerunWarning, stacklevel=3)
 
 
 def run_once_more(run: Callable[[], tuple[int, str, str]]) -> tuple[int, str, str]:
