@@ -24,23 +24,7 @@ SCENARIOS = chaos.scenarios(scale=0.25, big=128)  # short runs: a few seconds ea
 STEADY = [s for s in SCENARIOS.values() if s.steady]
 STARTUP = [s for s in SCENARIOS.values() if not s.steady]
 BAD = ("wrong", "hang", "exit0-noresult")
-# Known failures of the library, by scenario name. An idle spare killed: before the fix in
-# Runtime.wait_as_spare, 4 of 4 such runs hung at their end (the other spare never got the
-# release message, the workers waited in MPI_Finalize); after it, 1 hang in 5 (tcp) remains.
-KNOWN: dict[str, pytest.MarkDecorator] = {
-    "spare": pytest.mark.xfail(
-        reason="killing an idle spare can still hang the job at its end (1 of 5 runs)",
-        strict=False,
-    ),
-    # seen once in CI (7a18e75): rank 3 killed, rank 4 44 ms later during the recovery; the
-    # result was printed, then the job's end did not come within the campaign's timeout
-    # (0 of 10 in the final-code campaign of docs/measurements.md); cause not found yet
-    "recovery": pytest.mark.xfail(
-        reason="a second kill during the recovery hung the job's end once, after its result",
-        strict=False,
-    ),
-}
-STEADY_PARAMS = [pytest.param(s, id=s.name, marks=KNOWN.get(s.name, ())) for s in STEADY]
+STEADY_PARAMS = [pytest.param(s, id=s.name) for s in STEADY]
 
 
 @pytest.fixture(scope="module")
