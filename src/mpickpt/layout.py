@@ -7,7 +7,7 @@ piece or a mirror copy, ``group`` sources for a parity block) and lives on one b
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .errors import ConfigError, DecodeError
@@ -165,22 +165,27 @@ def owners_of(backups: Sequence[Sequence[int]]) -> list[list[int]]:
     return held
 
 
-def placement_domains(domains: Sequence[int], backups: int) -> list[int]:
-    """The failure domains the backups are placed over: ``domains``, or one per rank when they
-    are too few or too uneven for every owner's ``backups`` to sit on distinct other domains
-    (a job on fewer nodes than the scheme needs, e.g. relaunched on the nodes left after one
-    was lost). The failure of ranks stays covered; the loss of a whole node may not be, and
-    the job then falls back to its spill. Raises :class:`ConfigError` when even one domain per
-    rank cannot work (too few ranks). A single rank has no backups to place."""
-    if len(domains) < 2:
+def spread_if_needed(domains: Sequence[int], place: Callable[[Sequence[int]], object]) -> list[int]:
+    """``domains``, or one domain per rank when ``place(domains)`` raises
+    :class:`ConfigError` (the domains are too few or too uneven for a scheme's placement, e.g.
+    a job relaunched on the nodes left after one was lost). The failure of ranks stays covered;
+    the loss of a whole node may not be, and the job then falls back to its spill. ``place``'s
+    own :class:`ConfigError` on one domain per rank (too few ranks) stands."""
+    if len(domains) < 2:  # a single rank has nothing to place on others
         return list(domains)
     try:
-        choose_backups(domains, backups)
+        place(domains)
     except ConfigError:
         spread = list(range(len(domains)))
-        choose_backups(spread, backups)
+        place(spread)
         return spread
     return list(domains)
+
+
+def placement_domains(domains: Sequence[int], backups: int) -> list[int]:
+    """The failure domains the backups are placed over (see :func:`spread_if_needed`): every
+    owner's ``backups`` on distinct other domains."""
+    return spread_if_needed(domains, lambda d: choose_backups(d, backups))
 
 
 def backup_layout(domains: Sequence[int], backups: int) -> tuple[list[list[int]], list[list[int]]]:

@@ -128,7 +128,8 @@ class _GuardedLoader(importlib.abc.Loader):
         self.loader, self.guard = loader, guard
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        self.guard.arm()
+        if sys.modules["mpi4py"].rc.initialize:  # else MPI starts later, bounded by bounded()
+            self.guard.arm()
         try:
             module: ModuleType | None = self.loader.create_module(spec)
         except BaseException:

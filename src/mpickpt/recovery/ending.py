@@ -32,7 +32,6 @@ from ..transport import agree_over_failures
 # outcomes in order of precedence: the job exits with the first one any process stated
 PRECEDENCE = (1, 2, 3, 75, 76)
 _ALL = (1 << len(PRECEDENCE)) - 1
-_RETRIES = 32  # agreements retried while they report new failures
 
 
 class Ending:
@@ -54,7 +53,7 @@ class Ending:
         lowest one left. A process that cannot agree keeps ``code`` and counts as lowest."""
         # Agree ANDs the flags: each outcome stated clears its bit (an unknown code counts as 1)
         mine = _ALL & ~(1 << PRECEDENCE.index(code if code in PRECEDENCE else 1)) if code else _ALL
-        agreed_dead = agree_over_failures(self.final, mine, _RETRIES)
+        agreed_dead = agree_over_failures(self.final, mine)
         if agreed_dead is None:
             self.failures_seen = True
             return code, True

@@ -134,7 +134,7 @@ class Membership:
         revoke ``world`` when the workers recover, or to release the spares)."""
         try:
             self.world.Ack_failed()
-            dead = set(acknowledged(self.world))
+            dead = acknowledged(self.world)
         except MPI.Exception:
             return False  # revoked meanwhile: the workers are recovering
         spares = set(self.spare_procs)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DecodeError
-from ..layout import ALIGN, Piece
+from ..layout import ALIGN, Piece, spread_if_needed
 from .base import Buffer, Scheme
 
 
@@ -174,13 +174,7 @@ class XorSet(Scheme):
 
     def layout_domains(self, domains: Sequence[int]) -> list[int]:
         """``domains``, or one per rank when a domain has more ranks than there are sets."""
-        try:
-            form_sets(domains, self.group)
-        except ConfigError:
-            spread = list(range(len(domains)))
-            form_sets(spread, self.group)  # a ConfigError of its own (group) still stands
-            return spread
-        return list(domains)
+        return spread_if_needed(domains, lambda d: form_sets(d, self.group))
 
     def needed(self, available: Iterable[str]) -> list[str]:
         """The parity chunks of every other member of the owner's set (with their members'
