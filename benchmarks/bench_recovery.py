@@ -557,6 +557,12 @@ def evict(directory: str) -> int:
 
 
 def relaunch_run(args: argparse.Namespace, c: Config, tmp: str, log: Log) -> dict[str, Any] | None:
+    from mpickpt.spill.directory import DONE  # here: a child runs another checkout's mpickpt
+
+    # as after a failure before the end: a spill marked DONE is only restored, not protected
+    # and run on (its relaunch would measure the reload alone)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(c.spill, DONE))
     evicted = 0 if args.warm else evict(c.spill)
     piddir = tempfile.mkdtemp(prefix="pids-", dir=tmp)
     job = launch(c.cmd_spill, {}, args.timeout, args.exit_grace, piddir)

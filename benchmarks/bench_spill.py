@@ -163,10 +163,15 @@ def main() -> None:
         wt = statistics.median(c[1] for c in costs[mode])
         n = min(c[2] for c in costs[mode])  # versions written in the background
         extra = s - med["memory"]
+        # each round runs both modes back to back: the median of the per-round differences
+        # is less sensitive to a slow stretch of the machine than the difference of medians
+        pairs = zip(times[mode], times["memory"], strict=True)
+        paired = statistics.median(x - y for x, y in pairs)
         # the final version is waited for at the end of the run: the same write either way
         print(
             f"  {mode:7s} background spill {s:8.2f} s   ({extra:+.2f} s; {n} versions)   "
-            f"hidden: {100 * (1 - extra / (n * w)):.0f} % of the write time; "
+            f"hidden: {100 * (1 - extra / (n * w)):.0f} % of the write time "
+            f"(paired by round: {paired:+.2f} s, {100 * (1 - paired / (n * w)):.0f} %); "
             f"worker 0's loop: {h:.3f} s handing segments over, {wt:.3f} s waiting"
         )
         # what the loop itself pays when the helper has a core of its own: its extra CPU
