@@ -69,6 +69,22 @@ def test_restored_tells_the_roles_apart(tmp_path: Path) -> None:
     assert ("survivor", "True") not in incarnations(out), out
 
 
+def test_recycle_false_keeps_no_receive_buffers() -> None:
+    """``resilient(recycle=False)`` reaches the checkpoint stream: no buffers of a dropped
+    version are kept, and a run that loses a worker still gives the failure-free result."""
+    pooled = re.compile(r"^pooled (\d+) (\d+)$", re.M)
+    rc, clean, err = usability(3, "--steps", "12")
+    assert rc == 0, err
+    assert all(int(b) > 0 for _, b in pooled.findall(clean)), clean  # the default recycles
+    rc, out, err = usability(
+        4, "--spares", "1", "--steps", "12", "--no-recycle", env={"MPICKPT_KILL": "1@6"}
+    )
+    assert rc == 0, f"rc={rc}\n{out}\n{err}"
+    assert sorted(w for w, _ in pooled.findall(out)) == ["0", "1", "2"], out
+    assert all(b == "0" for _, b in pooled.findall(out)), out
+    assert re.search(r"^result (.*)$", out, re.M)[1] == re.search(r"^result (.*)$", clean, re.M)[1]
+
+
 def test_one_log_line_per_recovery_and_the_run_report(tmp_path: Path) -> None:
     report = tmp_path / "run.json"
     rc, out, err = usability(

@@ -32,7 +32,7 @@ def resilient(
     Takes the arguments of :class:`~mpickpt.runner.Runner` (the object this decorates with):
     ``scheme`` and its parameters, ``spares``, ``every``/``every_seconds``/``mtbf``,
     ``spill``, ``spill_every``, ``keep``, ``tag``, ``fresh``, ``report``, ``redistribute``,
-    ``exit_on_error``.
+    ``exit_on_error``, ``recycle``.
 
     The function is called as ``fn(ctx, *args, **kwargs)`` on the workers (the first
     ``size - spares`` ranks); the last ``spares`` ranks wait idle and replace failed workers.

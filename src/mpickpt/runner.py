@@ -51,6 +51,9 @@ class Runner:
     ``fn(ctx, *args)`` on the workers until it completed on all of them, recovering from
     failures on the way, and returns its result (``None`` on idle spares). With
     ``exit_on_error`` a run that cannot complete ends the process with the job's exit code.
+    ``recycle=False`` gives back the receive buffers of each dropped version instead of keeping
+    them for the next checkpoint: about 4/3 of a segment less between checkpoints with
+    ``parity(3,4)``, the same peak during one, and slower checkpoints (fresh pages each time).
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class Runner:
         tag: str | None = None,
         fresh: bool = False,
         report: str | os.PathLike[str] | None = None,
+        recycle: bool = True,
         **params: Any,
     ) -> None:
         if tag is not None and not isinstance(tag, str):
@@ -88,10 +92,11 @@ class Runner:
         self.exit_on_error = exit_on_error
         self.tag, self.fresh = tag, bool(fresh)
         self.report = report
+        self.recycle = bool(recycle)
         self.role = ""  # the role this process last entered the function with
 
     def _checkpointer(self) -> Checkpointer:
-        ckpt = Checkpointer(None, self.scheme, **self.params)
+        ckpt = Checkpointer(None, self.scheme, recycle=self.recycle, **self.params)
         if self.spill is not None:
             fresh = self.fresh or config().fresh
             ckpt.disk = DiskTier(self.spill, self.spill_every, self.keep, tag=self.tag, fresh=fresh)

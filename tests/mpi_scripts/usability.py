@@ -2,10 +2,12 @@
 reuse of a spill directory (tag, fingerprint, DONE, fresh) and the run report.
 
     python usability.py [--misuse twice|lambda|file|in-loop] [--spill DIR] [--tag T]
-                        [--size N] [--steps N] [--spares K] [--report PATH]
+                        [--size N] [--steps N] [--spares K] [--report PATH] [--no-recycle]
 
 Every incarnation of a worker prints ``incarnation <worker> <role> <restored>``; worker 0
 prints ``result <sum>`` at the end (a number that depends on every step, not on failures).
+Every worker prints ``pooled <worker> <bytes>`` at the end: the receive buffers its checkpoint
+stream keeps for the next checkpoint (none with ``--no-recycle``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ def loop(ctx: mpickpt.Context, steps: int, size: int, misuse: str) -> tuple[int,
         ctx["count"] = count
     total = np.zeros(1)
     ctx.comm.Allreduce(np.array([u.sum()]), total)
+    stream = ctx.checkpointer.stream
+    pooled = sum(b.nbytes for free in stream.pool.values() for b in free) if stream else 0
+    print(f"pooled {ctx.rank} {pooled}", flush=True)
     return ctx.rank, float(total[0])
 
 
@@ -49,9 +54,16 @@ if __name__ == "__main__":
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--spares", type=int, default=0)
     p.add_argument("--report", default=None)
+    p.add_argument("--no-recycle", dest="recycle", action="store_false")
     a = p.parse_args()
     run = mpickpt.resilient(
-        "mirror", spares=a.spares, every=4, spill=a.spill, tag=a.tag, report=a.report
+        "mirror",
+        spares=a.spares,
+        every=4,
+        spill=a.spill,
+        tag=a.tag,
+        report=a.report,
+        recycle=a.recycle,
     )(loop)
     result = run(a.steps, a.size, a.misuse)
     if result is not None and result[0] == 0:
