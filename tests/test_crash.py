@@ -1,11 +1,11 @@
 """A process that crashes (a real segmentation fault in the protected function, on real
 ranks, over both byte transports) is a lost process like a killed one: it is recovered, and
-when every worker crashes an idle spare survives to end the job non-zero.
+when the crashes are more than the spares the job ends non-zero.
 
-(Under ``--with-ft ulfm`` ``mpiexec`` does not count processes that die of a signal: with no
-spare and no spill, a job whose every process crashed returns 0. The exit-codes page says so.
-A crash cannot instead end its process with a non-zero exit code: over shared memory the
-others would never see that process fail, and would wait for it.)"""
+(Under ``--with-ft ulfm`` ``mpiexec`` does not count processes that die of a signal: a job
+whose every process crashed returns 0; docs/exit-codes.md says so and why a crash is not
+turned into a non-zero exit instead: over shared memory the others would never see that
+process fail, and would wait for it.)"""
 
 from __future__ import annotations
 
@@ -47,9 +47,16 @@ def test_a_crashed_worker_is_recovered(btl: str, reference: str) -> None:
 
 
 @pytest.mark.parametrize("btl", BTLS)
-def test_every_worker_crashing_ends_the_job_non_zero(btl: str) -> None:
-    """Every worker crashes at step 3: the idle spare survives, and nothing is on disk."""
+def test_every_worker_crashing_is_recovered_or_ends_non_zero(btl: str, reference: str) -> None:
+    """Every worker's first incarnation crashes at step 3. A worker still in a collective with
+    one that crashed sees the failure there and is recovered instead (it is then no longer in
+    its first incarnation), so the outcome depends on timing, but it is never a silent one:
+    the right result with 0, or no spare left for two or more crashed workers (75)."""
     rc, out, err = crash(btl, "all", 1)
-    assert rc == 75, f"rc={rc}\n{out}\n{err}"
-    assert "NoSparesError: workers [0, 1, 2] failed" in err, err
-    assert not RESULT.search(out), out
+    assert "Segmentation fault" in err, err
+    found = RESULT.search(out)
+    if rc == 0:
+        assert found is not None and found[1] == reference, f"{out}\n{err}"
+    else:
+        assert rc == 75 and found is None, f"rc={rc}\n{out}\n{err}"
+        assert re.search(r"NoSparesError: workers \[\d+(, \d+)+\] failed", err), err
