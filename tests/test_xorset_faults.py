@@ -57,8 +57,9 @@ def test_one_kill_in_each_of_two_sets(heat_reference):
 
 
 def test_a_lost_node_is_one_loss_per_set(heat_reference):
-    # virtual nodes of 2 ranks: the sets of 4 span 4 nodes, so a node takes one rank of each
-    env = {"MPICKPT_RANKS_PER_NODE": "2", "MPICKPT_KILL": "4@13,5@13"}
+    # virtual nodes of 2 ranks: the sets of 4 span 4 nodes, so a node takes one rank of each;
+    # killed right after a commit, so that both deaths are seen by one recovery
+    env = {"MPICKPT_RANKS_PER_NODE": "2", "MPICKPT_KILL": "4@10:commit,5@10:commit"}
     rc, out, err = heat(WORKERS + 2, "--spares", "2", *XORSET, env=env)
     assert_recovered(rc, out, err, heat_reference)
     assert "worker(s) [4, 5] lost" in err, err
