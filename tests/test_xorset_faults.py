@@ -50,7 +50,7 @@ def test_one_worker_killed(heat_reference, kill):
 
 def test_one_kill_in_each_of_two_sets(heat_reference):
     a, b = SETS[0][1], SETS[1][1]
-    kill = f"{a}@13,{b}@13"
+    kill = f"{a}@10:commit,{b}@10:commit"  # after a commit: both deaths in one recovery
     rc, out, err = heat(WORKERS + 2, "--spares", "2", *XORSET, env={"MPICKPT_KILL": kill})
     assert_recovered(rc, out, err, heat_reference)
     assert f"worker(s) [{min(a, b)}, {max(a, b)}] lost" in err, err
