@@ -428,7 +428,7 @@ def micro(comm: MPI.Comm, nbytes: int) -> None:
             ts.append(time.perf_counter() - t0)
             pair.Barrier()
             t0 = time.perf_counter()
-            chunks = stream._chunks(nbytes, transport.CHUNK)
+            chunks = transport.spans(nbytes, transport.CHUNK)
             if rank == 0:
                 reqs = [pair.Isend([buf[a : a + n], MPI.BYTE], peer, 2) for a, n in chunks]
             else:

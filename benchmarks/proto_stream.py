@@ -26,7 +26,7 @@ from mpickpt.layout import Piece
 from mpickpt.memstore import Held, PieceHeader
 from mpickpt.schemes import Scheme
 from mpickpt.segment import SegmentView
-from mpickpt.stream import _chunks
+from mpickpt.transport import spans
 
 TAG_STREAM = 0x6D74  # its own tag: the prototype's stream is not the library's
 
@@ -117,7 +117,7 @@ def stream_pieces(
         slot = backups_of[o].index(me)
         size = scheme.piece_size(sizes[o])
         bufs = [pool.take((o, p.name, size)) for p in held[slot]]
-        for a, n in _chunks(size, chunk):
+        for a, n in spans(size, chunk):
             for buf in bufs:
                 recvs.append(comm.Irecv([buf[a : a + n], MPI.BYTE], o, TAG_STREAM))
         received += [
@@ -128,7 +128,7 @@ def stream_pieces(
     size = scheme.piece_size(seg.nbytes)
     hashes = {p.name: hasher() for p in scheme.pieces()}
     inflight: list[list[MPI.Request]] = []
-    for r, (a, n) in enumerate(_chunks(size, chunk)):
+    for r, (a, n) in enumerate(spans(size, chunk)):
         reqs = []
         i = 0
         for slot, dest in enumerate(backups):

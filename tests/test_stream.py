@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mpickpt.schemes import get_scheme
-from mpickpt.stream import _chunks
+from mpickpt.transport import spans
 from test_checkpoint_mpi import launch
 
 pytestmark = pytest.mark.mpi
@@ -41,7 +41,7 @@ def expected(scheme_id: str, seg: int) -> tuple[int, int]:
     backup a header (2 int64), every chunk of every piece it holds, the pieces' checksums."""
     scheme = get_scheme(scheme_id, **PARAMS[scheme_id])
     size = scheme.piece_size(seg)
-    chunks = len(_chunks(size, CHUNK))
+    chunks = len(spans(size, CHUNK))
     msgs = sum(2 + chunks * len(held) for held in scheme.held())
     nbytes = sum(16 + size * len(held) + 8 * len(held) for held in scheme.held())
     return msgs, nbytes
@@ -87,7 +87,7 @@ def test_reprotect_sends_only_the_missing_pieces(run_mpi):
     scheme = get_scheme("parity", **PARAMS["parity"])
     seg = max(r["seg"] for r in records if r.get("event") == "stats" and r["checkpoint"] == 2)
     size = scheme.piece_size(seg)
-    chunks = len(_chunks(size, CHUNK))
+    chunks = len(spans(size, CHUNK))
     per_slot = len(scheme.held()[0])  # parity(2,3): as many pieces on every backup
     for rank, r in rows.items():
         assert r["reprotects"] == 1 and r["agreements"] == 1

@@ -32,15 +32,11 @@ from .planning import Sources
 from .schemes import XorSet, xor_into
 from .schemes.xorset import chunk_size, form_sets, holder, parity_name, parse_name
 from .segment import SegmentView
-from .transport import Counted, keep_on_failure, uniformly, waitall
+from .transport import Counted, keep_on_failure, spans, uniformly, waitall
 
 TAG_SIZE = 0x6D79
 TAG_RING = 0x6D78
 TAG_BUILD = 0x6D7A
-
-
-def _blocks(size: int, block: int) -> list[tuple[int, int]]:
-    return [(a, min(block, size - a)) for a in range(0, size, block)]
 
 
 class SetStream(Counted):
@@ -113,7 +109,7 @@ class SetStream(Counted):
         # block/(k-1) bytes (the staging of two blocks) cost more CPU and time here (3x the
         # messages; bench_checkpoint.py at 8 ranks, 16 and 64 MB, alternated runs)
         blk = self.block
-        blocks = _blocks(c, blk)
+        blocks = spans(c, blk)
         n0 = min(blk, c)
         idle = [buf for buf in self.stage if buf.size >= n0]  # staging, taken as needed
         self.stage = []  # given back only after a complete run (no request left on them)
@@ -204,7 +200,7 @@ def _contribution_sends(
     for t in range(k - 1):
         j = holder(k, lost, t)
         base = ((j - me) % k - 1) * c
-        for a, n in _blocks(c, block):
+        for a, n in spans(c, block):
             if j == me:
                 buf = parity[a : a + n]
             elif base + a + n <= local.size:
@@ -234,7 +230,7 @@ def _gather_xor(
     slot = [(parse_name(n)[0] - lost - 1) % k for _, n, _ in names]
     sums = [hasher() for _ in names]
     for t in range(k - 1):
-        for a, n in _blocks(c, block):
+        for a, n in spans(c, block):
             reqs = [
                 comm.Irecv([b[:n], MPI.BYTE], h, TAG_BUILD)
                 for b, (h, _, _) in zip(bufs, names, strict=True)

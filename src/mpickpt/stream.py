@@ -29,7 +29,7 @@ from .layout import Piece
 from .memstore import Held, MemStore, PieceHeader
 from .schemes import Scheme
 from .segment import SegmentView
-from .transport import Counted, keep_on_failure, uniformly
+from .transport import Counted, keep_on_failure, spans, uniformly
 
 TAG_HEAD = 0x6D72
 TAG_DATA = 0x6D70
@@ -53,10 +53,6 @@ STAT_KEYS = (
 def new_stats() -> dict[str, float]:
     """Cumulative counters of the checkpoint traffic of one rank (``Checkpointer.stats``)."""
     return dict.fromkeys(STAT_KEYS, 0)
-
-
-def _chunks(size: int, chunk: int) -> list[tuple[int, int]]:
-    return [(a, min(chunk, size - a)) for a in range(0, size, chunk)]
 
 
 class _Plan:
@@ -172,7 +168,7 @@ class Stream(Counted):
                     raise MPI.Exception(MPI.ERR_OTHER)
                 size = scheme.piece_size(nbytes)
                 bufs = [self._take(size) for _ in held[slot]]
-                for a, n in _chunks(size, self.chunk):
+                for a, n in spans(size, self.chunk):
                     data_in += [self._recv(b[a : a + n], o, TAG_DATA) for b in bufs]
                 received += [(i, o, p, b, nbytes) for p, b in zip(held[slot], bufs, strict=True)]
             self.pool.clear()  # what was not reused (a size changed) is freed
@@ -205,7 +201,7 @@ class Stream(Counted):
         size = scheme.piece_size(seg.nbytes)
         sub_hash = {k: hasher() for k in plan.subsegments}
         coded_hash = {p.name: hasher() for p in plan.coded}
-        for r, (a, n) in enumerate(_chunks(size, self.chunk)):
+        for r, (a, n) in enumerate(spans(size, self.chunk)):
             if len(rounds) == RING:  # its staging slot is about to be reused
                 MPI.Request.Waitall(rounds[0])  # kept in ``rounds`` until done (see
                 rounds.popleft()  # transport.keep_on_failure: a freed request must not fail)

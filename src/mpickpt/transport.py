@@ -22,6 +22,12 @@ TAG_REBUILD = 0x6D71
 T = TypeVar("T")
 
 
+def spans(size: int, chunk: int) -> list[tuple[int, int]]:
+    """``(offset, length)`` of the consecutive chunks of at most ``chunk`` bytes that cover
+    ``size`` bytes: the messages of a piece, or the blocks of a pipeline."""
+    return [(a, min(chunk, size - a)) for a in range(0, size, chunk)]
+
+
 # Requests still pending when a wait failed. Open MPI aborts the process when a freed request
 # later completes with an error ("Send error after request freed"), so they are never freed.
 _orphans: list[MPI.Request] = []
