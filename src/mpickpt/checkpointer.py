@@ -18,7 +18,7 @@ from .planning import Report, rebuild_sources
 from .schemes import Scheme, XorSet, get_scheme
 from .segment import State, restore_value, unpack
 from .setstream import SetStream
-from .stream import Stream, new_stats, reprotect
+from .stream import Stream, new_stats
 from .transport import CHUNK, fetch_segment, uniformly
 
 T = TypeVar("T")
@@ -169,12 +169,13 @@ class Checkpointer:
         return version
 
     def protect_again(self, step: int) -> None:
-        """After a recovery: send only the missing pieces (:func:`~mpickpt.stream.reprotect`)."""
+        """After a recovery: send only the missing pieces (``Stream.reprotect``; ``xorset``
+        computes its sets' parity again, ``SetStream.reprotect``)."""
         if self.comm.Get_size() < 2 or self.stream is None or self.store.local is None:
             self.checkpoint(step)
             return
         faults.maybe_kill("checkpoint", step)  # the fault injection point of that checkpoint
-        _reprotect(self.comm, self.stream, self.store)
+        self.stream.reprotect(self.store)
         self.step = step
 
     def flush(self) -> None:
@@ -269,13 +270,6 @@ def _stream(
         return SetStream(comm, scheme, domains, chunk, stats, recycle), [], []
     backups, owners = backup_layout(domains, scheme.backups)
     return Stream(comm, scheme, backups, owners, chunk, stats, recycle), backups, owners
-
-
-def _reprotect(comm: MPI.Comm, stream: Stream | SetStream, store: MemStore) -> None:
-    if isinstance(stream, SetStream):
-        stream.reprotect(store)  # the sets' parity computed again
-    else:
-        reprotect(comm, stream, store)  # only the missing pieces
 
 
 def report(store: MemStore, logical: int | None = None, domain: int = 0) -> Report:

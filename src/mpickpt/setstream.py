@@ -42,7 +42,8 @@ TAG_BUILD = 0x6D7A
 class SetStream(Counted):
     """One rank's part of the ``xorset`` checkpoint over ``comm``, whose ranks live in
     ``domains``; the sets are fixed per membership. Same interface as
-    :class:`~mpickpt.stream.Stream` for the checkpointer (``run``, ``give``, ``nbytes``).
+    :class:`~mpickpt.stream.Stream` for the checkpointer (``run``, ``give``, ``nbytes``,
+    ``reprotect``).
 
     ``recycle``: keep the dropped version's parity chunk for the next one (no fresh pages per
     checkpoint; ``1/(k-1)`` of a segment more held between checkpoints).

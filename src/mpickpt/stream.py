@@ -239,36 +239,35 @@ class Stream(Counted):
                     digests[p.name] = int(sub_hash[p.sources[0]].intdigest())
         return digests
 
+    def reprotect(self, store: MemStore) -> None:
+        """Collective, after a recovery: make every rank hold its pieces of the committed version
+        under the current placement again, moving only the missing ones.
 
-def reprotect(comm: MPI.Comm, stream: Stream, store: MemStore) -> None:
-    """Collective, after a recovery: make every rank hold its pieces of the committed version
-    under the current placement again, moving only the missing ones.
+        Each rank lists the (owner, slot) pieces it lacks (one all-gather: a recovery is rare,
+        the checkpoints stay point to point); each owner sends those from its own committed copy,
+        with fresh checksums; pieces a rank no longer backs up are dropped. Ends in an agreement.
+        """
+        version, local = store.committed, store.local
+        assert local is not None and store.local_version == version
+        have = store.versions.get(version, {})
+        keep: dict[int, dict[str, Held]] = {}
+        missing: list[tuple[int, int]] = []
+        for o, slot in self.sources:
+            names = [p.name for p in self.held[slot]]
+            if all(n in have.get(o, {}) for n in names):
+                keep[o] = {n: have[o][n] for n in names}
+            else:
+                missing.append((o, slot))
+        seg = SegmentView([(0, local.data)], local.size)
 
-    Each rank lists the (owner, slot) pieces it lacks (one all-gather: a recovery is rare,
-    the checkpoints stay point to point); each owner sends those from its own committed copy,
-    with fresh checksums; pieces a rank no longer backs up are dropped. Ends in an agreement.
-    """
-    version, local = store.committed, store.local
-    assert local is not None and store.local_version == version
-    have = store.versions.get(version, {})
-    keep: dict[int, dict[str, Held]] = {}
-    missing: list[tuple[int, int]] = []
-    for o, slot in stream.sources:
-        names = [p.name for p in stream.held[slot]]
-        if all(n in have.get(o, {}) for n in names):
-            keep[o] = {n: have[o][n] for n in names}
-        else:
-            missing.append((o, slot))
-    seg = SegmentView([(0, local.data)], local.size)
+        def step() -> list[Held]:
+            me = self.comm.Get_rank()
+            wanted = self.comm.allgather(missing)
+            sends = [(slot, b) for b, lst in enumerate(wanted) for o, slot in lst if o == me]
+            return self.run(seg, version, sends, missing)
 
-    def step() -> list[Held]:
-        me = comm.Get_rank()
-        wanted = comm.allgather(missing)
-        sends = [(slot, b) for b, lst in enumerate(wanted) for o, slot in lst if o == me]
-        return stream.run(seg, version, sends, missing)
-
-    stream.stats["agreements"] += 1
-    got = uniformly(comm, step, f"re-protect of version {version}")
-    store.versions = {version: keep}
-    store.stage(version, got)
-    stream.stats["reprotects"] += 1
+        self.stats["agreements"] += 1
+        got = uniformly(self.comm, step, f"re-protect of version {version}")
+        store.versions = {version: keep}
+        store.stage(version, got)
+        self.stats["reprotects"] += 1
