@@ -89,7 +89,7 @@ def _layout_sets(scheme: XorSet, a: argparse.Namespace) -> int:
     out: dict[str, Any] = {
         "scheme": scheme.scheme_id,
         "config": scheme.get_config(),
-        "tolerance": "one lost rank per set",
+        "tolerance": scheme.tolerates,
         "overhead": round(scheme.overhead, 6),
     }
     if a.ranks:
@@ -99,7 +99,7 @@ def _layout_sets(scheme: XorSet, a: argparse.Namespace) -> int:
         print(json.dumps(out))
         return 0
     print(
-        f"{scheme!r}: tolerates one lost rank per set (a lost node when every set spans "
+        f"{scheme!r}: tolerates {scheme.tolerates} (a lost node when every set spans "
         f"nodes); stores {scheme.overhead:.3g} x the segment beside its own copy"
     )
     print(f"  a segment is cut into {k - 1} chunks; member j of a set of {k} holds the XOR of")
