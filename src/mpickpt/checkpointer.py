@@ -33,7 +33,11 @@ class Tier(Protocol):
     it (none when only the tier's own work was flushed).
     ``buffer`` gives the memory this rank's own copy of a new version is made in (or None),
     so that the tier can take the segment from there without copying it again.
+    ``in_flight``: how many versions it may be writing at once (each ``collect`` with
+    ``wait`` finishes the oldest).
     """
+
+    in_flight: int
 
     def collect(self, comm: MPI.Comm, wait: bool = False) -> Any: ...
 
@@ -183,7 +187,7 @@ class Checkpointer:
         their index."""
         if self.disk is not None:
             disk = self.disk
-            for _ in range(2):
+            for _ in range(disk.in_flight):
                 spilled = uniformly(self.comm, lambda: disk.collect(self.comm, True), "spill")
                 disk.on_commit(self.rank, spilled)
 

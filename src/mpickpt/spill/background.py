@@ -24,12 +24,15 @@ from ..errors import SpillError
 from ..log import logger
 from .writer import SpillJob, SpillWriter
 
+IN_FLIGHT = 2  # versions written at once; a checkpoint that finds that many waits for the oldest
 LATER = "later"  # a rank's write is not finished yet
 FAILED = "failed"
 
 
 class Background:
     """The spill of every ``every``-th committed version, in the background."""
+
+    in_flight = IN_FLIGHT  # collects that a flush needs to see every version written
 
     def __init__(self, every: int, keep: int) -> None:
         if every < 1:
@@ -84,7 +87,7 @@ class Background:
         version, since = self.flight[0]
         job = self.writer.job(version)
         seconds = config().spill_timeout
-        if wait or len(self.flight) > 1:
+        if wait or len(self.flight) >= IN_FLIGHT:
             t = time.perf_counter()
             job.wait(max(0.0, seconds - (time.monotonic() - since)), raise_errors=False)
             self.waiting += time.perf_counter() - t

@@ -17,7 +17,7 @@ from ..config import config
 from ..errors import SpillError
 from ..log import logger
 from ..transport import uniformly
-from .background import Background
+from .background import IN_FLIGHT, Background
 from .directory import (
     Restart,
     complete_versions,
@@ -64,6 +64,7 @@ class DiskTier(Background):
                 nworkers,
                 scheme_config,
                 self.keep,
+                queue_size=IN_FLIGHT - 1,
                 helper=config().spill_helper,
             )
             self.writer.tag = self.tag
