@@ -58,7 +58,7 @@ def advance(
     waitall(reqs)
     tally["migrated"] += sum(len(v) for v in out.values())
     tally["steps"] += 1
-    tally["max_speed"] = max(tally["max_speed"], float(np.abs(x).max()))
+    tally["max_speed"] = max(tally["max_speed"], float(np.abs(x).max(initial=0.0)))
     # a deterministic order, so that the result does not depend on message timing
     x = np.concatenate([stay, *got])
     return x[np.lexsort((x[:, 1], x[:, 0]))]
