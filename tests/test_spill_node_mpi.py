@@ -110,3 +110,11 @@ def test_rank_killed_while_the_node_helper_holds_writes(tmp_path, long_result, v
 def test_a_checkpoint_waits_only_for_the_older_of_two_versions_in_flight(tmp_path):
     rc, out, err = run_mpi("spill_no_wait.py", 3, str(tmp_path))
     assert rc == 0 and "all 3 ranks passed" in out, f"{out}\n{err}"
+
+
+def test_a_spill_stalled_on_one_rank_is_skipped_on_every_rank(tmp_path):
+    """Before, the stalled rank alone skipped versions, and the next checkpoint hung."""
+    env = {"MPICKPT_SPILL_TIMEOUT": "1"}
+    rc, out, err = run_mpi("spill_one_rank_stalled.py", 3, str(tmp_path), env=env, timeout=60)
+    assert rc == 0 and "all 3 ranks passed" in out, f"{out}\n{err}"
+    assert "skipped: the writer of rank(s) [1] is still busy" in err, err

@@ -5,15 +5,17 @@ A due version goes to the writer right after it is committed in memory, from the
 copy of it (already in the helper's shared memory: no copy). The next checkpoints check,
 collectively, whether every rank's file of the oldest version in flight is written: if so
 rank 0's helper writes its index; if a write failed, or is older than
-``MPICKPT_SPILL_TIMEOUT``, the version is skipped. Up to two versions are in flight, so a
-checkpoint does not wait for a write that is not finished yet: only one that finds two
-versions still in flight waits for the older (the disk is slower than the checkpoints), as do
-the end of the run and a stop (:meth:`Background.collect` with ``wait``).
+``MPICKPT_SPILL_TIMEOUT``, the version is skipped; while some rank's writer is still busy
+with a write given up on, every rank skips the due versions. Up to two versions are in
+flight, so a checkpoint does not wait for a write that is not finished yet: only one that
+finds two versions still in flight waits for the older (the disk is slower than the
+checkpoints), as do the end of the run and a stop (:meth:`Background.collect` with ``wait``).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,15 @@ from .writer import SpillJob, SpillWriter
 IN_FLIGHT = 2  # versions written at once; a checkpoint that finds that many waits for the oldest
 LATER = "later"  # a rank's write is not finished yet
 FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What :meth:`Background.collect` found, the same on every rank."""
+
+    infos: list[dict[str, Any]] | None  # the oldest version in flight, complete everywhere:
+    # every rank's index entry; [] if it failed somewhere; None if none or not finished yet
+    busy: list[int]  # ranks whose writer still writes an older version: nobody submits
 
 
 class Background:
@@ -56,34 +67,65 @@ class Background:
     def on_commit(
         self,
         rank: int,
-        collected: list[dict[str, Any]] | None,
+        collected: Collected | None,
         version: int = -1,
         segment: np.ndarray | None = None,
     ) -> None:
         """After an agreement: index the version :meth:`collect` found complete everywhere,
-        then queue this rank's ``segment`` of the new ``version`` if it is due. Without a
-        segment (a flush) the index is waited for."""
-        self.publish(rank, collected, wait=segment is None)
+        then queue this rank's ``segment`` of the new ``version`` if it is due and no rank's
+        writer is busy. Without a segment (a flush) the index is waited for."""
+        if collected is None:  # no writer
+            return
+        self.publish(rank, collected.infos, wait=segment is None)
         if segment is not None:
             self.count += 1
             if self.count % self.every == 0:
-                self.submit(version, segment)
+                if collected.busy:
+                    if rank == 0:
+                        logger().warning(
+                            f"spill of version {version} skipped: the writer of rank(s) "
+                            f"{collected.busy} is still busy with an older version"
+                        )
+                else:
+                    self.submit(version, segment)
 
     def submit(self, version: int, segment: np.ndarray) -> None:
         """Queue this rank's segment of a due ``version``."""
-        if self.writer is not None and not self.writer.busy():
+        if self.writer is not None:
             t = time.perf_counter()
             self.writer.submit(version, segment)
             self.copying += time.perf_counter() - t
             self.submitted += 1
             self.flight.append((version, time.monotonic()))
 
-    def collect(self, comm: MPI.Comm, wait: bool = False) -> list[dict[str, Any]] | None:
-        """Collective: the index entries of the oldest version in flight once every rank's
-        file is flushed; ``[]`` if it failed somewhere; ``None`` if there is none, or some
-        rank's write is not finished yet (waited for with ``wait``, or two in flight)."""
-        if not self.flight or self.writer is None:
+    def collect(self, comm: MPI.Comm, wait: bool = False) -> Collected | None:
+        """Collective: whether every rank's file of the oldest version in flight is flushed,
+        and which ranks' writers are busy (None without a writer). A wait happens with
+        ``wait``, or when two versions are in flight."""
+        if self.writer is None:
             return None
+        mine: Any = None
+        if self.flight:
+            mine = self._oldest(comm.Get_rank(), wait)
+        # the busy decision is gathered, never taken alone: a rank that skipped a version the
+        # others spill would compare different versions with them from then on
+        states = comm.allgather((mine, self.writer.busy()))
+        infos = [state for state, _ in states]
+        busy = [r for r, (_, b) in enumerate(states) if b]
+        if not self.flight:
+            return Collected(None, busy)
+        if FAILED in infos:
+            if comm.Get_rank() == 0:
+                logger().warning(
+                    f"spill of version {self.flight[0][0]} failed on some rank; skipped"
+                )
+            return Collected([], busy)
+        return Collected(None if LATER in infos else infos, busy)
+
+    def _oldest(self, rank: int, wait: bool) -> Any:
+        """This rank's state of the oldest version in flight: its index entry, LATER or FAILED
+        (a failed write, or none within ``MPICKPT_SPILL_TIMEOUT``)."""
+        assert self.writer is not None
         version, since = self.flight[0]
         job = self.writer.job(version)
         seconds = config().spill_timeout
@@ -91,21 +133,15 @@ class Background:
             t = time.perf_counter()
             job.wait(max(0.0, seconds - (time.monotonic() - since)), raise_errors=False)
             self.waiting += time.perf_counter() - t
-        mine: Any = LATER
         if job.done():
-            mine = self.writer.info(version) if job.error is None else FAILED
-        elif time.monotonic() - since > seconds:
+            return self.writer.info(version) if job.error is None else FAILED
+        if time.monotonic() - since > seconds:
             logger().warning(
-                f"rank {comm.Get_rank()}: spill of version {version} did not finish in "
+                f"rank {rank}: spill of version {version} did not finish in "
                 f"{seconds:g} s (a stalled file system?); the loop goes on without it"
             )
-            mine = FAILED
-        infos = comm.allgather(mine)
-        if FAILED in infos:
-            if comm.Get_rank() == 0:
-                logger().warning(f"spill of version {version} failed on some rank; skipped")
-            return []
-        return None if LATER in infos else infos
+            return FAILED
+        return LATER
 
     def publish(self, rank: int, infos: list[dict[str, Any]] | None, wait: bool = True) -> None:
         """After the agreement: rank 0's helper writes the index of the collected version

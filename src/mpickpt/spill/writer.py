@@ -184,7 +184,10 @@ class _HelperQueue:
 
     def busy(self) -> bool:
         """Whether a submit now would have to wait for an earlier write (commits, which
-        take no buffer and little time, do not count)."""
+        take no buffer and little time, do not count). Takes the replies already there first:
+        a write given up on (timed out) stops counting once the helper has finished it."""
+        while self._pending and self._collect(0):
+            pass
         return sum(not job.commit for job, _ in self._pending) > self.queue_size
 
 
