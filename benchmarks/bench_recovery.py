@@ -409,6 +409,8 @@ def heat_cmd(args: argparse.Namespace, workers: int, size: int, spill: str | Non
         str(args.every),
         "--spares",
         str(args.spares),
+        "--scheme",
+        args.scheme,
     ]
     if spill:  # spill only the last checkpoint (the one the relaunch restarts from)
         checkpoints = 1 + -(-args.steps // args.every)
@@ -895,6 +897,12 @@ def main() -> None:
     ap.add_argument("--workers", default="6,8", help="worker counts, comma separated")
     ap.add_argument("--sizes", default="16,64", help="MB per worker, comma separated")
     ap.add_argument("--spares", type=int, default=1)
+    ap.add_argument(
+        "--scheme",
+        default="parity",
+        choices=["parity", "mirror", "stripe", "rs", "xorset"],
+        help="heat2d --scheme, with heat2d's defaults for its parameters",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="kill / relaunch / startup runs each")
     ap.add_argument("--steps", type=int, default=4, help="heat2d --steps")
     ap.add_argument("--every", type=int, default=2, help="heat2d --every (checkpoint interval)")
@@ -960,8 +968,8 @@ def main() -> None:
     print(
         f"# mpickpt recovery benchmark: {os.cpu_count()} cores, workers {workers}, "
         f"{args.spares} spare(s), sizes {[f'{s:g}' for s in sizes]} MB/rank, heat2d "
-        f"--steps {args.steps} --every {args.every}, SIGKILL of rank {args.kill_rank} at "
-        f"step {args.kill_step}, repeats {args.repeats}, load average "
+        f"--scheme {args.scheme} --steps {args.steps} --every {args.every}, SIGKILL of rank "
+        f"{args.kill_rank} at step {args.kill_step}, repeats {args.repeats}, load average "
         f"{os.getloadavg()[0]:.2f}",
         flush=True,
     )
