@@ -11,13 +11,13 @@ import sys
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-import mpi4py
-
 # These take effect only if mpickpt is imported before mpi4py.MPI (examples import it first):
-# - MPI_Finalize can hang after a failure (open-mpi/ompi#11404): skip it then.
-mpi4py.rc.finalize = False
+# - MPI_Finalize can hang after a failure (open-mpi/ompi#11404): skip it then (imported after
+#   mpi4py.MPI, a process that saw a failure ends in mpickpt's exit handler instead).
+from . import startup as _startup
 
-from . import startup as _startup  # noqa: E402
+_startup.take_over_finalize()
+
 from .errors import (  # noqa: E402 - after the rc setting above
     EXIT_APPLICATION,
     EXIT_CONFIG,

@@ -10,7 +10,6 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import mpi4py
 from mpi4py import MPI
 
 from . import errors, faults, report, startup
@@ -104,16 +103,17 @@ class Runner:
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         """Run ``fn(ctx, *args, **kwargs)`` as described in the class docstring."""
-        if mpi4py.rc.finalize:
-            warnings.warn(
-                "mpi4py.MPI was imported before mpickpt: MPI_Finalize will run "
-                "at exit and can hang after a failure; import mpickpt first",
-                MpickptWarning,
-                stacklevel=3,
-            )
         if not MPI.Is_initialized():  # a library (Devito) told mpi4py to leave it to others
             with startup.bounded():
                 MPI.Init_thread()
+        if startup.FINALIZE_ARMED and MPI.COMM_WORLD.Get_rank() == 0:  # the same everywhere
+            warnings.warn(
+                "mpi4py.MPI was imported before mpickpt: after a failure the processes end "
+                "without running the exit handlers registered before the run (mpi4py's "
+                "MPI_Finalize at exit could hang the job); import mpickpt first",
+                MpickptWarning,
+                stacklevel=3,
+            )
         faults.arm()  # the environment is checked before anything runs
         if self.spill is not None:
             for sig in STOP_SIGNALS:  # early: Slurm may signal long before the end

@@ -187,6 +187,23 @@ def bounded() -> Iterator[None]:
             guard.disarm()
 
 
+# mpi4py.MPI was imported before mpickpt: mpi4py read its rc then, so it will call MPI_Finalize
+# at exit (set by take_over_finalize)
+FINALIZE_ARMED = False
+
+
+def take_over_finalize() -> None:
+    """Keep mpi4py from calling ``MPI_Finalize`` at exit: it can hang after a failure
+    (open-mpi/ompi#11404), so :mod:`.recovery.ending` calls it only after a clean run. mpi4py
+    reads ``mpi4py.rc`` when ``mpi4py.MPI`` is imported: if that came first, it is too late,
+    and :data:`FINALIZE_ARMED` says so (``rc.finalize`` None: finalize if mpi4py initialised)."""
+    global FINALIZE_ARMED
+    import mpi4py
+
+    FINALIZE_ARMED = "mpi4py.MPI" in sys.modules and mpi4py.rc.finalize is not False
+    mpi4py.rc.finalize = False
+
+
 def guard_mpi_init() -> bool:
     """Bound the coming ``MPI_Init`` of this process (see the module docstring); ``True`` if
     armed. Nothing happens outside a launcher, once MPI is imported, or with the guard off."""

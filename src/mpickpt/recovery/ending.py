@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import sys
 import traceback
@@ -25,6 +26,7 @@ from typing import Any, NoReturn
 
 from mpi4py import MPI
 
+from .. import startup
 from ..errors import exit_code
 from ..log import say
 from ..transport import agree_over_failures
@@ -76,6 +78,7 @@ class Ending:
         self._exit(job if lowest else 0, clean=not job)
 
     def _exit(self, code: int, clean: bool) -> NoReturn:
+        logging.shutdown()  # os._exit runs no exit handler: flush the logs' files here
         sys.stdout.flush()
         sys.stderr.flush()
         if clean and not self.failures_seen and not MPI.Is_finalized():
@@ -98,6 +101,11 @@ class Ending:
             self._exit(job if lowest else 0, clean=False)
         if not self.failures_seen and not MPI.Is_finalized():
             MPI.Finalize()
+        elif self.failures_seen and startup.FINALIZE_ARMED:
+            # mpi4py.MPI was imported before mpickpt: mpi4py would call MPI_Finalize once the
+            # interpreter is torn down, and after a failure that can hang the job (seen over
+            # TCP: 1 exit in 6). End here; the exit handlers registered earlier do not run.
+            self._exit(0, clean=False)
 
     def excepthook(self, exc_type: Any, exc: BaseException, tb: Any) -> None:
         """An exception nobody caught: print it, wake the peers, end with its exit code."""
