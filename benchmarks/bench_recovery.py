@@ -86,9 +86,11 @@ def child(argv: list[str]) -> None:
     t_python = time.time()
     import runpy
 
+    import mpickpt  # noqa: F401  first, as the example does (MPI_Finalize off)
+
+    # isort: split
     from mpi4py import MPI
 
-    import mpickpt  # noqa: F401  first, as the example does (MPI_Finalize off)
     from mpickpt import checkpointer, context, log
     from mpickpt.recovery import transaction
 
