@@ -413,6 +413,7 @@ def heat_cmd(args: argparse.Namespace, workers: int, size: int, spill: str | Non
         str(args.spares),
         "--scheme",
         args.scheme,
+        *shlex.split(args.heat_args),
     ]
     if spill:  # spill only the last checkpoint (the one the relaunch restarts from)
         checkpoints = 1 + -(-args.steps // args.every)
@@ -903,7 +904,12 @@ def main() -> None:
         "--scheme",
         default="parity",
         choices=["parity", "mirror", "stripe", "rs", "xorset"],
-        help="heat2d --scheme, with heat2d's defaults for its parameters",
+        help="heat2d --scheme (its parameters: heat2d's defaults, or --heat-args)",
+    )
+    ap.add_argument(
+        "--heat-args",
+        default="",
+        help="more heat2d options, e.g. '--group 3 --parity 2 --backups 5' for rs",
     )
     ap.add_argument("--repeats", type=int, default=3, help="kill / relaunch / startup runs each")
     ap.add_argument("--steps", type=int, default=4, help="heat2d --steps")
@@ -970,9 +976,9 @@ def main() -> None:
     print(
         f"# mpickpt recovery benchmark: {os.cpu_count()} cores, workers {workers}, "
         f"{args.spares} spare(s), sizes {[f'{s:g}' for s in sizes]} MB/rank, heat2d "
-        f"--scheme {args.scheme} --steps {args.steps} --every {args.every}, SIGKILL of rank "
-        f"{args.kill_rank} at step {args.kill_step}, repeats {args.repeats}, load average "
-        f"{os.getloadavg()[0]:.2f}",
+        f"--scheme {args.scheme} {args.heat_args} --steps {args.steps} --every {args.every}, "
+        f"SIGKILL of rank {args.kill_rank} at step {args.kill_step}, repeats {args.repeats}, "
+        f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     git = subprocess.run(
