@@ -96,3 +96,21 @@ def test_reprotect_sends_only_the_missing_pieces(run_mpi):
         assert r["bytes_sent"] == (16 + per_slot * (size + 8) if sends_to_1 else 0), r
         owners = len(r["owners"]) if rank == 1 else 0
         assert r["messages_received"] == owners * (2 + chunks * per_slot), r
+
+
+def test_xorset_reprotect_runs_again_only_in_the_set_that_lost_a_chunk(run_mpi):
+    """Rank 1 lost its parity chunk (group 3 on 6 ranks: two sets): only its set runs the
+    ring again; the other set keeps its chunks and sends nothing (before: every set did)."""
+    n = 6
+    records = launch(run_mpi, "stream_stats.py", n, "xorset", "reprotect")
+    rows = {r["rank"]: r for r in records if r.get("event") == "reprotect"}
+    assert sorted(rows) == list(range(n))
+    assert len([r for r in records if r.get("check") == "rebuilt-after-reprotect"]) == n
+    lost_set = set(rows[1]["members"])
+    assert len(lost_set) == 3
+    for rank, r in rows.items():
+        assert r["reprotects"] == 1 and r["agreements"] == 1
+        if rank in lost_set:
+            assert r["messages_sent"] > 0 and r["messages_received"] > 0, r
+        else:
+            assert r["messages_sent"] == 0 and r["messages_received"] == 0, r

@@ -162,17 +162,40 @@ class SetStream(Counted):
         ]
 
     def reprotect(self, store: MemStore) -> None:
-        """Collective, after a recovery: compute the parity chunks of the committed version
-        again from every member's committed copy (the sets may have changed with the spares'
-        failure domains); ends in an agreement."""
+        """Collective, after a recovery: make every rank hold the parity chunk of the committed
+        version for its set again. Only the sets in which some member lacks its chunk (a spare
+        that took a dead rank's place, or sets formed anew with the spares' failure domains)
+        compute it again from every member's committed copy; the others keep theirs (one
+        all-gather of a flag: a recovery is rare). Ends in an agreement."""
         version, local = store.committed, store.local
         assert local is not None and store.local_version == version
+        mine = self._kept(store, version)
         seg = SegmentView([(0, local.data)], local.size)
+
+        def step() -> list[Held]:
+            valid = self.comm.allgather(mine is not None)
+            if all(valid[r] for r in self.members):
+                return []  # the set's chunks are all held, for this very set
+            return self.run(seg, version)
+
         self.stats["agreements"] += 1
-        got = uniformly(self.comm, lambda: self.run(seg, version), f"re-protect of {version}")
-        store.versions = {version: {}}
+        got = uniformly(self.comm, step, f"re-protect of {version}")
+        store.versions = {version: mine if mine is not None and not got else {}}
         store.stage(version, got)
         self.stats["reprotects"] += 1
+
+    def _kept(self, store: MemStore, version: int) -> dict[int, dict[str, Held]] | None:
+        """This rank's parity chunk of ``version`` as held for each other member of its set,
+        if it has it for every one under its current position and set size (the name says
+        both; with every member's position checked so, the set is the same ordered set)."""
+        k, me = len(self.members), self.pos
+        if k < 2:
+            return {}
+        name, have = parity_name(me, k), store.versions.get(version, {})
+        owners = [o for q, o in enumerate(self.members) if q != me]
+        if not all(name in have.get(o, {}) for o in owners):
+            return None
+        return {o: {name: have[o][name]} for o in owners}
 
 
 def _contribution_sends(

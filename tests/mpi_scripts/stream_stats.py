@@ -1,6 +1,6 @@
 """Checkpoint traffic per rank: the counters of ``Checkpointer.stats`` for each checkpoint.
 
-Usage: ``mpiexec -n N python stream_stats.py {parity,mirror,stripe,rs} [reprotect]``.
+Usage: ``mpiexec -n N python stream_stats.py {parity,mirror,stripe,rs,xorset} [reprotect]``.
 
 Every rank holds the same amount of state, so that the traffic of a rank can be compared
 across N. The segment is larger than a chunk and a chunk larger than the stream's fused
@@ -10,8 +10,9 @@ the other ranks' pieces and compared with its owner's copy (pieces and checksums
 The third checkpoint has a larger segment (receive buffers of a new size).
 
 With ``reprotect``, rank 1 then drops every piece it holds (as a spare that took a dead
-rank's place holds none) and all ranks call ``protect_again``: its traffic is printed, and
-every segment must again be rebuilt from the others' pieces.
+rank's place holds none) and all ranks call ``protect_again``: its traffic is printed (with
+the ranks it backs up, or its xorset set), and every segment must again be rebuilt from the
+others' pieces.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ PARAMS = {
     "mirror": {"copies": 2},
     "stripe": {"backups": 2},
     "rs": {"group": 2, "parity": 1, "backups": 3},
+    "xorset": {"group": 3},
 }
 CHUNK = 512 << 10  # larger than stream.BLOCK (256 KiB): several blocks per chunk
 
@@ -59,9 +61,11 @@ def body(comm: MPI.Comm, checks: Checks) -> None:
         before = dict(ckpt.stats)
         ckpt.protect_again(3)
         delta = {k: ckpt.stats[k] - before[k] for k in ckpt.stats}
-        checks.emit(
-            event="reprotect", owners=ckpt.owners[rank], backups=ckpt.backups[rank], **delta
-        )
+        if scheme == "xorset":  # sets instead of owners and backups
+            where = {"members": getattr(ckpt.stream, "members", [])}
+        else:
+            where = {"owners": ckpt.owners[rank], "backups": ckpt.backups[rank]}
+        checks.emit(event="reprotect", **where, **delta)
         rebuilt = ckpt.rebuild()
         checks.check("rebuilt-after-reprotect", same_bytes(rebuilt, ckpt.local))
     ckpt.close()
