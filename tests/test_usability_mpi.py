@@ -25,6 +25,11 @@ def usability(n: int, *args: str, env: dict[str, str] | None = None) -> tuple[in
     return run_mpi(SCRIPTS / "usability.py", n, *args, env={**ENV, **(env or {})}, timeout=90)
 
 
+def printed_result(out: str) -> str:
+    """What worker 0 printed as ``result <sum>``."""
+    return re.search(r"^result (.*)$", out, re.M)[1]
+
+
 def errors(err: str, kind: str = "ConfigError") -> list[str]:
     return re.findall(rf"^mpickpt: {kind}: (.*)$", err, re.M)
 
@@ -60,7 +65,7 @@ def test_restored_tells_the_roles_apart(tmp_path: Path) -> None:
     rc, out, err = usability(4, "--spares", "1", "--steps", "12", env={"MPICKPT_KILL": "1@6"})
     assert rc == 0, f"rc={rc}\n{out}\n{err}"
     assert incarnations(out) == {("initial", "False"), ("survivor", "True"), ("recovered", "True")}
-    assert re.search(r"^result (.*)$", out, re.M)[1] == re.search(r"^result (.*)$", clean, re.M)[1]
+    assert printed_result(out) == printed_result(clean)
     # a failure before the first commit: everyone starts again from the initial state
     rc, out, err = usability(
         4, "--spares", "1", "--steps", "12", env={"MPICKPT_KILL": "1@0:checkpoint"}
@@ -82,7 +87,7 @@ def test_recycle_false_keeps_no_receive_buffers() -> None:
     assert rc == 0, f"rc={rc}\n{out}\n{err}"
     assert sorted(w for w, _ in pooled.findall(out)) == ["0", "1", "2"], out
     assert all(b == "0" for _, b in pooled.findall(out)), out
-    assert re.search(r"^result (.*)$", out, re.M)[1] == re.search(r"^result (.*)$", clean, re.M)[1]
+    assert printed_result(out) == printed_result(clean)
 
 
 def test_one_log_line_per_recovery_and_the_run_report(tmp_path: Path) -> None:
@@ -123,7 +128,7 @@ def test_a_spill_directory_belongs_to_one_computation(tmp_path: Path) -> None:
     run = ("--spares", "1", "--steps", "12", "--spill", str(spill))
     rc, first, err = usability(4, *run, "--tag", "a")
     assert rc == 0, err
-    result = re.search(r"^result (.*)$", first, re.M)[1]
+    result = printed_result(first)
     versions = sorted(p.name for p in spill.iterdir())
     # private: the directories 0700, the files 0600
     for path in [spill, *spill.rglob("*")]:
@@ -150,7 +155,7 @@ def test_a_spill_directory_belongs_to_one_computation(tmp_path: Path) -> None:
     rc, out, err = usability(4, *run, "--tag", "a")
     assert rc == 0, f"rc={rc}\n{out}\n{err}"
     assert "that run had completed (DONE after step 12): nothing to compute" in err, err
-    assert re.search(r"^result (.*)$", out, re.M)[1] == result
+    assert printed_result(out) == result
     assert sorted(p.name for p in spill.iterdir()) == versions  # no new version written
 
     # fresh: starts over, the old versions moved aside, not deleted
@@ -158,7 +163,7 @@ def test_a_spill_directory_belongs_to_one_computation(tmp_path: Path) -> None:
     assert rc == 0, f"rc={rc}\n{out}\n{err}"
     [old] = [p for p in spill.iterdir() if p.name.startswith("old-")]
     assert sorted(p.name for p in old.iterdir()) == versions
-    assert re.search(r"^result (.*)$", out, re.M)[1] == result
+    assert printed_result(out) == result
     assert "restarted" not in err and f"moved to {old}" in err, err
 
 
