@@ -896,6 +896,8 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2:])
         return
+    from mpickpt.schemes import registry  # not at the top: a --child imports mpickpt first
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", default="6,8", help="worker counts, comma separated")
     ap.add_argument("--sizes", default="16,64", help="MB per worker, comma separated")
@@ -903,7 +905,7 @@ def main() -> None:
     ap.add_argument(
         "--scheme",
         default="parity",
-        choices=["parity", "mirror", "stripe", "rs", "xorset"],
+        choices=sorted(registry),
         help="heat2d --scheme (its parameters: heat2d's defaults, or --heat-args)",
     )
     ap.add_argument(
