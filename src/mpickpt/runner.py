@@ -17,6 +17,7 @@ from .checkpointer import Checkpointer
 from .config import config
 from .context import Context, stop_requested
 from .errors import (
+    EXIT_CONFIG,
     ApplicationError,
     ConfigError,
     MpickptError,
@@ -164,9 +165,14 @@ class Runner:
                 "copying_s": round(disk.copying, 6),
                 "waiting_s": round(disk.waiting, 6),
             }
+        outcome, message = 0, runtime.spill_problem or ""
+        if runtime.spill_problem:
+            outcome = EXIT_CONFIG
+        if error is not None:
+            outcome, message = exit_code(error) or 1, _describe(error)
         data = report.build(
-            outcome=exit_code(error) or 1 if error is not None else 0,
-            message=_describe(error) if error is not None else "",
+            outcome=outcome,
+            message=message,
             role=self.role,
             scheme=ckpt.scheme.get_config(),
             workers=runtime.members.nworkers,
@@ -213,12 +219,23 @@ class Runner:
             if role == "spare":  # pragma: no cover - a worker never becomes a spare
                 role = runtime.wait_as_spare()
         if runtime.members.logical == 0 and runtime.disk is not None:
-            runtime.disk.done(runtime.ckpt.step)  # every worker agreed it completed
+            _finish_spill(runtime)  # every worker agreed it completed
         return result if runtime.members.is_worker else None
 
     def _raise_unless_exit(self, error: Exception) -> None:
         if not self.exit_on_error:
             raise error
+
+
+def _finish_spill(runtime: Runtime) -> None:
+    """Worker 0 marks the spill ``DONE``. If the spill failed at the end, the result is still
+    handed back, and the job's exit code says that the spill failed (the exit-code table)."""
+    assert runtime.disk is not None
+    problem = runtime.disk.finish(runtime.ckpt.step)
+    if problem is not None:
+        runtime.spill_problem = f"the result was computed, but the spill failed: {problem}"
+        logger().error(f"{runtime.spill_problem}; the job exits with {EXIT_CONFIG}")
+        runtime.members.ending.outcome = EXIT_CONFIG
 
 
 def _describe(error: Exception) -> str:

@@ -69,6 +69,7 @@ class Runtime:
         self.at_step: int | None = None  # the step the protected function is at
         self.completed = False  # restarted from the spill of a run that completed (DONE)
         self.error: str | None = None  # what the protected function raised in this process
+        self.spill_problem: str | None = None  # worker 0: the spill failed at the end
         if m.lost_at_start:
             return  # the first recovery sets the workers up (see enter)
         # Every process checks the workers' layout, spares too: a layout that cannot work fails

@@ -38,6 +38,7 @@ class Later:
 class Failed:
     """A rank's write of the oldest version in flight failed, or took too long."""
 
+    rank: int
     reason: str
 
 
@@ -63,6 +64,9 @@ class Background:
         self.writer: SpillWriter | None = None
         self.flight: list[tuple[int, float]] = []  # (version, when submitted), oldest first
         self.indexing: SpillJob | None = None  # worker 0: the index being written (publish)
+        # the newest version that failed to reach the disk and why, until a newer one is
+        # indexed (worker 0 knows both; the end of the run reports it, see DiskTier.finish)
+        self.problem: tuple[int, str] | None = None
         # what the background spill cost the loop (see summary)
         self.submitted = 0
         self.copying = 0.0  # seconds in submit: handing the segment to the writer
@@ -143,11 +147,11 @@ class Background:
         if oldest is None:
             return Collected(None, busy)
         if any(isinstance(i, Failed) for i in infos):
+            failed = [i for i in infos if isinstance(i, Failed)]
+            why = f"on rank(s) {[i.rank for i in failed]}: {failed[0].reason}"
             if comm.Get_rank() == 0:
-                reasons = sorted({i.reason for i in infos if isinstance(i, Failed)})
-                logger().warning(
-                    f"spill of version {oldest} failed: " + "; ".join(reasons) + "; skipped"
-                )
+                logger().warning(f"spill of version {oldest} failed: {why}; skipped")
+            self.failed(oldest, why)
             return Collected([], busy)
         if any(isinstance(i, Later) for i in infos):
             return Collected(None, busy)
@@ -167,13 +171,13 @@ class Background:
         if job.done():
             if job.error is None:
                 return self.writer.info(version)
-            return Failed(f"rank {rank}: {job.error}")
+            return Failed(rank, str(job.error))
         if time.monotonic() - since > seconds:
             logger().warning(
                 f"rank {rank}: spill of version {version} did not finish in "
                 f"{seconds:g} s (a stalled file system?); the loop goes on without it"
             )
-            return Failed(f"rank {rank}: not written within {seconds:g} s")
+            return Failed(rank, f"not written within {seconds:g} s")
         return Later()
 
     def publish(self, rank: int, infos: list[dict[str, Any]] | None, wait: bool = True) -> None:
@@ -186,9 +190,7 @@ class Background:
                 try:  # after the agreement, on one rank: a failure must not stop the job
                     self.indexing = self.writer.commit_later(version, infos)
                 except SpillError as e:
-                    logger().warning(
-                        f"spill of version {version} could not be indexed ({e}); it is skipped"
-                    )
+                    self.unindexed(version, e)
         self.indexed(wait=wait)
 
     def indexed(self, wait: bool) -> None:
@@ -198,9 +200,18 @@ class Background:
             return
         self.indexing = None
         if not job.wait(raise_errors=False):
-            logger().warning(
-                f"spill of version {job.version} could not be indexed ({job.error}); it is skipped"
-            )
+            self.unindexed(job.version, job.error)
+        elif self.problem is not None and self.problem[0] < job.version:
+            self.problem = None  # a newer version is complete on disk
+
+    def unindexed(self, version: int, error: BaseException | None) -> None:
+        logger().warning(f"spill of version {version} could not be indexed ({error}); skipped")
+        self.failed(version, f"its index could not be written: {error}")
+
+    def failed(self, version: int, why: str) -> None:
+        """Remember that ``version`` did not reach the disk."""
+        if self.problem is None or self.problem[0] <= version:
+            self.problem = (version, why)
 
     def summary(self) -> str:
         """What the background spill cost this rank's loop so far."""

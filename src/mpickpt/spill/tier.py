@@ -162,9 +162,21 @@ class DiskTier(Background):
             self.indexed(wait=True)
             self.writer.commit(version, sorted(everyone, key=lambda i: int(i["rank"])))
 
-    def done(self, step: int) -> None:
-        """Record that the run completed (one worker, after every worker agreed it did)."""
-        mark_done(self.directory, step)
+    def finish(self, step: int) -> str | None:
+        """Worker 0, once every worker agreed that the run completed: mark it ``DONE``.
+        Returns what went wrong with the spill at the end (the newest version that failed to
+        reach the disk, or the mark itself), or None: the result is computed either way, so
+        a failure here is reported, never raised."""
+        problem = None
+        if self.problem is not None:
+            version, why = self.problem
+            problem = f"version {version} is not on disk ({why})"
+        try:
+            mark_done(self.directory, step)
+        except OSError as e:
+            problem = f"{problem}; " if problem else ""
+            problem += f"the run could not be marked DONE in {self.directory} ({e})"
+        return problem
 
     def close(self) -> None:
         if self.writer is not None:
