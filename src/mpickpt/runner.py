@@ -38,7 +38,9 @@ from .schemes import Scheme, get_scheme
 from .spill.tier import DiskTier
 
 T = TypeVar("T")
-# the MPI errors that mean a lost peer; any other is the application's, unless a peer died
+# the MPI errors that mean a lost peer. Any other (MPI_ERR_IN_STATUS from a Waitall among them)
+# is reported to the recovery as an MPI error: a lost peer if one died (the plan tells, the same
+# on every process), the echo of a peer's own error if one raised, else the application's bug
 FAILURE_CLASSES = (MPI.ERR_PROC_FAILED, MPI.ERR_PROC_FAILED_PENDING, MPI.ERR_REVOKED)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -202,18 +204,18 @@ class Runner:
                 if e.Get_error_class() not in FAILURE_CLASSES:  # e.g. MPI_ERR_TRUNCATE: a bug,
                     # unless a peer did die (after a failure Open MPI may report ERR_OTHER):
                     # the recovery's plan tells, the same on every process
-                    runtime.error = f"MPI error: {e.Get_error_string()}"
+                    runtime.raised(f"MPI error: {e.Get_error_string()}", "mpi")
                 runtime.leave()
                 role = runtime.recover()
             except ConfigError as e:  # a misuse, the same on every worker that makes it
-                runtime.error = f"{type(e).__name__}: {e}"
+                runtime.raised(f"{type(e).__name__}: {e}", "misuse")
                 runtime.leave()
                 role = runtime.recover()
             except (MpickptError, Preempted):
                 raise
             except Exception as e:  # a bug, not a failed rank: every rank ends the same way
                 traceback.print_exc()  # where it happened, from this rank only
-                runtime.error = f"{type(e).__name__}: {e}"
+                runtime.raised(f"{type(e).__name__}: {e}", "bug")
                 runtime.leave()
                 role = runtime.recover()
             if role == "spare":  # pragma: no cover - a worker never becomes a spare

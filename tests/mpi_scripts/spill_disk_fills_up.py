@@ -13,35 +13,34 @@ import os
 import sys
 
 import numpy as np
-from mpi4py import MPI
 
 import mpickpt
 
 
 def fill(path: str) -> None:
-    """Write ``path`` until the file system has no space left."""
-    block = b"\0" * (1 << 16)
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(block)
-                f.flush()
-        except OSError as e:
-            if e.errno != errno.ENOSPC:
-                raise
+    """Write ``path`` until the file system has not a byte left."""
+    with open(path, "wb", buffering=0) as f:
+        for size in (1 << 16, 1 << 12, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
 
 
-def simulate(ctx: mpickpt.Context, steps: int, turn: int) -> float:
+def simulate(ctx: mpickpt.Context, steps: int, turn: int) -> float | None:
     u = ctx.protect("u", np.full(10_000, float(ctx.comm.Get_rank())))
     for step in ctx.steps(steps):
         if step == turn and ctx.comm.Get_rank() == 0 and ctx.role == "initial":
             fill(os.path.join(sys.argv[1], "filler"))
         u += 1.0
-    return float(ctx.comm.allreduce(u.sum()))
+    total = float(ctx.comm.allreduce(u.sum()))
+    return total if ctx.comm.Get_rank() == 0 else None
 
 
 if __name__ == "__main__":
     run = mpickpt.resilient("mirror", copies=1, every=2, spill=sys.argv[1])
     result = run(simulate)(20, int(sys.argv[2]))
-    if result is not None and MPI.COMM_WORLD.Get_rank() == 0:
+    if result is not None:
         print(f"result: {result:.1f}", flush=True)

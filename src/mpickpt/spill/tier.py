@@ -8,7 +8,8 @@ The file format and the directory need no MPI: :mod:`.format` and :mod:`.directo
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from mpi4py import MPI
@@ -20,13 +21,32 @@ from ..transport import uniformly
 from .background import IN_FLIGHT, Background
 from .directory import (
     Restart,
+    Survey,
     complete_versions,
     find_restart,
     mark_done,
     set_aside,
+    survey,
     write_version_file,
 )
 from .writer import SpillWriter
+
+T = TypeVar("T")
+
+
+def decided(comm: MPI.Comm, read: Callable[[], T]) -> T:
+    """Collective: ``read()`` on rank 0, its result (or the error it raised) on every rank.
+    For what the ranks then act on together: a local read on each could differ."""
+    outcome: tuple[T | None, BaseException | None] = (None, None)
+    if comm.Get_rank() == 0:
+        try:
+            outcome = (read(), None)
+        except (SpillError, OSError) as e:
+            outcome = (None, e if isinstance(e, SpillError) else SpillError(str(e)))
+    result, error = comm.bcast(outcome, root=0)
+    if error is not None:
+        raise error
+    return result
 
 
 class DiskTier(Background):
@@ -118,10 +138,10 @@ class DiskTier(Background):
         With the same number of workers a rank loads its own segment. With another number,
         and ``adapt``, worker ``i`` loads those of old workers ``i, i + nworkers, ...`` (for
         the application to redistribute); without ``adapt`` that is a :class:`SpillError`,
-        the same on every rank. A damaged version is reported and an older one tried.
+        the same on every rank. A damaged version is reported and an older one tried. Which
+        versions exist is read by rank 0 alone and broadcast (a listing of each rank's own
+        could differ), so that every rank tries the same ones.
         """
-        if not self.complete():
-            return None
 
         def mine(n: int) -> range:
             return range(0) if logical is None else range(logical, n, nworkers)
@@ -129,11 +149,25 @@ class DiskTier(Background):
         def agree(problems: list[str]) -> list[str]:
             return [p for part in comm.allgather(problems) for p in part]
 
-        found = find_restart(self.directory, nworkers, mine, adapt=adapt, agree=agree, tag=self.tag)
+        def read() -> Survey | None:
+            if not self.complete():
+                return None
+            return survey(self.directory, nworkers, adapt=adapt, tag=self.tag)
+
+        surveyed = decided(comm, read)
+        if surveyed is None:
+            return None
+        found = find_restart(
+            self.directory, nworkers, mine, adapt=adapt, agree=agree, surveyed=surveyed
+        )
         self.written_by = found.written_by
         if found.problems and comm.Get_rank() == 0:
             logger().warning("skipped damaged spill versions:\n  " + "\n  ".join(found.problems))
         return found
+
+    def has_version(self, comm: MPI.Comm) -> bool:
+        """Collective: whether the directory holds a complete version (rank 0 looks)."""
+        return decided(comm, self.complete)
 
     def save(self, world: MPI.Comm, version: int, segments: dict[int, np.ndarray]) -> None:
         """Collective over ``world``: write ``segments`` (worker -> segment of ``version``) now,
