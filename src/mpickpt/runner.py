@@ -148,6 +148,8 @@ class Runner:
             self._raise_unless_exit(e)
             ending.end(exit_code(e) or 1, _describe(e))
         self._write_report(runtime, None)
+        if runtime.disk is not None:
+            runtime.disk.close()  # its helper process ends here, not at the interpreter's exit
         if members.exit_code:  # an idle spare, told how the workers ended the job
             ending.end(members.exit_code)
         return result
