@@ -206,6 +206,9 @@ class Matrix:
         steps = STEPS if not c.redistribute else int(WALK[1])
         if c.phase in STEP_PHASES:
             at = r.randrange(1, steps - 1)  # the same step: the deaths land in one recovery
+            every = self._every(c)
+            if c.phase in ("checkpoint", "commit") and every:  # a step that checkpoints
+                at = every * r.randrange(1, max(2, (steps - 1) // every))
             spec = ",".join(f"{v}@{at}:{c.phase}" for v in victims)
         elif c.phase == "recovery":  # the first dies mid-run, the others in its recovery
             at = r.randrange(1, steps - 1)
@@ -221,6 +224,13 @@ class Matrix:
         else:  # start, idle, done
             spec = ",".join(f"{v}@{c.phase}" for v in victims)
         return {"MPICKPT_KILL": spec}, None
+
+    @staticmethod
+    def _every(c: Combination) -> int | None:
+        """The checkpoint interval in steps, when it is fixed."""
+        if c.redistribute:
+            return int(c.interval.partition("=")[2]) if c.interval.startswith("every=") else 5
+        return int(c.interval.partition("=")[2]) if c.interval.startswith("every=") else None
 
     def _unstall(self, rank: int) -> chaos.Killer:
         def killer(proc: subprocess.Popen[str], piddir: Path) -> list[str]:
@@ -264,14 +274,16 @@ class Matrix:
         runner = self.runners[c.transport]
         runner.env = {**env, "MPICKPT_INIT_TIMEOUT": "30"}
         sc = scenario(c)
-        planned = [env.get("MPICKPT_KILL", "")]
 
         def watch(proc: subprocess.Popen[str], piddir: Path) -> list[str]:
-            return planned + (killer(proc, piddir) if killer is not None else [])
+            return killer(proc, piddir) if killer is not None else []
 
         timeout = 90 + RECOVERY_TIMEOUT
         with tempfile.TemporaryDirectory(prefix="matrix-") as d:
             rc, out, err, seconds, kills = runner._launch(sc, Path(d), watch, timeout)
+            # the in-process kills that happened: each leaves the time of its death
+            fired = sorted((Path(d) / "pids").glob("killed-rank*.time"))
+        kills += [f"{p.name[len('killed-') : -len('.time')]}@{c.phase}" for p in fired]
         return verdict(c, expected, rc, out, err, seconds, kills)
 
 
@@ -293,7 +305,7 @@ def verdict(
     elif m is not None and m.group(1) != expected:
         outcome = "wrong"
     elif rc == 0:
-        outcome = "ok" if m is not None else ("missed" if not any(kills) else "exit0-noresult")
+        outcome = "exit0-noresult" if m is None else ("ok" if kills else "missed")
     elif rc in allowed_codes(c) and clear:
         outcome = f"exit{rc}"
     else:
