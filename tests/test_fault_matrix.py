@@ -16,7 +16,7 @@ import reruns
 pytestmark = [pytest.mark.mpi, pytest.mark.fault]
 
 SEED = 2026
-COUNT = 32
+COUNT = 30
 SAMPLE = fm.sample(SEED, COUNT)
 
 
