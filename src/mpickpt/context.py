@@ -17,7 +17,7 @@ from .segment import fingerprint_diff
 from .transport import uniformly
 
 if TYPE_CHECKING:
-    from .recovery.transaction import Runtime
+    from .recovery.transaction import Job
 
 T = TypeVar("T")
 
@@ -55,14 +55,14 @@ class Context:
     (arrays copied in place into the ones given), False when it keeps the values given.
     """
 
-    def __init__(self, runtime: Runtime, role: str, schedule: Schedule) -> None:
-        self.runtime = runtime
-        self.checkpointer = runtime.ckpt
+    def __init__(self, job: Job, role: str, schedule: Schedule) -> None:
+        self.job = job
+        self.checkpointer = job.ckpt
         self.role = role
         self.schedule = schedule  # when to checkpoint (mpickpt.policies)
         # the application's own duplicate (its receives cannot take the library's messages);
         # whatever is derived from it is revoked when a worker leaves for a recovery
-        self.comm: MPI.Intracomm = runtime.comms.root(runtime.ckpt.comm)
+        self.comm: MPI.Intracomm = job.comms.root(job.ckpt.comm)
         self.rank: int = self.comm.Get_rank()
         self.size: int = self.comm.Get_size()
         self.restored: bool = bool(self.checkpointer.restored)
@@ -104,7 +104,7 @@ class Context:
         self._started = True
         if self.role == "restarted":
             self._compare_with_spill()
-            if self.runtime.completed and start >= n:
+            if self.job.completed and start >= n:
                 return  # a finished run: its final state is restored, nothing to compute
         self.schedule.resume()
         stop = False
@@ -116,16 +116,16 @@ class Context:
         else:
             stop = self._checkpoint(start)
         if self.role in ("survivor", "recovered", "shrunk"):
-            self.runtime.timeline.mark(f"re-protected; resuming at step {start}")
-            self.runtime.recovered(self.rank, start)
+            self.job.timeline.mark(f"re-protected; resuming at step {start}")
+            self.job.recovered(self.rank, start)
         for step in range(start, n):
             if stop:
                 ckpt.flush()
-                disk = self.runtime.disk
+                disk = self.job.disk
                 where = disk.directory if disk is not None else "the spill"
                 raise Preempted(f"stopped before step {step} on a signal; saved in {where}")
             faults.maybe_kill("compute", step)
-            self.runtime.at_step = step
+            self.job.at_step = step
             yield step
             if self.schedule.due(step) or step + 1 == n:
                 stop = self._checkpoint(step + 1)
@@ -136,8 +136,8 @@ class Context:
                 stop = True
         ckpt.flush()  # a stop asked at the last checkpoint: the run is complete anyway
         if self.rank == 0 and verbose():
-            if self.runtime.disk is not None:
-                say(f"spill: {self.runtime.disk.summary()}")
+            if self.job.disk is not None:
+                say(f"spill: {self.job.disk.summary()}")
             say(f"schedule: {self.schedule.summary()}")
 
     def _checkpoint(self, step: int) -> bool:
@@ -171,7 +171,7 @@ class Context:
         lines = list(dict.fromkeys(f"  - {x}" for part in everyone for x in part))
         if lines:
             more = f"\n  - ... and {len(lines) - 6} more" if len(lines) > 6 else ""
-            disk = self.runtime.disk
+            disk = self.job.disk
             where = disk.directory if disk is not None else "the spill"
             raise ConfigError(
                 f"the state protected now differs from the one saved in {where}:\n"

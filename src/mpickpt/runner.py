@@ -31,7 +31,7 @@ from .log import MpickptWarning, logger
 from .policies import ENV_MTBF, Policy
 from .recovery.ending import current as ending_of_job
 from .recovery.fallback import Redistribute
-from .recovery.transaction import Runtime
+from .recovery.transaction import Job
 from .schedule import make_schedule
 from .schemes import Scheme, get_scheme
 from .spill.tier import DiskTier
@@ -119,8 +119,8 @@ class Runner:
             for sig in STOP_SIGNALS:  # early: Slurm may signal long before the end
                 signal.signal(sig, stop_requested.set)
         try:
-            runtime = Runtime(self._checkpointer, self.spares, self.redistribute)
-            ending = runtime.members.ending
+            job = Job(self._checkpointer, self.spares, self.redistribute)
+            ending = job.members.ending
         except (ConfigError, SpillError) as e:  # the same on every process
             self._raise_unless_exit(e)
             joined = ending_of_job()
@@ -128,33 +128,33 @@ class Runner:
                 joined.end(exit_code(e) or 1, _describe(e))
             errors.excepthook(type(e), e, None)  # printed once; the job exits with 2
             raise  # pragma: no cover - excepthook exits
-        members = runtime.members
+        members = job.members
         ending.revoke.append(lambda: members.world.Revoke())
-        ending.revoke.append(lambda: runtime.ckpt.comm.Revoke())
-        ending.revoke.append(runtime.comms.revoke)
+        ending.revoke.append(lambda: job.ckpt.comm.Revoke())
+        ending.revoke.append(job.comms.revoke)
         try:
-            result = self._roles(fn, runtime, args, kwargs)
+            result = self._roles(fn, job, args, kwargs)
         except (Preempted, SpillError) as e:  # on every worker; the spares are idle
-            self._write_report(runtime, e)
+            self._write_report(job, e)
             self._raise_unless_exit(e)
             code = exit_code(e) or 1
-            members.release_spares(runtime.ckpt.comm, code)
+            members.release_spares(job.ckpt.comm, code)
             ending.end(code, _describe(e))
         except (UnrecoverableError, NoSparesError, ApplicationError, ConfigError) as e:
-            self._write_report(runtime, e)  # the same error on everyone
+            self._write_report(job, e)  # the same error on everyone
             self._raise_unless_exit(e)
             ending.end(exit_code(e) or 1, _describe(e))
-        self._write_report(runtime, None)
+        self._write_report(job, None)
         if members.exit_code:  # an idle spare, told how the workers ended the job
             ending.end(members.exit_code)
         return result
 
-    def _write_report(self, runtime: Runtime, error: Exception | None) -> None:
+    def _write_report(self, job: Job, error: Exception | None) -> None:
         """Worker 0 writes the run report, if one was asked for (never fails the job)."""
         path = self.report if self.report is not None else config().report
-        if not path or runtime.members.logical != 0:
+        if not path or job.members.logical != 0:
             return
-        ckpt, disk = runtime.ckpt, runtime.disk
+        ckpt, disk = job.ckpt, job.disk
         spill: dict[str, Any] | None = None
         if disk is not None:
             spill = {
@@ -169,52 +169,52 @@ class Runner:
             message=_describe(error) if error is not None else "",
             role=self.role,
             scheme=ckpt.scheme.get_config(),
-            workers=runtime.members.nworkers,
+            workers=job.members.nworkers,
             spares=self.spares,
             step=ckpt.step,
             counters=ckpt.stats,
             spill=spill,
-            recoveries=runtime.history,
+            recoveries=job.history,
         )
         try:
             report.write(path, data)
         except OSError as e:
             logger().warning(f"cannot write the run report {path}: {e}")
 
-    def _roles(self, fn: Callable[..., T], runtime: Runtime, args: Any, kwargs: Any) -> T | None:
+    def _roles(self, fn: Callable[..., T], job: Job, args: Any, kwargs: Any) -> T | None:
         """Enter ``fn`` in each role this process takes until the job is finished."""
-        role = runtime.enter()
+        role = job.enter()
         result: T | None = None
         while role != "finished":
             try:
                 self.role = role
-                result = fn(Context(runtime, role, self.schedule), *args, **kwargs)
-                role = runtime.finish()
+                result = fn(Context(job, role, self.schedule), *args, **kwargs)
+                role = job.finish()
             except ProcessFailure:  # raised after the workers' decision point
-                role = runtime.recover()
+                role = job.recover()
             except MPI.Exception as e:  # seen in the application's own communication
                 if e.Get_error_class() not in FAILURE_CLASSES:  # e.g. MPI_ERR_TRUNCATE: a bug,
                     # unless a peer did die (after a failure Open MPI may report ERR_OTHER):
                     # the recovery's plan tells, the same on every process
-                    runtime.error = f"MPI error: {e.Get_error_string()}"
-                runtime.leave()
-                role = runtime.recover()
+                    job.error = f"MPI error: {e.Get_error_string()}"
+                job.leave()
+                role = job.recover()
             except ConfigError as e:  # a misuse, the same on every worker that makes it
-                runtime.error = f"{type(e).__name__}: {e}"
-                runtime.leave()
-                role = runtime.recover()
+                job.error = f"{type(e).__name__}: {e}"
+                job.leave()
+                role = job.recover()
             except (MpickptError, Preempted):
                 raise
             except Exception as e:  # a bug, not a failed rank: every rank ends the same way
                 traceback.print_exc()  # where it happened, from this rank only
-                runtime.error = f"{type(e).__name__}: {e}"
-                runtime.leave()
-                role = runtime.recover()
+                job.error = f"{type(e).__name__}: {e}"
+                job.leave()
+                role = job.recover()
             if role == "spare":  # pragma: no cover - a worker never becomes a spare
-                role = runtime.wait_as_spare()
-        if runtime.members.logical == 0 and runtime.disk is not None:
-            runtime.disk.done(runtime.ckpt.step)  # every worker agreed it completed
-        return result if runtime.members.is_worker else None
+                role = job.wait_as_spare()
+        if job.members.logical == 0 and job.disk is not None:
+            job.disk.done(job.ckpt.step)  # every worker agreed it completed
+        return result if job.members.is_worker else None
 
     def _raise_unless_exit(self, error: Exception) -> None:
         if not self.exit_on_error:

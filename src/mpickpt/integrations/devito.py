@@ -165,7 +165,7 @@ def apply(ctx: Context, op: Any, **kwargs: Any) -> Any:
                 f"({f.name}={f.name})"
             )
     summary = op.apply(**kwargs)
-    if ctx.runtime.comms.failed():
+    if ctx.job.comms.failed():
         raise MPI.Exception(MPI.ERR_PROC_FAILED)
     return summary
 

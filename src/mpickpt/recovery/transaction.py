@@ -1,8 +1,8 @@
-"""The recovery transaction over ULFM, and the :class:`Runtime` that runs it.
+"""The recovery transaction over ULFM, and the :class:`Job` that runs it.
 
-A :class:`Runtime` joins the job's :class:`~.membership.Membership` and the workers'
+A :class:`Job` joins the job's :class:`~.membership.Membership` and the workers'
 :class:`~mpickpt.checkpointer.Checkpointer`. On a failure every surviving process runs
-:meth:`Runtime.recover`: revoke, shrink, report, plan (pure, the same on every process), move
+:meth:`Job.recover`: revoke, shrink, report, plan (pure, the same on every process), move
 pieces, decode, agree, and only then switch to the new communicators. Any exception inside
 starts the transaction again on a smaller world.
 """
@@ -45,7 +45,7 @@ class UlfmWarning(MpickptWarning):
     """The MPI library cannot keep the job alive through a failure."""
 
 
-class Runtime:
+class Job:
     """Workers and spares of one job; survives worker failures while spares and the
     redundancy allow."""
 
@@ -255,7 +255,7 @@ class Runtime:
 
 
 def _switch(
-    runtime: Runtime,
+    job: Job,
     plan: Plan,
     reports: list[Report],
     logical: int | None,
@@ -264,7 +264,7 @@ def _switch(
 ) -> None:
     """After the agreement on ``plan``: this process plays worker ``logical`` (None: an idle
     spare) over ``comm`` and rolls back to the plan's version."""
-    m, ckpt, disk = runtime.members, runtime.ckpt, runtime.disk
+    m, ckpt, disk = job.members, job.ckpt, job.disk
     m.logical = logical
     m.spare_procs = [p for p in range(len(reports)) if p not in plan.assign]
     if logical is None:
