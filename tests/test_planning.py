@@ -26,7 +26,7 @@ from mpickpt import (
 )
 from mpickpt.checksum import checksum
 from mpickpt.layout import choose_backups
-from mpickpt.planning import Plan, Report, plan_recovery, rebuild_sources, save_plan
+from mpickpt.planning import RecoveryPlan, Report, plan_recovery, rebuild_sources, save_plan
 
 
 @dataclass
@@ -88,11 +88,11 @@ class Job:
         out += [Report(None, self.nworkers + i, -1, -1) for i in range(spares)]
         return out
 
-    def plan(self, **kwargs) -> tuple[Plan, list[Report]]:
+    def plan(self, **kwargs) -> tuple[RecoveryPlan, list[Report]]:
         reports = self.reports(**kwargs)
         return plan_recovery(reports, self.nworkers, self.scheme), reports
 
-    def assert_rebuilds(self, plan: Plan, reports: Sequence[Report]) -> None:
+    def assert_rebuilds(self, plan: RecoveryPlan, reports: Sequence[Report]) -> None:
         """Decoding the planned pieces, fetched from their holders, gives each segment back."""
         for owner, (nbytes, sources) in plan.rebuild.items():
             assert nbytes == len(self.segments[owner])
@@ -267,7 +267,7 @@ def test_save_plan_rebuilds_the_dead_on_survivors():
     version, sources, dest = save_plan(reports, 5, job.scheme)
     assert version == job.version and set(sources) == {1, 3}
     assert dest == {1: 0, 3: 1}  # survivors (by process index) in turn
-    job.assert_rebuilds(Plan(version, [0, -1, 1, -1, 2], (1, 3), rebuild=sources), reports)
+    job.assert_rebuilds(RecoveryPlan(version, [0, -1, 1, -1, 2], (1, 3), rebuild=sources), reports)
 
 
 def test_nothing_committed_means_initial_state():

@@ -20,7 +20,7 @@ from mpickpt.policies import (
     format_duration,
     parse_duration,
 )
-from mpickpt.schedule import Plan, Schedule, make_schedule
+from mpickpt.schedule import Interval, Schedule, make_schedule
 
 # -- the formulas -----------------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class Job:
         self.step_time = step_time
         self.cost = cost  # seconds, or a function of the checkpoint's step
         self.reduce = reduce
-        self.plans: list[Plan] = []
+        self.plans: list[Interval] = []
         self.checkpoint_steps: list[int] = []
         self.disagreements = 0
 
@@ -302,13 +302,13 @@ def test_stop_checks_between_checkpoints():
     probe.resume()
     probe.begin(0)
     probe.end(0, None)
-    assert probe.plan.stop_stride is None
+    assert probe.interval.stop_stride is None
     assert [s for s in range(100) if probe.stop_check_due(s)] == [0, 1, 3, 7, 15, 31, 63]
     assert probe.stop_checks == 7
     # known pace: every stop_seconds (2 s) = 2000 steps of 1 ms
-    assert first.plan.stop_stride == 2000
+    assert first.interval.stop_stride == 2000
     job = Job(lambda: Every(10_000), 2, lambda w, s: 1e-3, 0.01, stop_seconds=0.5).run(0, 20)
-    plan = job.schedules[1].plan
+    plan = job.schedules[1].interval
     assert plan.stop_stride == 500
     checks = [s for s in range(20, 3000) if job.schedules[1].stop_check_due(s)]
     assert checks == [519, 1019, 1519, 2019, 2519]
@@ -325,7 +325,7 @@ def test_changed_reports_new_intervals_not_wobbles():
     s = Schedule(EverySeconds(1.0), clock=Clock())
     plans = []
     for n in (100, 105, 95, 130, 131, 50):
-        s.plan = Plan(0, n, None, s.est, "p")
+        s.interval = Interval(0, n, None, s.est, "p")
         plans.append(s.changed())
     assert plans == [True, False, False, True, False, True]
 

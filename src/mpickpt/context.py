@@ -112,7 +112,7 @@ class Context:
             ckpt.protect_again(start)  # but for the pieces lost with the dead: send those
             # no reduction ran: plans may differ (a promoted spare has none), so every worker
             # checkpoints after the next step, where they agree on the next plan
-            self.schedule.plan = None
+            self.schedule.interval = None
         else:
             stop = self._checkpoint(start)
         if self.role in ("survivor", "recovered", "shrunk"):

@@ -32,7 +32,7 @@ class Report:
 
 
 @dataclass
-class Plan:
+class RecoveryPlan:
     """What a recovery does: ``assign[logical]`` is the process index that plays that worker."""
 
     version: int
@@ -54,7 +54,7 @@ class Plan:
 
 def plan_recovery(
     reports: Sequence[Report], nworkers: int, scheme: Scheme, fallback: bool = False
-) -> Plan:
+) -> RecoveryPlan:
     """Decide version, spare promotion and piece transfers, or raise the same error everywhere.
 
     Raises :class:`ApplicationError` when the protected function raised on a worker and no
@@ -88,7 +88,7 @@ def plan_recovery(
     assign = [where.get(w, -1) for w in range(nworkers)]
     for w, s in zip(dead, spares, strict=False):
         assign[w] = s
-    plan = Plan(version, assign, dead)
+    plan = RecoveryPlan(version, assign, dead)
     if version < 0:
         return plan  # nothing committed yet: every worker starts from its initial state
     try:

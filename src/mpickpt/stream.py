@@ -55,7 +55,7 @@ def new_stats() -> dict[str, float]:
     return dict.fromkeys(STAT_KEYS, 0)
 
 
-class _Plan:
+class _Encoding:
     """What to compute for sending the pieces of some backup slots: the coded pieces, and for
     each subsegment whose checksum is needed, where it is taken. Each subsegment is checksummed
     once: in the pass of the first coded piece it is a source of (while its bytes are in
@@ -102,7 +102,7 @@ class Stream(Counted):
         self.dests = list(backups[me]) if backups else []
         self.sources = [(o, list(backups[o]).index(me)) for o in (owners[me] if owners else [])]
         self.held = scheme.held()
-        self.plans: dict[tuple[int, ...], _Plan] = {}
+        self.encodings: dict[tuple[int, ...], _Encoding] = {}
         self.pool: dict[int, list[np.ndarray]] = {}  # free receive buffers by size
         self.ring: dict[tuple[int, str], np.ndarray] = {}  # staging, by (round % RING, key)
 
@@ -194,34 +194,34 @@ class Stream(Counted):
         """Compute and send the pieces of the slots in ``sends`` chunk by chunk; return the
         checksum of every piece sent."""
         key = tuple(sorted({slot for slot, _ in sends}))
-        plan = self.plans.get(key)
-        if plan is None:
-            plan = self.plans[key] = _Plan(self.scheme, key)
+        enc = self.encodings.get(key)
+        if enc is None:
+            enc = self.encodings[key] = _Encoding(self.scheme, key)
         scheme = self.scheme
         size = scheme.piece_size(seg.nbytes)
-        sub_hash = {k: hasher() for k in plan.subsegments}
-        coded_hash = {p.name: hasher() for p in plan.coded}
+        sub_hash = {k: hasher() for k in enc.subsegments}
+        coded_hash = {p.name: hasher() for p in enc.coded}
         for r, (a, n) in enumerate(spans(size, self.chunk)):
             if len(rounds) == RING:  # its staging slot is about to be reused
                 MPI.Request.Waitall(rounds[0])  # kept in ``rounds`` until done (see
                 rounds.popleft()  # transport.keep_on_failure: a freed request must not fail)
             src = {}
-            for k in plan.subsegments:
+            for k in enc.subsegments:
                 mv = seg.view(k * size + a, n)  # in place, unless it straddles regions/padding
                 src[k] = (
                     np.frombuffer(mv, np.uint8)
                     if mv is not None
                     else seg.read_into(k * size + a, self._staging(r, f"s{k}", n))
                 )
-            out = {p.name: self._staging(r, p.name, n) for p in plan.coded}
+            out = {p.name: self._staging(r, p.name, n) for p in enc.coded}
             for b in range(0, n, BLOCK):  # fused: combine and checksum one block at a time
                 e = min(n, b + BLOCK)
-                for p in plan.coded:
-                    for k in plan.hashes_with[p.name]:
+                for p in enc.coded:
+                    for k in enc.hashes_with[p.name]:
                         sub_hash[k].update(src[k][b:e])
                     scheme.combine(p, [src[k][b:e] for k in p.sources], out=out[p.name][b:e])
                     coded_hash[p.name].update(out[p.name][b:e])
-            for k in plan.plain:  # in no coded piece: checksummed on its own
+            for k in enc.plain:  # in no coded piece: checksummed on its own
                 sub_hash[k].update(src[k])
             rounds.append(
                 [

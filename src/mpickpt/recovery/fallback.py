@@ -14,7 +14,7 @@ from mpi4py import MPI
 from ..checkpointer import Checkpointer
 from ..domains import warn_if_spread
 from ..errors import ConfigError, MpickptError, NoSparesError, SpillError, UnrecoverableError
-from ..planning import Plan, Report, save_plan
+from ..planning import RecoveryPlan, Report, save_plan
 from ..segment import unpack
 from ..spill.directory import Restart
 from ..spill.tier import DiskTier
@@ -41,7 +41,12 @@ class Shrunk:
 
 
 def load_spill(
-    disk: DiskTier, world: MPI.Comm, plan: Plan, mine: int | None, nworkers: int, scheme: Any
+    disk: DiskTier,
+    world: MPI.Comm,
+    plan: RecoveryPlan,
+    mine: int | None,
+    nworkers: int,
+    scheme: Any,
 ) -> dict[int, np.ndarray]:
     """Every worker-to-be loads its segment of the newest spilled version all can load; the
     plan's version becomes that one."""

@@ -31,7 +31,7 @@ from ..errors import (
     UnrecoverableError,
 )
 from ..log import MpickptWarning, Timeline, logger
-from ..planning import Plan, Report, plan_recovery
+from ..planning import RecoveryPlan, Report, plan_recovery
 from ..spill.tier import DiskTier
 from ..stall import diagnose, known_failed
 from ..transport import fetch_segment, uniformly
@@ -191,7 +191,11 @@ class Job:
         me = world.Get_rank()
 
         def transaction() -> tuple[
-            list[Report], Plan | Shrunk | None, MpickptError | None, dict[int, Any], MPI.Comm
+            list[Report],
+            RecoveryPlan | Shrunk | None,
+            MpickptError | None,
+            dict[int, Any],
+            MPI.Comm,
         ]:
             own = replace(report(ckpt.store, m.logical, m.domain), error=self.error)
             reports = world.allgather(own)
@@ -256,7 +260,7 @@ class Job:
 
 def _switch(
     job: Job,
-    plan: Plan,
+    plan: RecoveryPlan,
     reports: list[Report],
     logical: int | None,
     comm: MPI.Comm,
@@ -281,7 +285,7 @@ def _switch(
     ckpt.restore_version(plan.version, segment, forget=plan.from_disk)
 
 
-def _replayed(plan: Plan, rollbacks: int) -> UnrecoverableError | None:
+def _replayed(plan: RecoveryPlan, rollbacks: int) -> UnrecoverableError | None:
     """The error that stops a job rolled back to one version too often, or None."""
     if rollbacks < config().max_rollbacks:
         return None
@@ -303,7 +307,7 @@ def _warn_without_ulfm() -> None:
     )
 
 
-def _rebuilt(plan: Plan, short: bool = False) -> str:
+def _rebuilt(plan: RecoveryPlan, short: bool = False) -> str:
     if plan.version < 0:
         return "nothing was committed yet: starting again"
     nbytes = sum(n for n, _ in plan.rebuild.values())
