@@ -127,9 +127,9 @@ def child(argv: list[str]) -> None:
     if hasattr(checkpointer.Checkpointer, "protect_again"):  # re-protect: missing pieces only
         wrap(checkpointer.Checkpointer, "protect_again", "ckpt_start", None)
 
-    orig_report = log.Timeline.report
+    orig_print = log.Timeline.print_timeline
 
-    def report(self: Any, rank: int) -> None:
+    def print_timeline(self: Any, rank: int) -> None:
         if self.events:
             t0 = self.events[0][0]
             recovered = max((t for t, w in self.events if w == "recovered"), default=t0)
@@ -145,9 +145,9 @@ def child(argv: list[str]) -> None:
                 if key in marks and marks[key] >= recovered:
                     extra.append((marks[key], what))
             self.events = sorted(self.events + extra, key=lambda e: e[0])
-        orig_report(self, rank)
+        orig_print(self, rank)
 
-    log.Timeline.report = report  # type: ignore[method-assign]
+    log.Timeline.print_timeline = print_timeline  # type: ignore[method-assign]
 
     examples = Path(os.environ.get(ENV_SOURCE, HERE.parent)) / "examples"
     sys.path.insert(0, str(examples))

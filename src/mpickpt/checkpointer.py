@@ -14,7 +14,7 @@ from . import faults
 from .checksum import checksum
 from .layout import backup_layout
 from .memstore import Held, MemStore
-from .planning import Report, rebuild_sources
+from .planning import ProcessState, rebuild_sources
 from .schemes import Scheme, XorSet, get_scheme
 from .segment import State, restore_value, unpack
 from .setstream import SetStream
@@ -204,10 +204,10 @@ class Checkpointer:
         size = self.comm.Get_size()
         owners = sorted(set(lost)) if lost is not None else list(range(size))
         gone = set(owners) if lost is not None else set()
-        reports = self.comm.allgather(report(self.store, logical=self.rank))
+        states = self.comm.allgather(process_state(self.store, logical=self.rank))
         alive = [
-            r if i not in gone else Report(r.logical, r.domain, r.committed, -1)
-            for i, r in enumerate(reports)
+            r if i not in gone else ProcessState(r.logical, r.domain, r.committed, -1)
+            for i, r in enumerate(states)
         ]
         sources = rebuild_sources(alive, owners, self.version, self.scheme, tuple(owners))
         got = fetch_segment(
@@ -276,7 +276,7 @@ def _stream(
     return Stream(comm, scheme, backups, owners, chunk, stats, recycle), backups, owners
 
 
-def report(store: MemStore, logical: int | None = None, domain: int = 0) -> Report:
+def process_state(store: MemStore, logical: int | None = None, domain: int = 0) -> ProcessState:
     """What a rank holds in ``store``, for planning a rebuild (only pieces that pass their
     checksum)."""
     holdings: dict[int, dict[int, tuple[int, dict[str, int]]]] = {}
@@ -285,7 +285,7 @@ def report(store: MemStore, logical: int | None = None, domain: int = 0) -> Repo
             good = {n: h.header.checksum for n, h in pieces.items() if _intact(h)}
             nbytes = next(iter(pieces.values())).header.nbytes
             holdings.setdefault(v, {})[owner] = (nbytes, good)
-    return Report(logical, domain, store.committed, store.local_version, holdings)
+    return ProcessState(logical, domain, store.committed, store.local_version, holdings)
 
 
 def _intact(h: Held) -> bool:

@@ -139,12 +139,12 @@ class Timeline:
     def close(self, rank: int, resume: int) -> dict[str, Any]:
         """The recovery is over, the loop resumes at ``resume``: the first worker logs its
         one line (and, verbose, the timeline). Returns the record for the run report."""
-        self.report(rank)
+        self.print_timeline(rank)
         if rank == 0:
             logger().info(self.summary(resume))
         return self.as_dict(resume)
 
-    def report(self, rank: int) -> None:
+    def print_timeline(self, rank: int) -> None:
         if rank == 0 and self.events and verbose():
             t0 = _utc(self.events[0][0])
             say(f"recovery timeline (t0 = {t0}, the failure's detection):\n{self.format()}")

@@ -1,6 +1,6 @@
 """Recovery planning: pure decisions from what every surviving process reported.
 
-Every process runs :func:`plan_recovery` on the same all-gathered reports, so every process
+Every process runs :func:`plan_recovery` on the same all-gathered states, so every process
 reaches the same plan, or raises the same error, without another round of messages.
 """
 
@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from .errors import ApplicationError, ConfigError, DecodeError, NoSparesError, UnrecoverableError
 from .schemes import Scheme
 
-_MISUSE = "ConfigError: "  # how a Report names a ConfigError raised by the protected function
+_MISUSE = "ConfigError: "  # how a ProcessState names a ConfigError raised by the protected function
 
 # owner -> (segment nbytes, [(holder, piece name, checksum), ...]): what to move for a rebuild
 Sources = tuple[int, list[tuple[int, str, int]]]
 
 
 @dataclass(frozen=True)
-class Report:
+class ProcessState:
     """What one surviving process says about itself at the start of a recovery."""
 
     logical: int | None  # worker id, or None for an idle spare
@@ -41,19 +41,19 @@ class RecoveryPlan:
     rebuild: dict[int, Sources] = field(default_factory=dict)
     from_disk: bool = False  # beyond the RAM tolerance: every worker reloads from the spill
 
-    def role(self, proc: int, reports: Sequence[Report]) -> str:
+    def role(self, proc: int, states: Sequence[ProcessState]) -> str:
         """``survivor`` or ``recovered`` for a worker, ``spare`` for a process left idle;
         ``initial`` for every worker when nothing was committed yet (nothing to restore)."""
         if proc not in self.assign:
             return "spare"
         if self.version < 0:
             return "initial"
-        was = reports[proc].logical
+        was = states[proc].logical
         return "survivor" if was is not None and self.assign[was] == proc else "recovered"
 
 
 def plan_recovery(
-    reports: Sequence[Report], nworkers: int, scheme: Scheme, fallback: bool = False
+    states: Sequence[ProcessState], nworkers: int, scheme: Scheme, fallback: bool = False
 ) -> RecoveryPlan:
     """Decide version, spare promotion and piece transfers, or raise the same error everywhere.
 
@@ -62,18 +62,18 @@ def plan_recovery(
     :class:`UnrecoverableError` when a lost segment cannot be rebuilt, unless ``fallback``
     (a disk tier exists): then the plan says ``from_disk`` and rebuilds nothing from RAM.
     """
-    where, dead, version = _survey(reports, nworkers)
+    where, dead, version = _survey(states, nworkers)
     # With a dead worker, an exception may come from data garbled by the failure: recover, and
     # a real bug raises again in the recovered run, where nobody died.
-    raised = [f"worker {r.logical} raised {r.error}" for r in reports if r.error is not None]
-    misuse = [r.error for r in reports if r.error is not None and r.error.startswith(_MISUSE)]
+    raised = [f"worker {r.logical} raised {r.error}" for r in states if r.error is not None]
+    misuse = [r.error for r in states if r.error is not None and r.error.startswith(_MISUSE)]
     if raised and not dead and len(misuse) == len(raised):  # a ConfigError: the same message
         raise ConfigError("\n".join(dict.fromkeys(m[len(_MISUSE) :] for m in misuse)))
     if raised and not dead:
         more = f"; and {len(raised) - 3} more" if len(raised) > 3 else ""
         printed = "its traceback is" if len(raised) == 1 else "their tracebacks are"
         raise ApplicationError("; ".join(raised[:3]) + f"{more} ({printed} printed above)")
-    spares = [i for i, r in enumerate(reports) if r.logical is None]
+    spares = [i for i, r in enumerate(states) if r.logical is None]
     if len(spares) < len(dead):
         then = (
             "relaunch to resume from the spill"
@@ -93,7 +93,7 @@ def plan_recovery(
         return plan  # nothing committed yet: every worker starts from its initial state
     try:
         plan.rebuild = rebuild_sources(
-            reports, _need(reports, where, dead, version, nworkers), version, scheme, dead
+            states, _need(states, where, dead, version, nworkers), version, scheme, dead
         )
     except UnrecoverableError:
         if not fallback:
@@ -103,34 +103,34 @@ def plan_recovery(
 
 
 def save_plan(
-    reports: Sequence[Report], nworkers: int, scheme: Scheme
+    states: Sequence[ProcessState], nworkers: int, scheme: Scheme
 ) -> tuple[int, dict[int, Sources], dict[int, int]]:
     """With no spare left: ``(version, sources, dest)`` to rebuild every segment that no
     survivor holds at the newest committed version on a surviving worker (round robin), so
     that the survivors can write the whole version to disk. Raises like :func:`plan_recovery`.
     """
-    where, dead, version = _survey(reports, nworkers)
+    where, dead, version = _survey(states, nworkers)
     if not where:
         raise UnrecoverableError(f"all {nworkers} workers were lost", lost=dead, version=version)
-    need = _need(reports, where, dead, version, nworkers)
+    need = _need(states, where, dead, version, nworkers)
     survivors = [where[w] for w in sorted(where)]
     dest = {o: where.get(o, survivors[i % len(survivors)]) for i, o in enumerate(need)}
-    return version, rebuild_sources(reports, need, version, scheme, dead), dest
+    return version, rebuild_sources(states, need, version, scheme, dead), dest
 
 
 def _survey(
-    reports: Sequence[Report], nworkers: int
+    states: Sequence[ProcessState], nworkers: int
 ) -> tuple[dict[int, int], tuple[int, ...], int]:
     """Where each surviving worker is, which workers are dead, and the newest version that
     some survivor committed (every survivor holds it, committed or staged)."""
-    where = {r.logical: i for i, r in enumerate(reports) if r.logical is not None}
+    where = {r.logical: i for i, r in enumerate(states) if r.logical is not None}
     dead = tuple(w for w in range(nworkers) if w not in where)
-    version = max((r.committed for r in reports if r.logical is not None), default=-1)
+    version = max((r.committed for r in states if r.logical is not None), default=-1)
     return where, dead, version
 
 
 def _need(
-    reports: Sequence[Report],
+    states: Sequence[ProcessState],
     where: dict[int, int],
     dead: tuple[int, ...],
     version: int,
@@ -138,11 +138,11 @@ def _need(
 ) -> list[int]:
     """Workers whose segment of ``version`` must be rebuilt: the dead, and survivors that do
     not keep that version themselves (they missed its commit)."""
-    return [w for w in range(nworkers) if w in dead or reports[where[w]].local_version != version]
+    return [w for w in range(nworkers) if w in dead or states[where[w]].local_version != version]
 
 
 def rebuild_sources(
-    reports: Sequence[Report],
+    states: Sequence[ProcessState],
     owners: Sequence[int] | range,
     version: int,
     scheme: Scheme,
@@ -156,7 +156,7 @@ def rebuild_sources(
     for owner in owners:
         found: dict[str, tuple[int, int]] = {}
         nbytes = 0
-        for i, r in enumerate(reports):
+        for i, r in enumerate(states):
             if scheme.cross_owner and r.local_version != version:
                 continue  # its parity chunk is useless without its own segment of that version
             entry = r.holdings.get(version, {}).get(owner)

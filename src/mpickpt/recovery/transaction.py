@@ -2,9 +2,9 @@
 
 A :class:`Job` joins the job's :class:`~.membership.Membership` and the workers'
 :class:`~mpickpt.checkpointer.Checkpointer`. On a failure every surviving process runs
-:meth:`Job.recover`: revoke, shrink, report, plan (pure, the same on every process), move
-pieces, decode, agree, and only then switch to the new communicators. Any exception inside
-starts the transaction again on a smaller world.
+:meth:`Job.recover`: revoke, shrink, gather the process states, plan (pure, the same on every
+process), move pieces, decode, agree, and only then switch to the new communicators. Any
+exception inside starts the transaction again on a smaller world.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from mpi4py import MPI
 
 from .. import faults
-from ..checkpointer import Checkpointer, report
+from ..checkpointer import Checkpointer, process_state
 from ..comms import Family
 from ..config import config
 from ..domains import warn_if_spread
@@ -31,7 +31,7 @@ from ..errors import (
     UnrecoverableError,
 )
 from ..log import MpickptWarning, Timeline, logger
-from ..planning import RecoveryPlan, Report, plan_recovery
+from ..planning import ProcessState, RecoveryPlan, plan_recovery
 from ..spill.tier import DiskTier
 from ..stall import diagnose, known_failed
 from ..transport import fetch_segment, uniformly
@@ -191,13 +191,13 @@ class Job:
         me = world.Get_rank()
 
         def transaction() -> tuple[
-            list[Report],
+            list[ProcessState],
             RecoveryPlan | Shrunk | None,
             MpickptError | None,
             dict[int, Any],
             MPI.Comm,
         ]:
-            own = replace(report(ckpt.store, m.logical, m.domain), error=self.error)
+            own = replace(process_state(ckpt.store, m.logical, m.domain), error=self.error)
             reports = world.allgather(own)
             nothing: dict[int, Any] = {}
             try:
@@ -261,7 +261,7 @@ class Job:
 def _switch(
     job: Job,
     plan: RecoveryPlan,
-    reports: list[Report],
+    states: list[ProcessState],
     logical: int | None,
     comm: MPI.Comm,
     segment: Any,
@@ -270,11 +270,11 @@ def _switch(
     spare) over ``comm`` and rolls back to the plan's version."""
     m, ckpt, disk = job.members, job.ckpt, job.disk
     m.logical = logical
-    m.spare_procs = [p for p in range(len(reports)) if p not in plan.assign]
+    m.spare_procs = [p for p in range(len(states)) if p not in plan.assign]
     if logical is None:
         ckpt.close()  # an idle spare holds nothing
         return
-    ckpt.attach(comm, [reports[p].domain for p in plan.assign])
+    ckpt.attach(comm, [states[p].domain for p in plan.assign])
     if disk is not None:
         disk.attach(logical, m.nworkers, ckpt.scheme.get_config())
     if plan.version < 0:  # nothing was committed: start again from the initial state
