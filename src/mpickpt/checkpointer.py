@@ -240,7 +240,7 @@ class Checkpointer:
         self.restored, self.step, self.saved_protected = values or {}, step, None
         self.state = State()
 
-    def adopt(self, version: int, values: dict[str, Any], step: int) -> None:
+    def continue_from(self, version: int, values: dict[str, Any], step: int) -> None:
         """Continue from ``values`` made of the segments of ``version`` by the application, at
         ``step``: no piece and no own copy of it is held."""
         self.store.versions, self.store.committed, self.store.local_version = {}, version, -1

@@ -134,7 +134,7 @@ def adopt(
     :meth:`Checkpointer.protect` then returns what it made of them."""
     mine = dict(unpack(own)[1]) if own is not None else {}
     others = [dict(unpack(seg)[1]) for seg in adopted]
-    ckpt.adopt(version, redistribute(mine, others), step)
+    ckpt.continue_from(version, redistribute(mine, others), step)
 
 
 def restart(
