@@ -124,8 +124,8 @@ def child(argv: list[str]) -> None:
     wrap(context.Context, "__init__", None, "context")
     wrap(checkpointer.Checkpointer, "protect", "protect_start", "protect_end")
     wrap(checkpointer.Checkpointer, "checkpoint", "ckpt_start", "ckpt_end", checkpointed)
-    if hasattr(checkpointer.Checkpointer, "protect_again"):  # re-protect: missing pieces only
-        wrap(checkpointer.Checkpointer, "protect_again", "ckpt_start", None)
+    if hasattr(checkpointer.Checkpointer, "reprotect"):  # re-protect: missing pieces only
+        wrap(checkpointer.Checkpointer, "reprotect", "ckpt_start", None)
 
     orig_print = log.Timeline.print_timeline
 

@@ -172,7 +172,7 @@ class Checkpointer:
         faults.maybe_kill("commit", step)
         return version
 
-    def protect_again(self, step: int) -> None:
+    def reprotect(self, step: int) -> None:
         """After a recovery: send only the missing pieces (``Stream.reprotect``; ``xorset``
         computes its sets' parity again, ``SetStream.reprotect``)."""
         if self.comm.Get_size() < 2 or self.stream is None or self.store.local is None:

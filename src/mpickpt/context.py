@@ -109,7 +109,7 @@ class Context:
         self.schedule.resume()
         stop = False
         if self.role in ("survivor", "recovered"):  # the committed version is still held
-            ckpt.protect_again(start)  # but for the pieces lost with the dead: send those
+            ckpt.reprotect(start)  # but for the pieces lost with the dead: send those
             # no reduction ran: plans may differ (a promoted spare has none), so every worker
             # checkpoints after the next step, where they agree on the next plan
             self.schedule.interval = None
