@@ -15,7 +15,7 @@ from .schemes import Scheme
 _MISUSE = "ConfigError: "  # how a ProcessState names a ConfigError raised by the protected function
 
 # owner -> (segment nbytes, [(holder, piece name, checksum), ...]): what to move for a rebuild
-Sources = tuple[int, list[tuple[int, str, int]]]
+RebuildSources = tuple[int, list[tuple[int, str, int]]]
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class RecoveryPlan:
     version: int
     assign: list[int]
     dead: tuple[int, ...]
-    rebuild: dict[int, Sources] = field(default_factory=dict)
+    rebuild: dict[int, RebuildSources] = field(default_factory=dict)
     from_disk: bool = False  # beyond the RAM tolerance: every worker reloads from the spill
 
     def role(self, proc: int, states: Sequence[ProcessState]) -> str:
@@ -104,7 +104,7 @@ def plan_recovery(
 
 def save_plan(
     states: Sequence[ProcessState], nworkers: int, scheme: Scheme
-) -> tuple[int, dict[int, Sources], dict[int, int]]:
+) -> tuple[int, dict[int, RebuildSources], dict[int, int]]:
     """With no spare left: ``(version, sources, dest)`` to rebuild every segment that no
     survivor holds at the newest committed version on a surviving worker (round robin), so
     that the survivors can write the whole version to disk. Raises like :func:`plan_recovery`.
@@ -147,12 +147,12 @@ def rebuild_sources(
     version: int,
     scheme: Scheme,
     dead: tuple[int, ...],
-) -> dict[int, Sources]:
+) -> dict[int, RebuildSources]:
     """For each owner, the pieces (and their holders) that rebuild its segment at ``version``.
 
     Raises :class:`UnrecoverableError` if any owner's surviving pieces are not enough.
     """
-    result: dict[int, Sources] = {}
+    result: dict[int, RebuildSources] = {}
     for owner in owners:
         found: dict[str, tuple[int, int]] = {}
         nbytes = 0

@@ -28,7 +28,7 @@ from .checksum import hasher
 from .errors import IntegrityError
 from .layout import ALIGN
 from .memstore import Held, MemStore, PieceHeader
-from .planning import Sources
+from .planning import RebuildSources
 from .schemes import XorSet, xor_into
 from .schemes.xorset import chunk_size, form_sets, holder, parity_name, parse_name
 from .segment import SegmentView
@@ -239,7 +239,7 @@ def _contribution_sends(
 
 
 def _gather_xor(
-    comm: MPI.Comm, sources: Sources, k: int, lost: int, version: int, block: int
+    comm: MPI.Comm, sources: RebuildSources, k: int, lost: int, version: int, block: int
 ) -> np.ndarray:
     """Receive the contributions of ``sources``' survivors and XOR them into the segment,
     verifying each survivor's parity chunk (its own slot, unmixed) against its checksum."""
@@ -278,7 +278,7 @@ def fetch_sets(
     comm: MPI.Comm,
     store: MemStore,
     version: int,
-    sources: dict[int, Sources],
+    sources: dict[int, RebuildSources],
     dest: dict[int, int],
     block: int = 1 << 20,
 ) -> dict[int, np.ndarray]:

@@ -99,8 +99,9 @@ class Stream(Counted):
         me = comm.Get_rank()
         self.comm, self.scheme, self.stats, self.recycle = comm, scheme, stats, recycle
         self.chunk = max(scheme.granule, chunk - chunk % scheme.granule)  # whole granules
-        self.dests = list(backups[me]) if backups else []
-        self.sources = [(o, list(backups[o]).index(me)) for o in (owners[me] if owners else [])]
+        self.dests = list(backups[me]) if backups else []  # backup ranks, by slot
+        # (owner, slot) of the pieces this rank receives
+        self.incoming = [(o, list(backups[o]).index(me)) for o in (owners[me] if owners else [])]
         self.held = scheme.held()
         self.encodings: dict[tuple[int, ...], _Encoding] = {}
         self.pool: dict[int, list[np.ndarray]] = {}  # free receive buffers by size
@@ -145,7 +146,7 @@ class Stream(Counted):
         some slots (a re-protect after a recovery); by default all of this rank's."""
         held, scheme = self.held, self.scheme
         sends = list(enumerate(self.dests)) if sends is None else list(sends)
-        recvs = self.sources if recvs is None else list(recvs)
+        recvs = self.incoming if recvs is None else list(recvs)
         heads = [np.full(2, -1, np.int64) for _ in recvs]  # never stale bytes of a past one
         sums = [np.empty(len(held[slot]), np.uint64) for _, slot in recvs]
         small: list[MPI.Request] = []
@@ -252,7 +253,7 @@ class Stream(Counted):
         have = store.versions.get(version, {})
         keep: dict[int, dict[str, Held]] = {}
         missing: list[tuple[int, int]] = []
-        for o, slot in self.sources:
+        for o, slot in self.incoming:
             names = [p.name for p in self.held[slot]]
             if all(n in have.get(o, {}) for n in names):
                 keep[o] = {n: have[o][n] for n in names}

@@ -14,7 +14,7 @@ from mpi4py import MPI
 
 from .errors import ProcessFailure
 from .memstore import Held, MemStore, PieceHeader
-from .planning import Sources
+from .planning import RebuildSources
 from .schemes import Scheme
 
 CHUNK = 1 << 20  # bytes per message: large enough for bandwidth, small enough to bound staging
@@ -137,7 +137,7 @@ def fetch_segment(
     store: MemStore,
     scheme: Scheme,
     version: int,
-    sources: dict[int, Sources],
+    sources: dict[int, RebuildSources],
     dest: dict[int, int],
 ) -> dict[int, np.ndarray]:
     """Move the pieces named in ``sources`` to the rank ``dest[owner]`` and decode them there;
