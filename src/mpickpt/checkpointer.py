@@ -19,7 +19,7 @@ from .schemes import Scheme, XorSet, get_scheme
 from .segment import State, restore_value, unpack
 from .setstream import SetStream
 from .stream import Stream, new_stats
-from .transport import CHUNK, fetch_segment, uniformly
+from .transport import CHUNK, fetch_segment, run_and_agree
 
 T = TypeVar("T")
 
@@ -157,7 +157,7 @@ class Checkpointer:
             return spilled, exchanged
 
         self.stats["agreements"] += 1  # the commit point: ProcessFailure everywhere, or commit
-        spilled, exchanged = uniformly(self.comm, stream, f"checkpoint of version {version}")
+        spilled, exchanged = run_and_agree(self.comm, stream, f"checkpoint of version {version}")
         self.exchanged = exchanged
         dropped = self.store.commit(version)
         if self.stream is not None:  # their buffers receive the next version
@@ -188,7 +188,7 @@ class Checkpointer:
         if self.disk is not None:
             disk = self.disk
             for _ in range(disk.in_flight):
-                spilled = uniformly(self.comm, lambda: disk.collect(self.comm, True), "spill")
+                spilled = run_and_agree(self.comm, lambda: disk.collect(self.comm, True), "spill")
                 disk.on_commit(self.rank, spilled)
 
     # -- rebuild ----------------------------------------------------------------------------

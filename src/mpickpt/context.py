@@ -14,7 +14,7 @@ from .errors import ConfigError, Preempted, ProcessFailure
 from .log import say, verbose
 from .schedule import Schedule
 from .segment import fingerprint_diff
-from .transport import uniformly
+from .transport import run_and_agree
 
 if TYPE_CHECKING:
     from .recovery.transaction import Job
@@ -167,7 +167,7 @@ class Context:
         ckpt, comm = self.checkpointer, self.comm
         saved = ckpt.saved_protected
         mine = [] if saved is None else fingerprint_diff(saved, ckpt.state.declared)
-        everyone = uniformly(comm, lambda: comm.allgather(mine), "comparing with the spill")
+        everyone = run_and_agree(comm, lambda: comm.allgather(mine), "comparing with the spill")
         lines = list(dict.fromkeys(f"  - {x}" for part in everyone for x in part))
         if lines:
             more = f"\n  - ... and {len(lines) - 6} more" if len(lines) > 6 else ""

@@ -32,7 +32,7 @@ from .planning import RebuildSources
 from .schemes import XorSet, xor_into
 from .schemes.xorset import chunk_size, form_sets, holder, parity_name, parse_name
 from .segment import SegmentView
-from .transport import Counted, keep_on_failure, spans, uniformly, waitall
+from .transport import Counted, keep_on_failure, run_and_agree, spans, waitall
 
 TAG_SIZE = 0x6D79
 TAG_RING = 0x6D78
@@ -179,7 +179,7 @@ class SetStream(Counted):
             return self.run(seg, version)
 
         self.stats["agreements"] += 1
-        got = uniformly(self.comm, step, f"re-protect of {version}")
+        got = run_and_agree(self.comm, step, f"re-protect of {version}")
         store.versions = {version: mine if mine is not None and not got else {}}
         store.stage(version, got)
         self.stats["reprotects"] += 1

@@ -29,7 +29,7 @@ from .layout import Piece
 from .memstore import Held, MemStore, PieceHeader
 from .schemes import Scheme
 from .segment import SegmentView
-from .transport import Counted, keep_on_failure, spans, uniformly
+from .transport import Counted, keep_on_failure, run_and_agree, spans
 
 TAG_HEAD = 0x6D72
 TAG_DATA = 0x6D70
@@ -268,7 +268,7 @@ class Stream(Counted):
             return self.run(seg, version, sends, missing)
 
         self.stats["agreements"] += 1
-        got = uniformly(self.comm, step, f"re-protect of version {version}")
+        got = run_and_agree(self.comm, step, f"re-protect of version {version}")
         store.versions = {version: keep}
         store.stage(version, got)
         self.stats["reprotects"] += 1

@@ -1,4 +1,4 @@
-"""Piece exchange over MPI for a rebuild, the commit agreement (``uniformly``) and request
+"""Piece exchange over MPI for a rebuild, the commit agreement (``run_and_agree``) and request
 bookkeeping; the checkpoint stream itself is in :mod:`mpickpt.stream`. Every function here is
 collective over ``comm`` and raises ``MPI.Exception`` on a peer failure; callers turn that into
 :class:`~mpickpt.errors.ProcessFailure`."""
@@ -85,7 +85,7 @@ def agree_over_failures(
     return None
 
 
-def uniformly(comm: MPI.Comm, step: Callable[[], T], what: str) -> T:
+def run_and_agree(comm: MPI.Comm, step: Callable[[], T], what: str) -> T:
     """Run ``step()`` then agree over ``comm`` that it succeeded on every rank.
 
     Returns its result when it did. Otherwise every rank raises :class:`ProcessFailure` (a

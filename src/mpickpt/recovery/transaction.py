@@ -34,7 +34,7 @@ from ..log import MpickptWarning, Timeline, logger
 from ..planning import ProcessState, RecoveryPlan, plan_recovery
 from ..spill.tier import DiskTier
 from ..stall import diagnose, known_failed
-from ..transport import fetch_segment, uniformly
+from ..transport import fetch_segment, run_and_agree
 from . import fallback
 from .fallback import Redistribute, Shrunk
 from .membership import Membership
@@ -240,7 +240,7 @@ class Job:
             return reports, plan, None, segments, comm
 
         # the transaction commits only if it completed everywhere; else ProcessFailure: again
-        reports, plan, failure, segments, comm = uniformly(world, transaction, "recovery")
+        reports, plan, failure, segments, comm = run_and_agree(world, transaction, "recovery")
         if failure is not None:
             raise failure
         assert plan is not None
