@@ -32,14 +32,14 @@ from .planning import RebuildSources
 from .schemes import XorSet, xor_into
 from .schemes.xorset import chunk_size, form_sets, holder, parity_name, parse_name
 from .segment import SegmentView
-from .transport import Counted, keep_on_failure, run_and_agree, spans, waitall
+from .transport import MessageCounter, keep_on_failure, run_and_agree, spans, waitall
 
 TAG_SIZE = 0x6D79
 TAG_RING = 0x6D78
 TAG_BUILD = 0x6D7A
 
 
-class SetStream(Counted):
+class SetStream(MessageCounter):
     """One rank's part of the ``xorset`` checkpoint over ``comm``, whose ranks live in
     ``domains``; the sets are fixed per membership. Same interface as
     :class:`~mpickpt.stream.Stream` for the checkpointer (``run``, ``give``, ``nbytes``,

@@ -29,7 +29,7 @@ from .layout import Piece
 from .memstore import Held, MemStore, PieceHeader
 from .schemes import Scheme
 from .segment import SegmentView
-from .transport import Counted, keep_on_failure, run_and_agree, spans
+from .transport import MessageCounter, keep_on_failure, run_and_agree, spans
 
 TAG_HEAD = 0x6D72
 TAG_DATA = 0x6D70
@@ -78,7 +78,7 @@ class _Encoding:
         self.subsegments = sorted(wanted | {k for p in self.coded for k in p.sources})
 
 
-class Stream(Counted):
+class Stream(MessageCounter):
     """One rank's checkpoint stream over ``comm`` with the placement ``backups`` (for every
     rank, its backup ranks by slot) and ``owners`` (for every rank, whom it backs up).
 

@@ -170,7 +170,7 @@ def fetch_segment(
     return out
 
 
-class Counted:
+class MessageCounter:
     """Point-to-point messages of a checkpoint stream on ``comm``, counted in ``stats`` (the
     run report's messages and bytes per rank)."""
 
