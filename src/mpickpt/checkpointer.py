@@ -13,7 +13,7 @@ from mpi4py import MPI
 from . import faults
 from .checksum import checksum
 from .layout import backup_layout
-from .memstore import Held, MemStore
+from .memstore import MemStore, StoredPiece
 from .planning import ProcessState, rebuild_sources
 from .schemes import Scheme, XorSet, get_scheme
 from .segment import State, restore_value, unpack
@@ -288,5 +288,5 @@ def process_state(store: MemStore, logical: int | None = None, domain: int = 0) 
     return ProcessState(logical, domain, store.committed, store.local_version, holdings)
 
 
-def _intact(h: Held) -> bool:
+def _intact(h: StoredPiece) -> bool:
     return checksum(h.data) == h.header.checksum

@@ -27,7 +27,7 @@ from mpi4py import MPI
 from .checksum import hasher
 from .errors import IntegrityError
 from .layout import ALIGN
-from .memstore import Held, MemStore, PieceHeader
+from .memstore import MemStore, PieceHeader, StoredPiece
 from .planning import RebuildSources
 from .schemes import XorSet, xor_into
 from .schemes.xorset import chunk_size, form_sets, holder, parity_name, parse_name
@@ -67,7 +67,7 @@ class SetStream(MessageCounter):
         self.free: np.ndarray | None = None  # the parity buffer of the dropped version
         self.stage: list[np.ndarray] = []  # blocks for the partial parities in flight
 
-    def give(self, pieces: Sequence[Held]) -> None:
+    def give(self, pieces: Sequence[StoredPiece]) -> None:
         """The dropped version's parity chunk: the buffer of the next one."""
         if pieces and self.recycle:
             self.free = pieces[0].data
@@ -94,7 +94,7 @@ class SetStream(MessageCounter):
             raise MPI.Exception(MPI.ERR_OTHER)  # completed on a revoked communicator: a lost peer
         return heads[:, 1]
 
-    def run(self, seg: SegmentView, version: int) -> list[Held]:
+    def run(self, seg: SegmentView, version: int) -> list[StoredPiece]:
         """Compute this rank's parity chunk of ``version`` with its set; returns it once per
         other member of the set (the owners whose rebuild it serves), one shared buffer."""
         k, me, members = len(self.members), self.pos, self.members
@@ -156,7 +156,7 @@ class SetStream(MessageCounter):
         self.stage = idle
         name, value = parity_name(me, k), int(digest.intdigest())
         return [
-            Held(PieceHeader(o, version, name, me, 0, c, value, int(sizes[q])), parity)
+            StoredPiece(PieceHeader(o, version, name, me, 0, c, value, int(sizes[q])), parity)
             for q, o in enumerate(members)
             if q != me
         ]
@@ -172,7 +172,7 @@ class SetStream(MessageCounter):
         mine = self._kept(store, version)
         seg = SegmentView([(0, local.data)], local.size)
 
-        def step() -> list[Held]:
+        def step() -> list[StoredPiece]:
             valid = self.comm.allgather(mine is not None)
             if all(valid[r] for r in self.members):
                 return []  # the set's chunks are all held, for this very set
@@ -184,7 +184,7 @@ class SetStream(MessageCounter):
         store.stage(version, got)
         self.stats["reprotects"] += 1
 
-    def _kept(self, store: MemStore, version: int) -> dict[int, dict[str, Held]] | None:
+    def _kept(self, store: MemStore, version: int) -> dict[int, dict[str, StoredPiece]] | None:
         """This rank's parity chunk of ``version`` as held for each other member of its set,
         if it has it for every one under its current position and set size (the name says
         both; with every member's position checked so, the set is the same ordered set)."""

@@ -26,7 +26,7 @@ from mpi4py import MPI
 
 from .checksum import hasher
 from .layout import Piece
-from .memstore import Held, MemStore, PieceHeader
+from .memstore import MemStore, PieceHeader, StoredPiece
 from .schemes import Scheme
 from .segment import SegmentView
 from .transport import MessageCounter, keep_on_failure, run_and_agree, spans
@@ -113,7 +113,7 @@ class Stream(MessageCounter):
         free = self.pool.get(size)
         return free.pop() if free else np.empty(size, dtype=np.uint8)
 
-    def give(self, pieces: Sequence[Held]) -> None:
+    def give(self, pieces: Sequence[StoredPiece]) -> None:
         """Buffers of a dropped version, for the next receives (if recycling)."""
         if self.recycle:
             for h in pieces:
@@ -139,7 +139,7 @@ class Stream(MessageCounter):
         version: int,
         sends: Sequence[tuple[int, int]] | None = None,
         recvs: Sequence[tuple[int, int]] | None = None,
-    ) -> list[Held]:
+    ) -> list[StoredPiece]:
         """Send this rank's pieces of ``seg`` to its backups and receive its owners' pieces
         of ``version``; returns the received pieces with their checksums. ``sends`` (pairs
         ``(slot, backup rank)``) and ``recvs`` (pairs ``(owner rank, slot)``) restrict it to
@@ -186,7 +186,7 @@ class Stream(MessageCounter):
         for i, o, p, b, n in received:
             digest = int(sums[i][[q.name for q in held[recvs[i][1]]].index(p.name)])
             header = PieceHeader(o, version, p.name, p.stripe, p.index, b.size, digest, n)
-            result.append(Held(header, b))
+            result.append(StoredPiece(header, b))
         return result
 
     def _send_pieces(
@@ -251,7 +251,7 @@ class Stream(MessageCounter):
         version, local = store.committed, store.local
         assert local is not None and store.local_version == version
         have = store.versions.get(version, {})
-        keep: dict[int, dict[str, Held]] = {}
+        keep: dict[int, dict[str, StoredPiece]] = {}
         missing: list[tuple[int, int]] = []
         for o, slot in self.incoming:
             names = [p.name for p in self.held[slot]]
@@ -261,7 +261,7 @@ class Stream(MessageCounter):
                 missing.append((o, slot))
         seg = SegmentView([(0, local.data)], local.size)
 
-        def step() -> list[Held]:
+        def step() -> list[StoredPiece]:
             me = self.comm.Get_rank()
             wanted = self.comm.allgather(missing)
             sends = [(slot, b) for b, lst in enumerate(wanted) for o, slot in lst if o == me]

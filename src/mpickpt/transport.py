@@ -13,7 +13,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .errors import ProcessFailure
-from .memstore import Held, MemStore, PieceHeader
+from .memstore import MemStore, PieceHeader, StoredPiece
 from .planning import RebuildSources
 from .schemes import Scheme
 
@@ -115,8 +115,10 @@ def run_and_agree(comm: MPI.Comm, step: Callable[[], T], what: str) -> T:
 
 
 def send_pieces(
-    comm: MPI.Comm, sends: Sequence[tuple[int, Held]], recvs: Sequence[tuple[int, PieceHeader]]
-) -> list[Held]:
+    comm: MPI.Comm,
+    sends: Sequence[tuple[int, StoredPiece]],
+    recvs: Sequence[tuple[int, PieceHeader]],
+) -> list[StoredPiece]:
     """Point-to-point transfer of whole pieces: ``sends`` are ``(dest, piece)``, ``recvs`` are
     ``(source, header)`` in the order the source sends them. Returns the received pieces."""
     reqs: list[MPI.Request] = []
@@ -125,7 +127,7 @@ def send_pieces(
         for src, h in recvs:
             buf = np.empty(h.length, dtype=np.uint8)
             reqs.append(comm.Irecv([buf, MPI.BYTE], src, TAG_REBUILD))
-            got.append(Held(h, buf))
+            got.append(StoredPiece(h, buf))
         for dest, held in sends:
             reqs.append(comm.Isend([held.data, MPI.BYTE], dest, TAG_REBUILD))
         MPI.Request.Waitall(reqs)
@@ -147,7 +149,7 @@ def fetch_segment(
 
         return fetch_sets(comm, store, version, sources, dest)
     me = comm.Get_rank()
-    sends: list[tuple[int, Held]] = []
+    sends: list[tuple[int, StoredPiece]] = []
     recvs: list[tuple[int, PieceHeader]] = []
     for owner, (nbytes, names) in sorted(sources.items()):
         size = scheme.piece_size(nbytes)
