@@ -161,7 +161,7 @@ class Checkpointer:
         self.exchanged = exchanged
         dropped = self.store.commit(version)
         if self.stream is not None:  # their buffers receive the next version
-            self.stream.give(dropped)
+            self.stream.recycle_buffers(dropped)
         self.store.keep_local(version, seg, self.disk.buffer(seg.nbytes) if self.disk else None)
         self.step = step
         self.stats["checkpoints"] += 1

@@ -42,7 +42,7 @@ TAG_BUILD = 0x6D7A
 class SetStream(MessageCounter):
     """One rank's part of the ``xorset`` checkpoint over ``comm``, whose ranks live in
     ``domains``; the sets are fixed per membership. Same interface as
-    :class:`~mpickpt.stream.Stream` for the checkpointer (``run``, ``give``, ``nbytes``,
+    :class:`~mpickpt.stream.Stream` for the checkpointer (``run``, ``recycle_buffers``, ``nbytes``,
     ``reprotect``).
 
     ``recycle``: keep the dropped version's parity chunk for the next one (no fresh pages per
@@ -67,7 +67,7 @@ class SetStream(MessageCounter):
         self.free: np.ndarray | None = None  # the parity buffer of the dropped version
         self.stage: list[np.ndarray] = []  # blocks for the partial parities in flight
 
-    def give(self, pieces: Sequence[StoredPiece]) -> None:
+    def recycle_buffers(self, pieces: Sequence[StoredPiece]) -> None:
         """The dropped version's parity chunk: the buffer of the next one."""
         if pieces and self.recycle:
             self.free = pieces[0].data

@@ -113,7 +113,7 @@ class Stream(MessageCounter):
         free = self.pool.get(size)
         return free.pop() if free else np.empty(size, dtype=np.uint8)
 
-    def give(self, pieces: Sequence[StoredPiece]) -> None:
+    def recycle_buffers(self, pieces: Sequence[StoredPiece]) -> None:
         """Buffers of a dropped version, for the next receives (if recycling)."""
         if self.recycle:
             for h in pieces:
