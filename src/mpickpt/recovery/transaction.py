@@ -40,6 +40,12 @@ from .fallback import Redistribute, Shrunk
 from .membership import Membership
 from .watchdog import Watchdog, ulfm_available
 
+# what one attempt of the recovery transaction agreed on: the processes' states, the plan
+# (or the shrunk job, or none), the error to raise, the segments rebuilt here, the new comm
+_Attempt = tuple[
+    list[ProcessState], RecoveryPlan | Shrunk | None, MpickptError | None, dict[int, Any], MPI.Comm
+]
+
 
 class UlfmWarning(MpickptWarning):
     """The MPI library cannot keep the job alive through a failure."""
@@ -190,13 +196,7 @@ class Job:
         self.timeline.mark(f"shrunk to {world.Get_size()} processes")
         me = world.Get_rank()
 
-        def transaction() -> tuple[
-            list[ProcessState],
-            RecoveryPlan | Shrunk | None,
-            MpickptError | None,
-            dict[int, Any],
-            MPI.Comm,
-        ]:
+        def transaction() -> _Attempt:
             own = replace(process_state(ckpt.store, m.logical, m.domain), error=self.error)
             reports = world.allgather(own)
             nothing: dict[int, Any] = {}
