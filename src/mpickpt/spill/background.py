@@ -14,6 +14,7 @@ checkpoints), as do the end of the run and a stop (:meth:`Background.collect` wi
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +28,13 @@ from ..log import logger
 from .writer import SpillJob, SpillWriter
 
 IN_FLIGHT = 2  # versions written at once; a checkpoint that finds that many waits for the oldest
-LATER = "later"  # a rank's write is not finished yet
-FAILED = "failed"
+
+
+class Unwritten(enum.Enum):
+    """A rank's file of the oldest version in flight that has no index entry."""
+
+    PENDING = "pending"  # its write is not finished yet
+    FAILED = "failed"  # its write failed, or did not finish within MPICKPT_SPILL_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ class Background:
         ``wait``, or when two versions are in flight."""
         if self.writer is None:
             return None
-        mine: Any = None
+        mine: dict[str, Any] | Unwritten | None = None
         if self.flight:
             mine = self._oldest(comm.Get_rank(), wait)
         # the busy decision is gathered, never taken alone: a rank that skipped a version the
@@ -114,17 +120,19 @@ class Background:
         busy = [r for r, (_, b) in enumerate(states) if b]
         if not self.flight:
             return Collected(None, busy)
-        if FAILED in infos:
+        if Unwritten.FAILED in infos:
             if comm.Get_rank() == 0:
                 logger().warning(
                     f"spill of version {self.flight[0][0]} failed on some rank; skipped"
                 )
             return Collected([], busy)
-        return Collected(None if LATER in infos else infos, busy)
+        if Unwritten.PENDING in infos:
+            return Collected(None, busy)
+        return Collected([i for i in infos if isinstance(i, dict)], busy)
 
-    def _oldest(self, rank: int, wait: bool) -> Any:
-        """This rank's state of the oldest version in flight: its index entry, LATER or FAILED
-        (a failed write, or none within ``MPICKPT_SPILL_TIMEOUT``)."""
+    def _oldest(self, rank: int, wait: bool) -> dict[str, Any] | Unwritten:
+        """This rank's state of the oldest version in flight: its index entry, or why it has
+        none (:class:`Unwritten`)."""
         assert self.writer is not None
         version, since = self.flight[0]
         job = self.writer.job(version)
@@ -134,14 +142,14 @@ class Background:
             job.wait(max(0.0, seconds - (time.monotonic() - since)), raise_errors=False)
             self.waiting += time.perf_counter() - t
         if job.done():
-            return self.writer.info(version) if job.error is None else FAILED
+            return self.writer.info(version) if job.error is None else Unwritten.FAILED
         if time.monotonic() - since > seconds:
             logger().warning(
                 f"rank {rank}: spill of version {version} did not finish in "
                 f"{seconds:g} s (a stalled file system?); the loop goes on without it"
             )
-            return FAILED
-        return LATER
+            return Unwritten.FAILED
+        return Unwritten.PENDING
 
     def publish(self, rank: int, infos: list[dict[str, Any]] | None, wait: bool = True) -> None:
         """After the agreement: rank 0's helper writes the index of the collected version
