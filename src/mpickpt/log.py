@@ -13,7 +13,6 @@ recovery (on the lowest worker), per restart from a spill and per stop on a sign
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 import time
@@ -23,9 +22,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .config import config
+from .launch import launched_rank
 
 NAME = "mpickpt"
-_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
 
 
 class MpickptWarning(UserWarning):
@@ -34,7 +33,8 @@ class MpickptWarning(UserWarning):
 
 def job_rank() -> str:
     """This process's rank in the job, from the launcher's environment (no MPI needed)."""
-    return next((os.environ[v] for v in _RANK_VARIABLES if v in os.environ), "?")
+    rank = launched_rank()
+    return "?" if rank is None else str(rank)
 
 
 class _RankFilter(logging.Filter):
