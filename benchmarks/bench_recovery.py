@@ -906,7 +906,7 @@ def main() -> None:
         "--scheme",
         default="parity",
         choices=sorted(registry),
-        help="heat2d --scheme (its parameters: heat2d's defaults, or --heat-args)",
+        help="heat2d --scheme (its parameters: the library's defaults, or --heat-args)",
     )
     ap.add_argument(
         "--heat-args",

@@ -7,9 +7,12 @@ copies; stripe: none). A loss of backups decodes exactly when every stripe survi
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 from collections import Counter
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +29,14 @@ from mpickpt import (
     Stripe,
     UnknownSchemeError,
     get_scheme,
+)
+from mpickpt.cli import main
+from mpickpt.schemes import registry
+from mpickpt.schemes.options import (
+    add_scheme_options,
+    describe_default,
+    scheme_defaults,
+    scheme_params,
 )
 
 # lengths around the 8-byte alignment and the subsegment boundaries, plus empty and tiny
@@ -301,3 +312,34 @@ def test_unknown_scheme_lists_known_ids():
     assert isinstance(info.value, ValueError)
     with pytest.raises(UnknownSchemeError, match="known schemes"):
         get_scheme({"group": 2})  # no id at all
+
+
+# -- one set of defaults: the scheme classes', in the library, the command line and the docs --
+
+
+@pytest.mark.parametrize("sid", sorted(registry))
+def test_layout_without_parameters_shows_the_librarys_default_scheme(sid, capsys):
+    assert main(["layout", "--scheme", sid, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"] == get_scheme(sid).get_config()
+
+
+def test_options_given_reach_the_scheme_and_the_others_keep_its_defaults():
+    parser = argparse.ArgumentParser()
+    add_scheme_options(parser)
+    args = parser.parse_args(["--scheme", "rs", "--group", "3", "--copies", "5"])
+    assert scheme_params(args) == {"group": 3}  # --copies is mirror's
+    assert get_scheme("rs", **scheme_params(args)) == ReedSolomon(group=3)
+    assert scheme_params(parser.parse_args([])) == {}
+
+
+def test_the_defaults_table_in_the_docs_is_the_scheme_classes():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "schemes.md").read_text()
+    section = text.split("### Defaults", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \| ([^|]+) \|$", section, re.M)
+    documented = {(sid, name): value.strip() for sid, name, value in rows}
+    expected = {
+        (sid, name): describe_default(sid, name)
+        for sid in registry
+        for name in scheme_defaults(sid)
+    }
+    assert documented == expected

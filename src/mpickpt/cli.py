@@ -15,46 +15,14 @@ from typing import Any
 from .errors import ConfigError, SpillError
 from .layout import choose_backups
 from .log import parse_timelines
-from .schemes import XorSet, get_scheme, registry
+from .schemes import XorSet, get_scheme
+from .schemes.options import add_scheme_options, scheme_params
 from .schemes.xorset import form_sets
-
-
-def _scheme_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scheme", default="parity", choices=sorted(registry), help="the scheme")
-    p.add_argument(
-        "--subsegments", type=int, default=None, help="parity/stripe/rs: subsegments per segment"
-    )
-    p.add_argument(
-        "--group", type=int, default=3, help="parity/rs: subsegments per stripe; xorset: set size"
-    )
-    p.add_argument(
-        "--backups",
-        type=int,
-        default=None,
-        help="backups per owner (parity/stripe: 4, rs: group+parity)",
-    )
-    p.add_argument("--copies", type=int, default=2, help="mirror: full copies")
-    p.add_argument("--parity", type=int, default=2, help="rs: coding pieces per stripe")
-
-
-def _scheme(a: argparse.Namespace) -> Any:
-    if a.scheme == "rs":
-        return get_scheme(
-            "rs", group=a.group, parity=a.parity, backups=a.backups, subsegments=a.subsegments
-        )
-    backups = 4 if a.backups is None else a.backups
-    if a.scheme == "parity":
-        return get_scheme("parity", group=a.group, backups=backups, subsegments=a.subsegments)
-    if a.scheme == "stripe":
-        return get_scheme("stripe", backups=backups, subsegments=a.subsegments)
-    if a.scheme == "xorset":
-        return get_scheme("xorset", group=a.group)
-    return get_scheme("mirror", copies=a.copies)
 
 
 def cmd_layout(a: argparse.Namespace) -> int:
     """Which pieces each backup holds; with --ranks, which ranks back up each owner."""
-    scheme = _scheme(a)
+    scheme = get_scheme(a.scheme, **scheme_params(a))
     if isinstance(scheme, XorSet):
         return _layout_sets(scheme, a)
     held = [[p.name for p in pieces] for pieces in scheme.held()]
@@ -153,6 +121,9 @@ def cmd_verify(a: argparse.Namespace) -> int:
 _CHECKSUM = re.compile(r"^checksum: ([0-9a-f]{64})$", re.M)
 
 
+# the demo's scheme: parity(2, 3), which fits its minimum of 4 workers
+DEMO_SCHEME = ["--scheme", "parity", "--group", "2", "--backups", "3"]
+
 # Open MPI can abort a surviving rank as its peer dies (README, "Open MPI faults"); the others
 # then wait for it until the recovery watchdog ends the run.
 OMPI_ABORT = "error after request freed"
@@ -211,6 +182,7 @@ def _demo(a: argparse.Namespace) -> dict[str, Any]:
     say = (lambda *x: None) if a.json else print
     n = a.workers + a.spares
     args = f"--steps {a.steps} --size {a.size} --every {a.every} --spares {a.spares}".split()
+    args += DEMO_SCHEME
     say(
         f"mpickpt demo: heat2d {a.size}x{a.size}, {a.steps} steps, {a.workers} workers + "
         f"{a.spares} spare, parity (group 2, 3 backups), checkpoint every {a.every} steps"
@@ -287,7 +259,7 @@ def _parser() -> argparse.ArgumentParser:
 
     as_json = "print one JSON document instead of text"
     lay = command("layout", "show how a scheme places pieces on backups")
-    _scheme_args(lay)
+    add_scheme_options(lay)
     lay.add_argument("--ranks", type=int, default=0, help="also place N ranks' backups")
     lay.add_argument(
         "--ranks-per-node", type=int, default=0, help="ranks per failure domain (0: one each)"
