@@ -20,6 +20,7 @@ PURE = [
     "mpickpt.memstore",
     "mpickpt.config",
     "mpickpt.errors",
+    "mpickpt.files",
     "mpickpt.spill",
     "mpickpt.spill.format",
     "mpickpt.spill.directory",

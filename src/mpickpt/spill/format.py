@@ -13,7 +13,6 @@ No MPI here: the writes run in a helper process (:mod:`mpickpt.spill.writer`).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import time
@@ -26,6 +25,7 @@ import numpy as np
 
 from ..checksum import checksum
 from ..errors import SpillError
+from ..files import publish
 from ..segment import read_manifest
 
 FORMAT = "mpickpt-spill"
@@ -53,7 +53,7 @@ def _hex(value: int) -> str:
     return format(value, "016x")
 
 
-def _library_version() -> str:
+def library_version() -> str:
     from .. import __version__
 
     return __version__
@@ -67,50 +67,12 @@ def _key(name: str) -> str:
     return key
 
 
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError as e:  # pragma: no cover - some file systems refuse directory fsync
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def make_private_dir(path: str) -> None:
     """Create ``path`` (and missing parents) if needed, readable by this user only (0700):
     a spill holds the job's state, and restarting unpickles it."""
     if not os.path.isdir(path):
         os.makedirs(path, mode=0o700, exist_ok=True)
         os.chmod(path, 0o700)  # whatever the umask
-
-
-def _publish(tmp: str, final: str) -> None:
-    """Make ``tmp`` private (0600), fsync it, rename it to ``final``, fsync the directory."""
-    os.chmod(tmp, 0o600)
-    _fsync_file(tmp)
-    os.replace(tmp, final)
-    _fsync_dir(os.path.dirname(final))
-
-
-def _write_text(final: str, text: str) -> str:
-    """Write ``text`` to ``final`` atomically (through a fsynced ``.tmp``); return ``final``."""
-    with open(final + ".tmp", "w") as f:
-        f.write(text)
-    _publish(final + ".tmp", final)
-    return final
 
 
 def _scheme_json(scheme_config: Mapping[str, Any]) -> str:
@@ -152,7 +114,7 @@ def write_rank_file(
             a["rank"] = rank
             a["nworkers"] = nworkers
             a["scheme"] = _scheme_json(scheme_config)
-            a["mpickpt_version"] = _library_version()
+            a["mpickpt_version"] = library_version()
             a["time"] = now
             a["time_iso"] = datetime.fromtimestamp(now, timezone.utc).isoformat()
             a["segment_nbytes"] = seg.size
@@ -184,7 +146,7 @@ def write_rank_file(
                 ds.attrs["offset"] = e["offset"]
                 ds.attrs["nbytes"] = e["nbytes"]
                 ds.attrs["checksum"] = _hex(checksum(raw))
-        _publish(tmp, path)
+        publish(tmp, path, private=True, durable=True)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
