@@ -194,7 +194,7 @@ def commit_index(
     return write_text(os.path.join(vdir, INDEX), index_text, private=True, durable=True)
 
 
-def _versions(directory: str) -> list[int]:
+def present_versions(directory: str) -> list[int]:
     """Every version directory present (complete or not), newest first."""
     try:
         names = os.listdir(directory)
@@ -235,7 +235,7 @@ def read_index(directory: str | os.PathLike[str], version: int) -> dict[str, Any
 def complete_versions(directory: str | os.PathLike[str]) -> list[int]:
     """Versions with a valid ``INDEX.json``, newest first (their files are not read)."""
     out = []
-    for v in _versions(os.fspath(directory)):
+    for v in present_versions(os.fspath(directory)):
         with contextlib.suppress(SpillError):
             read_index(directory, v)
             out.append(v)
@@ -248,7 +248,7 @@ def next_version(directory: str | os.PathLike[str]) -> int:
     After a restart from disk, number new versions from here so that they sort after the
     old ones (and are not pruned as old).
     """
-    found = _versions(os.fspath(directory))
+    found = present_versions(os.fspath(directory))
     return found[0] + 1 if found else 0
 
 
@@ -266,7 +266,7 @@ def prune(directory: str | os.PathLike[str], keep: int) -> list[int]:
     if not complete:
         return []
     kept = set(complete[:keep])
-    gone = [v for v in _versions(d) if v not in kept and v < complete[0]]
+    gone = [v for v in present_versions(d) if v not in kept and v < complete[0]]
     for v in gone:
         vdir = version_dir(d, v)
         with contextlib.suppress(FileNotFoundError):
@@ -335,7 +335,7 @@ def find_restart(
     problems: list[str] = []
     bad: list[str] = []
     shape: int | None = None  # the number of workers of the newest complete version
-    for v in _versions(d):
+    for v in present_versions(d):
         try:
             index = read_index(d, v)
             n = int(index["nworkers"])
