@@ -21,6 +21,7 @@ PURE = [
     "mpickpt.config",
     "mpickpt.errors",
     "mpickpt.files",
+    "mpickpt.tags",
     "mpickpt.spill",
     "mpickpt.spill.format",
     "mpickpt.spill.directory",
@@ -50,3 +51,17 @@ def test_modules_and_classes_stay_small(path: Path) -> None:
         if isinstance(node, ast.ClassDef):
             size = (node.end_lineno or node.lineno) - node.lineno + 1
             assert size <= MAX_CLASS_LINES, f"class {node.name} in {path}: {size} lines"
+
+
+def test_every_message_tag_is_defined_once_with_its_own_value() -> None:
+    from mpickpt import tags
+
+    assert len(set(tags.ALL)) == len(tags.ALL), "two message tags share a value"
+    defined = {n for n in vars(tags) if n.startswith("TAG_")}
+    assert defined <= {n for n in vars(tags) if getattr(tags, n) in tags.ALL}
+    for path in _sources():
+        if path.name != "tags.py":
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Assign):
+                    names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+                    assert not any(n.startswith("TAG_") for n in names), f"{path}: {names}"

@@ -32,11 +32,8 @@ from .planning import RebuildSources
 from .schemes import XorSet, xor_into
 from .schemes.xorset import chunk_size, form_sets, holder, parity_name, parse_name
 from .segment import SegmentView
+from .tags import TAG_BUILD, TAG_RING, TAG_SIZE
 from .transport import MessageCounter, keep_on_failure, run_and_agree, spans, waitall
-
-TAG_SIZE = 0x6D79
-TAG_RING = 0x6D78
-TAG_BUILD = 0x6D7A
 
 
 class SetStream(MessageCounter):

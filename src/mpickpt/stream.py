@@ -29,11 +29,9 @@ from .layout import Piece
 from .memstore import MemStore, PieceHeader, StoredPiece
 from .schemes import Scheme
 from .segment import SegmentView
+from .tags import TAG_DATA, TAG_HEAD, TAG_SUMS
 from .transport import MessageCounter, keep_on_failure, run_and_agree, spans
 
-TAG_HEAD = 0x6D72
-TAG_DATA = 0x6D70
-TAG_SUMS = 0x6D73
 BLOCK = 256 << 10  # bytes combined and hashed at once: stays in a core's cache
 RING = 3  # rounds of chunks whose sends may be in flight at once
 

@@ -16,9 +16,9 @@ from .errors import ProcessFailure
 from .memstore import MemStore, PieceHeader, StoredPiece
 from .planning import RebuildSources
 from .schemes import Scheme
+from .tags import TAG_REBUILD
 
 CHUNK = 1 << 20  # bytes per message: large enough for bandwidth, small enough to bound staging
-TAG_REBUILD = 0x6D71
 T = TypeVar("T")
 
 

@@ -45,12 +45,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
+from ..tags import TAG_HALO
 from ..transport import waitall
 
 if TYPE_CHECKING:
     from ..api import Context
 
-TAG_HALO = 0x6D64  # + the side the message travels towards (0 left, 1 right)
 _installed: dict[str, Any] = {}
 
 

@@ -16,11 +16,11 @@ from mpi4py import MPI
 
 from ..domains import failure_domains
 from ..errors import ConfigError, ProcessFailure
+from ..tags import TAG_RELEASE
 from ..transport import acknowledged, agree_over_failures, keep_on_failure, run_and_agree
 from .ending import install
 
 SPARE_POLL = 0.005  # seconds between tests of an idle spare's receive (~0 CPU while idle)
-TAG_RELEASE = 0x6D72  # workers to idle spares: the job is over, with this exit code
 
 
 class Membership:
