@@ -27,6 +27,7 @@ from mpickpt import (
 from mpickpt.checksum import checksum
 from mpickpt.layout import choose_backups
 from mpickpt.planning import ProcessState, RecoveryPlan, plan_recovery, rebuild_sources, save_plan
+from reference import encode
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Job:
         rng = np.random.default_rng(self.nworkers)
         # segments of different sizes, not multiples of 8
         self.segments = [rng.bytes(200 + 37 * w) for w in range(self.nworkers)]
-        self.pieces = [self.scheme.encode(s) for s in self.segments]
+        self.pieces = [encode(self.scheme, s) for s in self.segments]
 
     def holder(self, owner: int, name: str) -> int:
         """The worker holding piece ``name`` of ``owner``."""

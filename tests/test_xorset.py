@@ -10,16 +10,8 @@ import pytest
 
 from mpickpt import ConfigError, DecodeError, UnrecoverableError, XorSet, get_scheme
 from mpickpt.planning import ProcessState, rebuild_sources
-from mpickpt.schemes.xorset import (
-    chunk_size,
-    contribution,
-    decode_member,
-    encode_set,
-    form_sets,
-    holder,
-    parity_name,
-    parity_sources,
-)
+from mpickpt.schemes.xorset import chunk_size, decode_member, form_sets, holder, parity_name
+from reference import contribution, encode_set, parity_sources
 
 
 def segments(sizes: list[int], seed: int = 0) -> list[np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 from mpi4py import MPI
@@ -270,8 +270,9 @@ def _stream(
 ) -> tuple[Stream | SetStream, list[list[int]], list[list[int]]]:
     """The checkpoint stream of this rank for a membership, with every rank's backups and
     owners (none for xorset, whose ranks form sets instead)."""
-    if isinstance(scheme, XorSet):
-        return SetStream(comm, scheme, domains, chunk, stats, recycle), [], []
+    if scheme.cross_owner:  # its pieces mix owners: the stream runs over sets
+        sets = cast(XorSet, scheme)
+        return SetStream(comm, sets, domains, chunk, stats, recycle), [], []
     backups, owners = backup_layout(domains, scheme.backups)
     return Stream(comm, scheme, backups, owners, chunk, stats, recycle), backups, owners
 
