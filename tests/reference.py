@@ -14,6 +14,7 @@ from mpickpt.gf256 import EXP, LOG, Matrix, mat_inv, mul
 from mpickpt.schemes import Scheme
 from mpickpt.schemes.base import Buffer
 from mpickpt.schemes.xorset import chunk_size, holder
+from mpickpt.segment import SegmentView
 
 # -- per-owner schemes -------------------------------------------------------------------------
 
@@ -117,3 +118,11 @@ def decode_matrix(coding: Matrix, rows: Sequence[int]) -> Matrix:
         raise DecodeError(f"need {group} distinct pieces of a stripe, got rows {list(rows)}")
     gen = [[int(r == j) for j in range(group)] if r < group else coding[r - group] for r in rows]
     return mat_inv(gen)
+
+
+# -- segments ----------------------------------------------------------------------------------
+
+
+def contiguous(view: SegmentView) -> np.ndarray:
+    """A segment's bytes as one array (a copy; the library streams them region by region)."""
+    return view.read_into(0, np.empty(view.nbytes, dtype=np.uint8))

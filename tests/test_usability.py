@@ -22,6 +22,7 @@ from mpickpt.log import Timeline, logger, parse_timelines
 from mpickpt.segment import State, describe, fingerprint_diff
 from mpickpt.spill import find_restart, read_index
 from mpickpt.spill.directory import commit, set_aside, write_version_file
+from reference import contiguous
 
 # -- protect ----------------------------------------------------------------------------------
 
@@ -75,7 +76,7 @@ def test_fingerprint_difference_names_every_entry() -> None:
 def spill(directory: Path, version: int = 0, tag: str | None = None, nworkers: int = 2) -> None:
     state = State()
     state["u"] = np.arange(5.0)
-    seg = state.snapshot(7).tobytes()
+    seg = contiguous(state.snapshot(7))
     infos = [
         write_version_file(
             directory, version, r, seg, nworkers=nworkers, scheme_config={"id": "mirror"}

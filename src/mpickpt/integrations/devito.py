@@ -71,14 +71,6 @@ def install() -> None:
     DiscreteFunction._halo_exchange = _halo_exchange
 
 
-def uninstall() -> None:
-    """Put Devito's own halo exchange back."""
-    if _installed:
-        from devito.types.dense import DiscreteFunction
-
-        DiscreteFunction._halo_exchange = _installed.pop("original")
-
-
 def _halo_exchange(f: Any) -> None:
     """Fill ``f``'s halo from its neighbours, one distributed dimension after the other (so
     that corners arrive through the second one). Non-blocking, waited for with

@@ -37,7 +37,6 @@ class Shrunk:
     domains: list[int]
     segments: dict[int, Any]
     comm: MPI.Comm
-    finish: bool = False
 
 
 def load_spill(

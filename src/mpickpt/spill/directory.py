@@ -242,16 +242,6 @@ def complete_versions(directory: str | os.PathLike[str]) -> list[int]:
     return out
 
 
-def next_version(directory: str | os.PathLike[str]) -> int:
-    """A version number above every version directory present (0 for an empty spill).
-
-    After a restart from disk, number new versions from here so that they sort after the
-    old ones (and are not pruned as old).
-    """
-    found = present_versions(os.fspath(directory))
-    return found[0] + 1 if found else 0
-
-
 def prune(directory: str | os.PathLike[str], keep: int) -> list[int]:
     """Delete all but the newest ``keep`` complete versions; return the deleted versions.
 

@@ -295,16 +295,11 @@ class SpillWriter(_HelperQueue):
         except KeyError:
             raise SpillError(f"version {version} was not submitted to this spill writer") from None
 
-    def wait(
-        self, version: int, timeout: float | None = None, *, raise_errors: bool = True
-    ) -> bool:
-        """Wait until ``version`` is written and flushed; see :meth:`SpillJob.wait`."""
-        return self.job(version).wait(timeout, raise_errors=raise_errors)
-
     def flush(self, *, raise_errors: bool = True) -> bool:
         """Wait for every submitted write and commit; True if all succeeded.
 
-        Writes whose result was already collected by :meth:`wait` are not reported again.
+        Writes whose result was already collected by :meth:`SpillJob.wait` are not reported
+        again.
         """
         while self._pending:
             self._collect(None)
