@@ -191,6 +191,33 @@ def _demo(a: argparse.Namespace) -> dict[str, Any]:
     clean, _ = _run_heat(n, args, {}, a.timeout)
     clean_s = time.perf_counter() - t
     say(f"1. failure-free run: {clean_s:.2f} s, checksum {clean[:16]}...")
+    say(f"2. same run, SIGKILL of rank {a.kill_rank} at step {a.kill_step}:")
+    faulty, err, elapsed, killed_at = _killed_run(a, n, args, say)
+    result: dict[str, Any] = {
+        "workers": a.workers,
+        "spares": a.spares,
+        "kill_rank": a.kill_rank,
+        "kill_step": a.kill_step,
+        "clean": {"seconds": round(clean_s, 3), "checksum": clean},
+        "faulty": {"seconds": round(elapsed, 3), "checksum": faulty},
+        "timeline": [],
+        "ok": faulty == clean,
+    }
+    if not _tell_recovery(a, result, err, killed_at, say):
+        return result
+    say(f"   run time {elapsed:.2f} s, checksum {faulty[:16]}...")
+    if result["ok"]:
+        say("OK: the run that lost a rank gives the same checksum as the failure-free run")
+    else:
+        say("FAIL: checksums differ")
+    return result
+
+
+def _killed_run(
+    a: argparse.Namespace, n: int, args: list[str], say: Any
+) -> tuple[str, str, float, float | None]:
+    """The run with a kill (once more if Open MPI aborted a survivor): its checksum, standard
+    error, seconds, and the time of the kill if the killed rank left it."""
     with tempfile.TemporaryDirectory() as piddir:
         env = {
             "MPICKPT_KILL": f"{a.kill_rank}@{a.kill_step}",
@@ -198,7 +225,6 @@ def _demo(a: argparse.Namespace) -> dict[str, Any]:
             "MPICKPT_PIDDIR": piddir,
             "MPICKPT_RECOVERY_TIMEOUT": "30",  # a recovery takes well under a second
         }
-        say(f"2. same run, SIGKILL of rank {a.kill_rank} at step {a.kill_step}:")
         for attempt in (1, 2):
             t = time.perf_counter()
             try:
@@ -214,36 +240,29 @@ def _demo(a: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.perf_counter() - t
         killed = Path(piddir, f"killed-rank{a.kill_rank}.time")
         killed_at = float(killed.read_text()) if killed.exists() else None
-    result: dict[str, Any] = {
-        "workers": a.workers,
-        "spares": a.spares,
-        "kill_rank": a.kill_rank,
-        "kill_step": a.kill_step,
-        "clean": {"seconds": round(clean_s, 3), "checksum": clean},
-        "faulty": {"seconds": round(elapsed, 3), "checksum": faulty},
-        "timeline": [],
-        "ok": faulty == clean,
-    }
+    return faulty, err, elapsed, killed_at
+
+
+def _tell_recovery(
+    a: argparse.Namespace, result: dict[str, Any], err: str, killed_at: float | None, say: Any
+) -> bool:
+    """The recovery's timeline into ``result`` (and told): seconds after the SIGKILL when the
+    killed rank left its time, else after the detection. ``False``: no recovery happened (a
+    failed demo)."""
     timelines = parse_timelines(err)
     if not timelines:
         if not a.json:
             sys.stderr.write(err)
         say("   no recovery happened (was the kill step before the end?)")
         result["ok"] = False
-        return result
-    # seconds after the SIGKILL when the killed rank left its time, else after the detection
+        return False
     t0 = killed_at if killed_at is not None else timelines[0][0][0]
     events = [(0.0, f"rank {a.kill_rank} killed (SIGKILL)")] if killed_at is not None else []
     events += [(t - t0, what) for t, what in timelines[0]]
     result["timeline"] = [[round(t, 6), what] for t, what in events]
     for t, what in events:
         say(f"   +{t:8.3f} s  {what}")
-    say(f"   run time {elapsed:.2f} s, checksum {faulty[:16]}...")
-    if result["ok"]:
-        say("OK: the run that lost a rank gives the same checksum as the failure-free run")
-    else:
-        say("FAIL: checksums differ")
-    return result
+    return True
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -142,7 +142,7 @@ class Stream(MessageCounter):
         of ``version``; returns the received pieces with their checksums. ``sends`` (pairs
         ``(slot, backup rank)``) and ``recvs`` (pairs ``(owner rank, slot)``) restrict it to
         some slots (a re-protect after a recovery); by default all of this rank's."""
-        held, scheme = self.held, self.scheme
+        held = self.held
         sends = list(enumerate(self.dests)) if sends is None else list(sends)
         recvs = self.incoming if recvs is None else list(recvs)
         heads = [np.full(2, -1, np.int64) for _ in recvs]  # never stale bytes of a past one
@@ -158,19 +158,7 @@ class Stream(MessageCounter):
             small += [self._send(head, d, TAG_HEAD) for _, d in sends]
             MPI.Request.Waitall(small[: 2 * len(recvs) : 2])  # sizes first
 
-            received: list[tuple[int, int, Piece, np.ndarray, int]] = []
-            for i, (o, slot) in enumerate(recvs):
-                v, nbytes = (int(x) for x in heads[i])
-                if v != version or nbytes < 0:
-                    # a receive "completed" on a revoked communicator without its data (Open
-                    # MPI may do that after a failure): a lost peer, not a bug of this rank
-                    raise MPI.Exception(MPI.ERR_OTHER)
-                size = scheme.piece_size(nbytes)
-                bufs = [self._take(size) for _ in held[slot]]
-                for a, n in spans(size, self.chunk):
-                    data_in += [self._recv(b[a : a + n], o, TAG_DATA) for b in bufs]
-                received += [(i, o, p, b, nbytes) for p, b in zip(held[slot], bufs, strict=True)]
-            self.pool.clear()  # what was not reused (a size changed) is freed
+            received = self._receive_data(heads, recvs, version, data_in)
 
             digests = self._send_pieces(seg, rounds, sends) if sends else {}
             for slot, dest in sends:
@@ -186,6 +174,30 @@ class Stream(MessageCounter):
             header = PieceHeader(o, version, p.name, p.stripe, p.index, b.size, digest, n)
             result.append(StoredPiece(header, b))
         return result
+
+    def _receive_data(
+        self,
+        heads: list[np.ndarray],
+        recvs: Sequence[tuple[int, int]],
+        version: int,
+        data_in: list[MPI.Request],
+    ) -> list[tuple[int, int, Piece, np.ndarray, int]]:
+        """Post the receives of the pieces announced by ``heads`` into ``data_in``: ``(recv
+        index, owner, piece, buffer, segment bytes)`` of each."""
+        received: list[tuple[int, int, Piece, np.ndarray, int]] = []
+        for i, (o, slot) in enumerate(recvs):
+            v, nbytes = (int(x) for x in heads[i])
+            if v != version or nbytes < 0:
+                # a receive "completed" on a revoked communicator without its data (Open
+                # MPI may do that after a failure): a lost peer, not a bug of this rank
+                raise MPI.Exception(MPI.ERR_OTHER)
+            size = self.scheme.piece_size(nbytes)
+            bufs = [self._take(size) for _ in self.held[slot]]
+            for a, n in spans(size, self.chunk):
+                data_in += [self._recv(b[a : a + n], o, TAG_DATA) for b in bufs]
+            received += [(i, o, p, b, nbytes) for p, b in zip(self.held[slot], bufs, strict=True)]
+        self.pool.clear()  # what was not reused (a size changed) is freed
+        return received
 
     def _send_pieces(
         self, seg: SegmentView, rounds: deque[list[MPI.Request]], sends: list[tuple[int, int]]
