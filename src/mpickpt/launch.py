@@ -13,11 +13,10 @@ from pathlib import Path
 RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
 
 # Byte transport between the ranks of one host: TCP (loopback), not shared memory. Over Open
-# MPI 5.0's shared-memory transport (sm), a rank that dies makes Open MPI abort a surviving
-# rank ("Send error after request freed", never reported failed) in about one run in three
-# when two ranks die close together; over TCP no such abort was seen (benchmarks/chaos.py,
-# benchmarks/README.md). TCP costs here 1.1-2.3x the checkpoint time of sm at 1-16 MB per
-# rank, and nothing measurable at MPI_Init.
+# MPI 5.0's shared-memory transport (sm), a rank that dies can make Open MPI abort a surviving
+# rank ("Send error after request freed", never reported failed) when two ranks die close
+# together; over TCP it does not, at some cost per checkpoint (docs/measurements.md, "Open
+# MPI at a failure and at the end").
 BTL = "self,tcp"
 # keep running after a rank dies; several ranks per core; the transport above
 ULFM_FLAGS = ["--with-ft", "ulfm", "--oversubscribe", "--mca", "btl", BTL]

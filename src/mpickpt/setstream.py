@@ -143,7 +143,7 @@ class SetStream(MessageCounter):
         flight are pipelined along the ring): step ``s`` adds own chunk ``k-2-s`` to the
         partial parity of member ``me-1-s``, and the partial received at step ``s`` is used at
         step ``s+1``. Messages are whole blocks: up to ``2(k-2)`` blocks of staging in flight
-        (smaller messages cost more, see the measurements page)."""
+        (smaller messages cost more: docs/measurements.md)."""
         ring = _Ring(parity, spans(parity.size, self.block), min(self.block, parity.size))
         ring.idle = [buf for buf in self.stage if buf.size >= ring.n0]  # taken as needed
         self.stage = []  # given back only after a complete run (no request left on them)

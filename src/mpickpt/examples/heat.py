@@ -94,7 +94,7 @@ class Grid:
         ):
             buf = np.empty_like(recv)
             # Irecv/Isend, not Sendrecv: Open MPI 5.0's MPI_Sendrecv can crash when the peer
-            # has just died (seen here); the non-blocking pair returns an error instead
+            # has just died; the non-blocking pair returns an error instead
             reqs = [
                 self.comm.Irecv(buf, self.neighbour(-dy, -dx), 7),
                 self.comm.Isend(np.ascontiguousarray(send), self.neighbour(dy, dx), 7),
