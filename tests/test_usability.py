@@ -181,10 +181,12 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_default_log_output_and_warnings_without_source_lines() -> None:
     code = (
         "import warnings\n"
-        "from mpickpt.log import MpickptWarning, logger\n"
+        "from mpickpt.log import logger, warn\n"
+        "show = warnings.showwarning\n"
         "logger().info('one line')\n"
         "logger().debug('hidden')\n"
-        "warnings.warn('careful', MpickptWarning)\n"
+        "warn('careful')\n"
+        "assert warnings.showwarning is show\n"
     )
     proc = run_python(code, OMPI_COMM_WORLD_RANK="3")
     assert proc.stderr.splitlines() == [

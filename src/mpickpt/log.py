@@ -70,17 +70,15 @@ def say(message: str) -> None:
     print(f"mpickpt: {message}", file=sys.stderr, flush=True)
 
 
-_show_warning = warnings.showwarning
-
-
-def _showwarning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-    if isinstance(category, type) and issubclass(category, MpickptWarning):
-        logger().warning("warning: %s", message)
-    else:
-        _show_warning(message, category, *args, **kwargs)
-
-
-warnings.showwarning = _showwarning
+def warn(
+    message: str, category: type[MpickptWarning] = MpickptWarning, stacklevel: int = 2
+) -> None:
+    """Warn through the :mod:`warnings` filters (``ignore`` and ``error`` work as usual), shown
+    as one log line without a source line; ``warnings.showwarning`` is left alone."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.warn(message, category, stacklevel=stacklevel + 1)
+    for w in caught:
+        logger().warning("warning: %s", w.message)
 
 
 def _utc(t: float) -> str:

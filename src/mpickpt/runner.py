@@ -3,11 +3,11 @@ roles until it completed on every worker, and end every process with the job's e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import traceback
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from mpi4py import MPI
@@ -27,7 +27,7 @@ from .errors import (
     UnrecoverableError,
     exit_code,
 )
-from .log import MpickptWarning, logger
+from .log import logger, warn
 from .policies import ENV_MTBF, Policy
 from .recovery.ending import current as ending_of_job
 from .recovery.fallback import Redistribute
@@ -103,24 +103,30 @@ class Runner:
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         """Run ``fn(ctx, *args, **kwargs)`` as described in the class docstring."""
-        if not MPI.Is_initialized():  # a library (Devito) told mpi4py to leave it to others
-            with startup.bounded():
-                MPI.Init_thread()
-        if startup.FINALIZE_ARMED and MPI.COMM_WORLD.Get_rank() == 0:  # the same everywhere
-            warnings.warn(
-                "mpi4py.MPI was imported before mpickpt: after a failure the processes end "
-                "without running the exit handlers registered before the run (mpi4py's "
-                "MPI_Finalize at exit could hang the job); import mpickpt first",
-                MpickptWarning,
-                stacklevel=3,
-            )
+        _start_mpi()
         faults.arm()  # the environment is checked before anything runs
-        if self.spill is not None:
-            for sig in STOP_SIGNALS:  # early: Slurm may signal long before the end
-                signal.signal(sig, stop_requested.set)
+        with self._stop_signals():
+            job = self._join()
+            return self._finish(job, fn, args, kwargs)
+
+    @contextlib.contextmanager
+    def _stop_signals(self) -> Iterator[None]:
+        """With a spill, SIGTERM and SIGUSR1 ask the workers to spill and stop (early: Slurm
+        may signal long before the end); the previous handlers are back after the run."""
+        if self.spill is None:
+            yield
+            return
+        previous = {sig: signal.signal(sig, stop_requested.set) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _join(self) -> Job:
+        """Every process joins the job; a configuration that cannot work ends it (exit 2)."""
         try:
             job = Job(self._checkpointer, self.spares, self.redistribute)
-            ending = job.members.ending
         except (ConfigError, SpillError) as e:  # the same on every process
             self._raise_unless_exit(e)
             joined = ending_of_job()
@@ -128,10 +134,15 @@ class Runner:
                 joined.end(exit_code(e) or 1, _describe(e))
             errors.excepthook(type(e), e, None)  # printed once; the job exits with 2
             raise  # pragma: no cover - excepthook exits
-        members = job.members
+        ending, members = job.members.ending, job.members
         ending.revoke.append(lambda: members.world.Revoke())
         ending.revoke.append(lambda: job.ckpt.comm.Revoke())
         ending.revoke.append(job.comms.revoke)
+        return job
+
+    def _finish(self, job: Job, fn: Callable[..., T], args: Any, kwargs: Any) -> T | None:
+        """Run ``fn`` in its roles until the job is finished; the result, or the job's end."""
+        members, ending = job.members, job.members.ending
         try:
             result = self._roles(fn, job, args, kwargs)
         except (Preempted, SpillError) as e:  # on every worker; the spares are idle
@@ -219,6 +230,21 @@ class Runner:
     def _raise_unless_exit(self, error: Exception) -> None:
         if not self.exit_on_error:
             raise error
+
+
+def _start_mpi() -> None:
+    """``MPI_Init`` if nobody ran it yet (a library such as Devito told mpi4py to leave it to
+    others), bounded as at import; warn once if mpi4py's ``MPI_Finalize`` at exit is armed."""
+    if not MPI.Is_initialized():
+        with startup.bounded():
+            MPI.Init_thread()
+    if startup.FINALIZE_ARMED and MPI.COMM_WORLD.Get_rank() == 0:  # the same everywhere
+        warn(
+            "mpi4py.MPI was imported before mpickpt: after a failure the processes end "
+            "without running the exit handlers registered before the run (mpi4py's "
+            "MPI_Finalize at exit could hang the job); import mpickpt first",
+            stacklevel=4,
+        )
 
 
 def _describe(error: Exception) -> str:

@@ -10,7 +10,6 @@ exception inside starts the transaction again on a smaller world.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -30,7 +29,7 @@ from ..errors import (
     ProcessFailure,
     UnrecoverableError,
 )
-from ..log import MpickptWarning, Timeline, logger
+from ..log import MpickptWarning, Timeline, logger, warn
 from ..planning import ProcessState, RecoveryPlan, plan_recovery
 from ..spill.tier import DiskTier
 from ..stall import diagnose, known_failed
@@ -299,7 +298,7 @@ def _replayed(plan: RecoveryPlan, rollbacks: int) -> UnrecoverableError | None:
 
 
 def _warn_without_ulfm() -> None:
-    warnings.warn(
+    warn(
         "ULFM fault tolerance is not enabled (Open MPI: mpiexec --with-ft ulfm); "
         "checkpoints are taken, but a failed rank ends the job as MPI decides",
         UlfmWarning,
