@@ -16,6 +16,7 @@ import pytest
 
 from mpickpt import (
     ApplicationError,
+    ConfigError,
     Mirror,
     NoSparesError,
     Parity,
@@ -26,7 +27,14 @@ from mpickpt import (
 )
 from mpickpt.checksum import checksum
 from mpickpt.layout import choose_backups
-from mpickpt.planning import ProcessState, RecoveryPlan, plan_recovery, rebuild_sources, save_plan
+from mpickpt.planning import (
+    ProcessState,
+    RecoveryPlan,
+    failed_attempt,
+    plan_recovery,
+    rebuild_sources,
+    save_plan,
+)
 from reference import encode
 
 
@@ -234,6 +242,47 @@ def test_an_exception_in_the_application_is_reported_not_recovered(raised):
     ]
     assert named == raised[:3]
     assert (f"and {len(raised) - 3} more" in str(info.value)) == (len(raised) > 3)
+
+
+def test_a_misuse_is_a_config_error_whatever_its_class_is_called():
+    # an UnknownSchemeError is a ConfigError too: the kind travels in the report, not its name
+    job = Job(Parity(2, 3), 6)
+    states = [
+        replace(r, error="UnknownSchemeError: no scheme 'parrity'", error_kind="misuse")
+        if r.logical is not None
+        else r
+        for r in job.states()
+    ]
+    with pytest.raises(ConfigError, match="no scheme 'parrity'"):
+        plan_recovery(states, job.nworkers, job.scheme)
+
+
+def test_the_echo_of_a_peers_error_is_not_named_as_an_error_of_its_own():
+    # worker 1 raised a ConfigError and revoked the communicators; worker 3 saw that as an MPI
+    # error of another class: the job still ends with worker 1's misuse (exit 2), alone
+    job = Job(Parity(2, 3), 6)
+    states = job.states()
+    states[1] = replace(states[1], error="ConfigError: bad every", error_kind="misuse")
+    states[3] = replace(states[3], error="MPI error: MPI_ERR_IN_STATUS", error_kind="mpi")
+    with pytest.raises(ConfigError, match="^bad every$"):
+        plan_recovery(states, job.nworkers, job.scheme)
+    states[1] = replace(states[1], error="ValueError: bug", error_kind="bug")
+    with pytest.raises(ApplicationError) as info:
+        plan_recovery(states, job.nworkers, job.scheme)
+    assert "worker 1 raised ValueError: bug" in str(info.value) and "worker 3" not in str(
+        info.value
+    )
+
+
+def test_a_failed_attempt_ends_the_recovery_unless_a_process_was_lost_since():
+    job = Job(Parity(2, 3), 6)
+    states = job.states(dead=[2])
+    assert failed_attempt(states, lost=False) is None  # nothing went wrong
+    states[4] = replace(states[4], attempt_error="switching: OSError: no space")
+    assert failed_attempt(states, lost=True) is None  # a new loss may explain it: again
+    stop = failed_attempt(states, lost=False)
+    assert isinstance(stop, UnrecoverableError)
+    assert "the recovery failed: process 4: switching: OSError: no space" in str(stop)
 
 
 def test_an_exception_beside_a_dead_worker_is_recovered():

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from .errors import ApplicationError, ConfigError, DecodeError, NoSparesError, UnrecoverableError
 from .schemes import Scheme
 
-_MISUSE = "ConfigError: "  # how a ProcessState names a ConfigError raised by the protected function
-
 # owner -> (segment nbytes, [(holder, piece name, checksum), ...]): what to move for a rebuild
 RebuildSources = tuple[int, list[tuple[int, str, int]]]
 
@@ -29,6 +27,11 @@ class ProcessState:
     # version -> owner -> (segment nbytes, {name: checksum} of the intact pieces held)
     holdings: dict[int, dict[int, tuple[int, dict[str, int]]]] = field(default_factory=dict)
     error: str | None = None  # the exception the protected function raised here, if any
+    # what kind of exception: ``misuse`` (a ConfigError, the same everywhere), ``mpi`` (an MPI
+    # error that is not a lost peer: perhaps only the echo of a peer's error) or ``bug``
+    error_kind: str = "bug"
+    # what went wrong on this process in the previous attempt of this recovery, if anything
+    attempt_error: str | None = None
 
 
 @dataclass
@@ -65,10 +68,11 @@ def plan_recovery(
     where, dead, version = _survey(states, nworkers)
     # With a dead worker, an exception may come from data garbled by the failure: recover, and
     # a real bug raises again in the recovered run, where nobody died.
-    raised = [f"worker {r.logical} raised {r.error}" for r in states if r.error is not None]
-    misuse = [r.error for r in states if r.error is not None and r.error.startswith(_MISUSE)]
-    if raised and not dead and len(misuse) == len(raised):  # a ConfigError: the same message
-        raise ConfigError("\n".join(dict.fromkeys(m[len(_MISUSE) :] for m in misuse)))
+    errors = _raised(states)
+    misuse = [r.error for r in errors if r.error is not None and r.error_kind == "misuse"]
+    if errors and not dead and len(misuse) == len(errors):  # a ConfigError: the same message
+        raise ConfigError("\n".join(dict.fromkeys(m.partition(": ")[2] for m in misuse)))
+    raised = [f"worker {r.logical} raised {r.error}" for r in errors]
     if raised and not dead:
         more = f"; and {len(raised) - 3} more" if len(raised) > 3 else ""
         printed = "its traceback is" if len(raised) == 1 else "their tracebacks are"
@@ -100,6 +104,29 @@ def plan_recovery(
             raise
         plan.from_disk = True
     return plan
+
+
+def _raised(states: Sequence[ProcessState]) -> list[ProcessState]:
+    """The states of the workers whose function raised; an MPI error only counts when no
+    worker raised anything else (a worker's error revokes the communicators, and a peer may
+    then see an MPI error of another class than ``MPI_ERR_REVOKED``)."""
+    raised = [r for r in states if r.error is not None]
+    own = [r for r in raised if r.error_kind != "mpi"]
+    return own or raised
+
+
+def failed_attempt(states: Sequence[ProcessState], lost: bool) -> UnrecoverableError | None:
+    """The error that ends a recovery whose previous attempt failed on some process for a
+    reason of its own (not a lost peer), or None to try again. ``lost``: a process was lost
+    since that attempt, which may explain the error (data garbled by the failure); if none
+    was, the same attempt would fail the same way again."""
+    errors = [f"process {i}: {r.attempt_error}" for i, r in enumerate(states) if r.attempt_error]
+    if not errors or lost:
+        return None
+    return UnrecoverableError(
+        "the recovery failed: " + "; ".join(errors[:3]) + (" ..." if len(errors) > 3 else ""),
+        lost=(),
+    )
 
 
 def save_plan(

@@ -17,6 +17,7 @@ from .checkpointer import Checkpointer
 from .config import config
 from .context import Context, stop_requested
 from .errors import (
+    EXIT_CONFIG,
     ApplicationError,
     ConfigError,
     MpickptError,
@@ -37,7 +38,9 @@ from .schemes import Scheme, get_scheme
 from .spill.tier import DiskTier
 
 T = TypeVar("T")
-# the MPI errors that mean a lost peer; any other is the application's, unless a peer died
+# the MPI errors that mean a lost peer. Any other (MPI_ERR_IN_STATUS from a Waitall among them)
+# is reported to the recovery as an MPI error: a lost peer if one died (the plan tells, the same
+# on every process), the echo of a peer's own error if one raised, else the application's bug
 FAILURE_CLASSES = (MPI.ERR_PROC_FAILED, MPI.ERR_PROC_FAILED_PENDING, MPI.ERR_REVOKED)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -175,9 +178,14 @@ class Runner:
                 "copying_s": round(disk.copying, 6),
                 "waiting_s": round(disk.waiting, 6),
             }
+        outcome, message = 0, job.spill_problem or ""
+        if job.spill_problem:
+            outcome = EXIT_CONFIG
+        if error is not None:
+            outcome, message = exit_code(error) or 1, _describe(error)
         data = report.build(
-            outcome=exit_code(error) or 1 if error is not None else 0,
-            message=_describe(error) if error is not None else "",
+            outcome=outcome,
+            message=message,
             role=self.role,
             scheme=ckpt.scheme.get_config(),
             workers=job.members.nworkers,
@@ -207,24 +215,24 @@ class Runner:
                 if e.Get_error_class() not in FAILURE_CLASSES:  # e.g. MPI_ERR_TRUNCATE: a bug,
                     # unless a peer did die (after a failure Open MPI may report ERR_OTHER):
                     # the recovery's plan tells, the same on every process
-                    job.error = f"MPI error: {e.Get_error_string()}"
+                    job.raised(f"MPI error: {e.Get_error_string()}", "mpi")
                 job.leave()
                 role = job.recover()
             except ConfigError as e:  # a misuse, the same on every worker that makes it
-                job.error = f"{type(e).__name__}: {e}"
+                job.raised(f"{type(e).__name__}: {e}", "misuse")
                 job.leave()
                 role = job.recover()
             except (MpickptError, Preempted):
                 raise
             except Exception as e:  # a bug, not a failed rank: every rank ends the same way
                 traceback.print_exc()  # where it happened, from this rank only
-                job.error = f"{type(e).__name__}: {e}"
+                job.raised(f"{type(e).__name__}: {e}", "bug")
                 job.leave()
                 role = job.recover()
             if role == "spare":  # pragma: no cover - a worker never becomes a spare
                 role = job.wait_as_spare()
         if job.members.logical == 0 and job.disk is not None:
-            job.disk.done(job.ckpt.step)  # every worker agreed it completed
+            _finish_spill(job)  # every worker agreed it completed
         return result if job.members.is_worker else None
 
     def _raise_unless_exit(self, error: Exception) -> None:
@@ -245,6 +253,17 @@ def _start_mpi() -> None:
             "MPI_Finalize at exit could hang the job); import mpickpt first",
             stacklevel=4,
         )
+
+
+def _finish_spill(job: Job) -> None:
+    """Worker 0 marks the spill ``DONE``. If the spill failed at the end, the result is still
+    handed back, and the job's exit code says that the spill failed (the exit-code table)."""
+    assert job.disk is not None
+    problem = job.disk.finish(job.ckpt.step)
+    if problem is not None:
+        job.spill_problem = f"the result was computed, but the spill failed: {problem}"
+        logger().error(f"{job.spill_problem}; the job exits with {EXIT_CONFIG}")
+        job.members.ending.outcome = EXIT_CONFIG
 
 
 def _describe(error: Exception) -> str:

@@ -45,6 +45,7 @@ class Ending:
         self.failures_seen = False
         self.revoke: list[Callable[[], object]] = []  # revoke these communicators on an error
         self.ended = False
+        self.outcome = 0  # what this process states at a normal end (2: its spill failed)
         # the workers once they agreed that the protected function returned everywhere: one
         # lost after that (e.g. worker 0 before it printed the result) fails the job
         self.workers: set[int] = set()
@@ -90,7 +91,7 @@ class Ending:
         if self.ended:
             return
         self.ended = True
-        job, lowest = self.agree(0)
+        job, lowest = self.agree(self.outcome)
         if job:
             if lowest and self.late:
                 say(

@@ -12,6 +12,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..checkpointer import Checkpointer
+from ..config import config
 from ..domains import warn_if_spread
 from ..errors import ConfigError, MpickptError, NoSparesError, SpillError, UnrecoverableError
 from ..planning import ProcessState, RecoveryPlan, save_plan
@@ -48,7 +49,11 @@ def load_spill(
     scheme: Any,
 ) -> dict[int, np.ndarray]:
     """Every worker-to-be loads its segment of the newest spilled version all can load; the
-    plan's version becomes that one."""
+    plan's version becomes that one. The writes still in this process's spill helper finish
+    first (bounded by ``MPICKPT_SPILL_TIMEOUT``): an index or a prune in progress does not
+    change the directory while it is read."""
+    if disk.writer is not None:
+        disk.writer.drain(config().spill_timeout)
     try:
         found = disk.restore(world, mine, nworkers)
         why = f"no version in spill directory {disk.directory}"
@@ -83,7 +88,7 @@ def save_all(
     except UnrecoverableError as e:
         return (
             NoSparesError(f"{error}; {e}; relaunch from an older spilled version", error.lost)
-            if disk.complete()
+            if disk.has_version(world)
             else e
         )
     segments = fetch_segment(world, ckpt.store, ckpt.scheme, version, sources, dest)

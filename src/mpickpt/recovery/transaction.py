@@ -2,17 +2,19 @@
 
 A :class:`Job` joins the job's :class:`~.membership.Membership` and the workers'
 :class:`~mpickpt.checkpointer.Checkpointer`. On a failure every surviving process runs
-:meth:`Job.recover`: revoke, shrink, gather the process states, plan (pure, the same on every
-process), move pieces, decode, agree, and only then switch to the new communicators. Any
-exception inside starts the transaction again on a smaller world.
+:meth:`Job.recover`: revoke, shrink, gather the process states, plan (pure, the same on
+every process), move pieces, decode, agree, and only then switch to the new communicators.
+Any exception inside starts the transaction again on the world that is left; an error of one
+process's own fails the attempt on every process, and ends the recovery with the same error
+everywhere unless a process was lost meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from mpi4py import MPI
 
@@ -30,7 +32,7 @@ from ..errors import (
     UnrecoverableError,
 )
 from ..log import MpickptWarning, Timeline, logger, warn
-from ..planning import ProcessState, RecoveryPlan, plan_recovery
+from ..planning import ProcessState, RecoveryPlan, failed_attempt, plan_recovery
 from ..spill.tier import DiskTier
 from ..stall import diagnose, known_failed
 from ..transport import fetch_segment, run_and_agree
@@ -39,11 +41,7 @@ from .fallback import Redistribute, Shrunk
 from .membership import Membership
 from .watchdog import Watchdog, ulfm_available
 
-# what one attempt of the recovery transaction agreed on: the processes' states, the plan
-# (or the shrunk job, or none), the error to raise, the segments rebuilt here, the new comm
-_Attempt = tuple[
-    list[ProcessState], RecoveryPlan | Shrunk | None, MpickptError | None, dict[int, Any], MPI.Comm
-]
+T = TypeVar("T")
 
 
 class UlfmWarning(MpickptWarning):
@@ -74,6 +72,9 @@ class Job:
         self.at_step: int | None = None  # the step the protected function is at
         self.completed = False  # restarted from the spill of a run that completed (DONE)
         self.error: str | None = None  # what the protected function raised in this process
+        self.error_kind = "bug"  # and what kind of error it was (ProcessState.error_kind)
+        self.split: MPI.Comm = MPI.COMM_NULL  # the workers' communicator of the running attempt
+        self.spill_problem: str | None = None  # worker 0: the spill failed at the end
         if m.lost_at_start:
             return  # the first recovery sets the workers up (see enter)
         # Every process checks the workers' layout, spares too: a layout that cannot work fails
@@ -158,27 +159,43 @@ class Job:
             self.comms.revoke()
             with contextlib.suppress(MPI.Exception):
                 self.ckpt.comm.Revoke()
+            with contextlib.suppress(MPI.Exception):  # the others wait in it: never skipped
                 self.ckpt.comm.Agree(0)
+
+    def raised(self, error: str, kind: str) -> None:
+        """The protected function raised ``error`` here (``kind``: see :class:`ProcessState`)."""
+        self.error, self.error_kind = error, kind
 
     def recover(self) -> str:
         """The recovery transaction; returns this process's role afterwards (``survivor``,
         ``recovered``, ``shrunk``, ``spare`` or ``finished``). Raises the same
         ``UnrecoverableError`` / ``NoSparesError`` / ``ApplicationError`` on every surviving
-        process when it cannot recover."""
+        process when it cannot recover.
+
+        An attempt that fails starts again on the world that is left. A lost peer fails it
+        everywhere; so does an error of one process's own (an :class:`AttemptFailed`), which
+        that process states in the next attempt: if no process was lost meanwhile, that
+        attempt ends the recovery with the same ``UnrecoverableError`` everywhere."""
         self.members.ending.failures_seen = True
         self.timeline = Timeline(step=self.at_step if self.members.is_worker else None)
         self.timeline.mark("failure detected")
         faults.maybe_kill("recovery")
+        why: str | None = None  # this process's own error in the attempt before
+        size = self.members.world.Get_size()  # processes in the attempt before
         with self._watchdog() as self.dog:
             self.comms.revoke()  # inside: a revoke may wait for a stopped peer
             while True:
                 with contextlib.suppress(MPI.Exception):
                     self.members.world.Revoke()  # wakes idle spares and anyone on the old world
                 try:
-                    role = self._attempt()
+                    role = self._attempt(why, size)
                     break
                 except (MPI.Exception, ProcessFailure):
-                    self.timeline.mark("failure during recovery: again")
+                    why = None
+                except AttemptFailed as e:
+                    why = str(e)
+                size = self.members.world.Get_size()
+                self.timeline.mark("failure during recovery: again")
         self.comms.forget()  # the next incarnation gets a new ctx.comm
         self.error = None  # recovered: the exception came with a failure, not from a bug
         return role
@@ -187,80 +204,166 @@ class Job:
         """The function runs again from ``resume`` after a recovery: record and log it."""
         self.history.append(self.timeline.close(rank, resume))
 
-    def _attempt(self) -> str:
-        m, ckpt = self.members, self.ckpt
-        world: MPI.Intracomm = m.world.Shrink()  # type: ignore[assignment]
+    def _attempt(self, why: str | None, size: int) -> str:
+        """One attempt: shrink, agree on what to do, then do it (each step agreed)."""
+        world = self._shrink()
+        lost = world.Get_size() < size  # the same everywhere: the size of the agreed shrink
+        outcome = _agreed(world, lambda: self._transaction(world, why, lost), "recovery")
+        self.split = MPI.COMM_NULL  # the workers' communicator of this attempt: taken over
+        if outcome.failure is not None:
+            raise outcome.failure
+        if isinstance(outcome.plan, Shrunk):
+            return self._continue_shrunk(world, outcome.plan, outcome.reports)
+        assert outcome.plan is not None
+        return self._take_over(world, outcome)
+
+    def _shrink(self) -> MPI.Intracomm:
+        """The world left after the failure. The workers' communicator split in an attempt
+        that then failed is freed; the old worlds are not: a slower peer may still revoke
+        them (a handful of communicators per recovery)."""
+        if self.split != MPI.COMM_NULL:
+            with contextlib.suppress(MPI.Exception):
+                self.split.Free()
+            self.split = MPI.COMM_NULL
+        world: MPI.Intracomm = self.members.world.Shrink()  # type: ignore[assignment]
         world.Set_errhandler(MPI.ERRORS_RETURN)
-        m.world = world
+        self.members.world = world
         self.timeline.mark(f"shrunk to {world.Get_size()} processes")
+        return world
+
+    def _transaction(self, world: MPI.Intracomm, why: str | None, lost: bool) -> Outcome:
+        """Inside the agreement: report, plan (the same on every process), move pieces."""
+        m, ckpt = self.members, self.ckpt
+        own = replace(
+            process_state(ckpt.store, m.logical, m.domain),
+            error=self.error,
+            error_kind=self.error_kind,
+            attempt_error=why,
+        )
+        reports = world.allgather(own)
+        stop = failed_attempt(reports, lost)
+        if stop is not None:
+            return Outcome(reports, failure=stop)
+        try:
+            plan = plan_recovery(reports, m.nworkers, ckpt.scheme, self.disk is not None)
+        except NoSparesError as e:
+            return self._without_spares(world, reports, e)
+        except (UnrecoverableError, ApplicationError, ConfigError) as e:
+            return Outcome(reports, failure=e)
+        again = _replayed(plan, self.rollbacks.get(plan.version, 0))
+        if again is not None:
+            return Outcome(reports, failure=again)
+        self.timeline.lost = list(plan.dead)
         me = world.Get_rank()
-
-        def transaction() -> _Attempt:
-            own = replace(process_state(ckpt.store, m.logical, m.domain), error=self.error)
-            reports = world.allgather(own)
-            nothing: dict[int, Any] = {}
-            try:
-                plan = plan_recovery(reports, m.nworkers, ckpt.scheme, self.disk is not None)
-            except NoSparesError as e:
-                shrunk = None
-                if self.redistribute:
-                    shrunk = fallback.shrink(world, ckpt, m.logical, reports, m.nworkers)
-                if shrunk is None:
-                    with self.dog.paused():
-                        saved = fallback.save_all(
-                            self.disk, world, ckpt, m.logical, reports, m.nworkers, e
-                        )
-                    return reports, None, saved, nothing, MPI.COMM_NULL
-                return reports, shrunk, None, nothing, MPI.COMM_NULL
-            except (UnrecoverableError, ApplicationError, ConfigError) as e:
-                return reports, None, e, nothing, MPI.COMM_NULL
-            again = _replayed(plan, self.rollbacks.get(plan.version, 0))
-            if again is not None:
-                return reports, None, again, nothing, MPI.COMM_NULL
-            self.timeline.lost = list(plan.dead)
-            mine = plan.assign.index(me) if me in plan.assign else None
-            if plan.from_disk:
-                assert self.disk is not None
-                with self.dog.paused():
-                    segments = fallback.load_spill(
-                        self.disk, world, plan, mine, m.nworkers, ckpt.scheme
-                    )
-                self.timeline.did(
-                    f"reloaded version {plan.version} from the spill",
-                    f"beyond the RAM tolerance: reloaded version {plan.version}",
-                )
-            else:
-                dest = {owner: plan.assign[owner] for owner in plan.rebuild}
-                segments = fetch_segment(
-                    world, ckpt.store, ckpt.scheme, plan.version, plan.rebuild, dest
-                )
-                self.timeline.did(_rebuilt(plan, short=True), _rebuilt(plan))
-            comm = world.Split(0 if mine is not None else MPI.UNDEFINED, key=mine or 0)
-            return reports, plan, None, segments, comm
-
-        # the transaction commits only if it completed everywhere; else ProcessFailure: again
-        reports, plan, failure, segments, comm = run_and_agree(world, transaction, "recovery")
-        if failure is not None:
-            raise failure
-        assert plan is not None
-        if isinstance(plan, Shrunk):
-            assert self.redistribute is not None
-            self.recoveries += 1
-            self.timeline.lost = sorted(set(range(m.nworkers)) - set(plan.alive))
-            self.timeline.did(f"continuing on {len(plan.alive)} workers (no spare left)")
-            return fallback.switch_shrunk(m, ckpt, self.disk, self.redistribute, plan, reports)
         mine = plan.assign.index(me) if me in plan.assign else None
-        _switch(self, plan, reports, mine, comm, segments.get(mine) if mine is not None else None)
+        segments = self._move(world, plan, mine)
+        self.split = world.Split(0 if mine is not None else MPI.UNDEFINED, key=mine or 0)
+        return Outcome(reports, plan, segments=segments, comm=self.split)
+
+    def _without_spares(
+        self, world: MPI.Intracomm, reports: list[ProcessState], error: NoSparesError
+    ) -> Outcome:
+        """No spare left: continue on fewer workers (with a redistribution hook), or save every
+        worker's newest version to the spill and stop."""
+        m, ckpt = self.members, self.ckpt
+        if self.redistribute:
+            shrunk = fallback.shrink(world, ckpt, m.logical, reports, m.nworkers)
+            if shrunk is not None:
+                return Outcome(reports, shrunk)
+        with self.dog.paused():
+            saved = fallback.save_all(self.disk, world, ckpt, m.logical, reports, m.nworkers, error)
+        return Outcome(reports, failure=saved)
+
+    def _move(self, world: MPI.Intracomm, plan: RecoveryPlan, mine: int | None) -> dict[int, Any]:
+        """The segments this process needs for ``plan``: rebuilt from the pieces in RAM, or
+        reloaded from the spill when the loss is beyond the RAM tolerance."""
+        ckpt = self.ckpt
+        if not plan.from_disk:
+            dest = {owner: plan.assign[owner] for owner in plan.rebuild}
+            segments = fetch_segment(
+                world, ckpt.store, ckpt.scheme, plan.version, plan.rebuild, dest
+            )
+            self.timeline.did(_rebuilt(plan, short=True), _rebuilt(plan))
+            return segments
+        assert self.disk is not None
+        with self.dog.paused():
+            segments = fallback.load_spill(
+                self.disk, world, plan, mine, self.members.nworkers, ckpt.scheme
+            )
+        self.timeline.did(
+            f"reloaded version {plan.version} from the spill",
+            f"beyond the RAM tolerance: reloaded version {plan.version}",
+        )
+        return segments
+
+    def _take_over(self, world: MPI.Intracomm, outcome: Outcome) -> str:
+        """After the agreement on a plan: every process switches to its new role (agreed:
+        one that cannot fails the attempt everywhere)."""
+        plan, reports = outcome.plan, outcome.reports
+        assert isinstance(plan, RecoveryPlan)
+        me = world.Get_rank()
+        mine = plan.assign.index(me) if me in plan.assign else None
+        segment = outcome.segments.get(mine) if mine is not None else None
+        _agreed(
+            world,
+            lambda: _switch(self, plan, reports, mine, outcome.comm, segment),
+            "switching to the new workers",
+        )
         self.recoveries += 1
         self.rollbacks[plan.version] = self.rollbacks.get(plan.version, 0) + 1
         self.timeline.mark("recovered")
         return plan.role(me, reports)
 
+    def _continue_shrunk(
+        self, world: MPI.Intracomm, plan: Shrunk, reports: list[ProcessState]
+    ) -> str:
+        """After the agreement to continue on fewer workers: switch to them (agreed)."""
+        assert self.redistribute is not None
+        redistribute = self.redistribute
+        self.recoveries += 1
+        self.timeline.lost = sorted(set(range(self.members.nworkers)) - set(plan.alive))
+        self.timeline.did(f"continuing on {len(plan.alive)} workers (no spare left)")
+        m, ckpt, disk = self.members, self.ckpt, self.disk
+        return _agreed(
+            world,
+            lambda: fallback.switch_shrunk(m, ckpt, disk, redistribute, plan, reports),
+            "switching to fewer workers",
+        )
+
+
+class AttemptFailed(Exception):
+    """This process's part of a recovery attempt raised an error of its own (not a lost
+    peer). The others see the attempt fail; the next attempt's reports tell them why."""
+
+
+@dataclass
+class Outcome:
+    """What an attempt's transaction agreed on, the same on every process: the reports, and
+    a plan (:class:`RecoveryPlan`, or :class:`Shrunk` to continue on fewer workers) or the failure
+    that ends the recovery everywhere; with this process's segments and communicator."""
+
+    reports: list[ProcessState]
+    plan: RecoveryPlan | Shrunk | None = None
+    failure: MpickptError | None = None
+    segments: dict[int, Any] = field(default_factory=dict)
+    comm: MPI.Comm = field(default_factory=lambda: MPI.COMM_NULL)
+
+
+def _agreed(world: MPI.Comm, step: Callable[[], T], what: str) -> T:
+    """``run_and_agree``: ``step()`` agreed over ``world``; an error of this process's own (which
+    only it sees: the others get :class:`ProcessFailure`) becomes :class:`AttemptFailed`."""
+    try:
+        return run_and_agree(world, step, what)
+    except (MPI.Exception, ProcessFailure):
+        raise
+    except Exception as e:
+        raise AttemptFailed(f"{what}: {type(e).__name__}: {e}") from e
+
 
 def _switch(
     job: Job,
     plan: RecoveryPlan,
-    states: list[ProcessState],
+    reports: list[ProcessState],
     logical: int | None,
     comm: MPI.Comm,
     segment: Any,
@@ -269,11 +372,11 @@ def _switch(
     spare) over ``comm`` and rolls back to the plan's version."""
     m, ckpt, disk = job.members, job.ckpt, job.disk
     m.logical = logical
-    m.spare_procs = [p for p in range(len(states)) if p not in plan.assign]
+    m.spare_procs = [p for p in range(len(reports)) if p not in plan.assign]
     if logical is None:
         ckpt.close()  # an idle spare holds nothing
         return
-    ckpt.attach(comm, [states[p].domain for p in plan.assign])
+    ckpt.attach(comm, [reports[p].domain for p in plan.assign])
     if disk is not None:
         disk.attach(logical, m.nworkers, ckpt.scheme.get_config())
     if plan.version < 0:  # nothing was committed: start again from the initial state

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -69,10 +70,19 @@ def _key(name: str) -> str:
 
 def make_private_dir(path: str) -> None:
     """Create ``path`` (and missing parents) if needed, readable by this user only (0700):
-    a spill holds the job's state, and restarting unpickles it."""
+    a spill holds the job's state, and restarting unpickles it. Then check that a file can be
+    created in it: a directory that exists but cannot be written (a read-only mount, a full
+    disk) must be refused before the job computes, not found out at its end."""
     if not os.path.isdir(path):
         os.makedirs(path, mode=0o700, exist_ok=True)
         os.chmod(path, 0o700)  # whatever the umask
+    probe = os.path.join(path, f".probe-{socket.gethostname()}-{os.getpid()}")
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"mpickpt")
+    finally:
+        os.close(fd)
+        os.unlink(probe)
 
 
 def _scheme_json(scheme_config: Mapping[str, Any]) -> str:
