@@ -2,11 +2,11 @@
 
 A :class:`Job` joins the job's :class:`~.membership.Membership` and the workers'
 :class:`~mpickpt.checkpointer.Checkpointer`. On a failure every surviving process runs
-:meth:`Job.recover`: revoke, shrink, gather the process states, plan (pure, the same on
-every process), move pieces, decode, agree, and only then switch to the new communicators.
-Any exception inside starts the transaction again on the world that is left; an error of one
-process's own fails the attempt on every process, and ends the recovery with the same error
-everywhere unless a process was lost meanwhile.
+:meth:`Job.recover`: revoke, shrink, gather states, plan (pure, the same on every process), move
+pieces, decode, agree, and only then switch to the new communicators. Any exception inside
+starts the transaction again on the world that is left; an error of one process's own fails
+the attempt on every process, and ends the recovery with the same error everywhere unless a
+process was lost meanwhile.
 """
 
 from __future__ import annotations
