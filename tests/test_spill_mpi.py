@@ -12,13 +12,22 @@ from pathlib import Path
 import h5py
 import pytest
 
-from conftest import EXAMPLES, HEAT, _kill_group, checksum, finish, mpiexec_command, run_mpi
+from conftest import (
+    EXAMPLES,
+    HEAT,
+    HEAT_SCHEME,
+    _kill_group,
+    checksum,
+    finish,
+    mpiexec_command,
+    run_mpi,
+)
 from mpickpt import spill
 from test_faults import run_simultaneous
 
 pytestmark = [pytest.mark.mpi, pytest.mark.fault]
 
-LONG = ["--steps", "4000", "--size", "48", "--every", "50"]
+LONG = ["--steps", "4000", "--size", "48", "--every", "50", *HEAT_SCHEME]
 
 
 @pytest.fixture(scope="module")

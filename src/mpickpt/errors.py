@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .launch import launched_rank
+
 
 class MpickptError(Exception):
     """Base class of all mpickpt errors."""
@@ -102,11 +104,9 @@ def exit_code(error: BaseException) -> int | None:
 
 
 def _first_process() -> bool:
-    """Whether this is the job's first process, from the launcher's environment (no MPI)."""
-    for name in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"):
-        if name in os.environ:
-            return os.environ[name] == "0"
-    return True
+    """Whether this is the job's first process (or the only one), from the launcher's
+    environment (no MPI)."""
+    return launched_rank() in (None, 0)
 
 
 def excepthook(exc_type: Any, exc: BaseException, tb: Any) -> None:

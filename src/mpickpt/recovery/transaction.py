@@ -1,8 +1,8 @@
-"""The recovery transaction over ULFM, and the :class:`Runtime` that runs it.
+"""The recovery transaction over ULFM, and the :class:`Job` that runs it.
 
-A :class:`Runtime` joins the job's :class:`~.membership.Membership` and the workers'
+A :class:`Job` joins the job's :class:`~.membership.Membership` and the workers'
 :class:`~mpickpt.checkpointer.Checkpointer`. On a failure every surviving process runs
-:meth:`Runtime.recover`: revoke, shrink, report, plan (pure, the same on every process), move
+:meth:`Job.recover`: revoke, shrink, gather states, plan (pure, the same on every process), move
 pieces, decode, agree, and only then switch to the new communicators. Any exception inside
 starts the transaction again on the world that is left; an error of one process's own fails
 the attempt on every process, and ends the recovery with the same error everywhere unless a
@@ -12,7 +12,6 @@ process was lost meanwhile.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -20,7 +19,7 @@ from typing import Any, TypeVar
 from mpi4py import MPI
 
 from .. import faults
-from ..checkpointer import Checkpointer, report
+from ..checkpointer import Checkpointer, process_state
 from ..comms import Family
 from ..config import config
 from ..domains import warn_if_spread
@@ -32,11 +31,11 @@ from ..errors import (
     ProcessFailure,
     UnrecoverableError,
 )
-from ..log import MpickptWarning, Timeline, logger
-from ..planning import Plan, Report, failed_attempt, plan_recovery
+from ..log import MpickptWarning, Timeline, logger, warn
+from ..planning import ProcessState, RecoveryPlan, failed_attempt, plan_recovery
 from ..spill.tier import DiskTier
 from ..stall import diagnose, known_failed
-from ..transport import fetch_segment, uniformly
+from ..transport import fetch_segment, run_and_agree
 from . import fallback
 from .fallback import Redistribute, Shrunk
 from .membership import Membership
@@ -49,7 +48,7 @@ class UlfmWarning(MpickptWarning):
     """The MPI library cannot keep the job alive through a failure."""
 
 
-class Runtime:
+class Job:
     """Workers and spares of one job; survives worker failures while spares and the
     redundancy allow."""
 
@@ -73,7 +72,7 @@ class Runtime:
         self.at_step: int | None = None  # the step the protected function is at
         self.completed = False  # restarted from the spill of a run that completed (DONE)
         self.error: str | None = None  # what the protected function raised in this process
-        self.error_kind = "bug"  # and what kind of error it was (Report.error_kind)
+        self.error_kind = "bug"  # and what kind of error it was (ProcessState.error_kind)
         self.split: MPI.Comm = MPI.COMM_NULL  # the workers' communicator of the running attempt
         self.spill_problem: str | None = None  # worker 0: the spill failed at the end
         if m.lost_at_start:
@@ -164,7 +163,7 @@ class Runtime:
                 self.ckpt.comm.Agree(0)
 
     def raised(self, error: str, kind: str) -> None:
-        """The protected function raised ``error`` here (``kind``: see :class:`Report`)."""
+        """The protected function raised ``error`` here (``kind``: see :class:`ProcessState`)."""
         self.error, self.error_kind = error, kind
 
     def recover(self) -> str:
@@ -236,7 +235,7 @@ class Runtime:
         """Inside the agreement: report, plan (the same on every process), move pieces."""
         m, ckpt = self.members, self.ckpt
         own = replace(
-            report(ckpt.store, m.logical, m.domain),
+            process_state(ckpt.store, m.logical, m.domain),
             error=self.error,
             error_kind=self.error_kind,
             attempt_error=why,
@@ -262,7 +261,7 @@ class Runtime:
         return Outcome(reports, plan, segments=segments, comm=self.split)
 
     def _without_spares(
-        self, world: MPI.Intracomm, reports: list[Report], error: NoSparesError
+        self, world: MPI.Intracomm, reports: list[ProcessState], error: NoSparesError
     ) -> Outcome:
         """No spare left: continue on fewer workers (with a redistribution hook), or save every
         worker's newest version to the spill and stop."""
@@ -275,7 +274,7 @@ class Runtime:
             saved = fallback.save_all(self.disk, world, ckpt, m.logical, reports, m.nworkers, error)
         return Outcome(reports, failure=saved)
 
-    def _move(self, world: MPI.Intracomm, plan: Plan, mine: int | None) -> dict[int, Any]:
+    def _move(self, world: MPI.Intracomm, plan: RecoveryPlan, mine: int | None) -> dict[int, Any]:
         """The segments this process needs for ``plan``: rebuilt from the pieces in RAM, or
         reloaded from the spill when the loss is beyond the RAM tolerance."""
         ckpt = self.ckpt
@@ -301,7 +300,7 @@ class Runtime:
         """After the agreement on a plan: every process switches to its new role (agreed:
         one that cannot fails the attempt everywhere)."""
         plan, reports = outcome.plan, outcome.reports
-        assert isinstance(plan, Plan)
+        assert isinstance(plan, RecoveryPlan)
         me = world.Get_rank()
         mine = plan.assign.index(me) if me in plan.assign else None
         segment = outcome.segments.get(mine) if mine is not None else None
@@ -315,7 +314,9 @@ class Runtime:
         self.timeline.mark("recovered")
         return plan.role(me, reports)
 
-    def _continue_shrunk(self, world: MPI.Intracomm, plan: Shrunk, reports: list[Report]) -> str:
+    def _continue_shrunk(
+        self, world: MPI.Intracomm, plan: Shrunk, reports: list[ProcessState]
+    ) -> str:
         """After the agreement to continue on fewer workers: switch to them (agreed)."""
         assert self.redistribute is not None
         redistribute = self.redistribute
@@ -338,21 +339,21 @@ class AttemptFailed(Exception):
 @dataclass
 class Outcome:
     """What an attempt's transaction agreed on, the same on every process: the reports, and
-    a plan (:class:`Plan`, or :class:`Shrunk` to continue on fewer workers) or the failure
+    a plan (:class:`RecoveryPlan`, or :class:`Shrunk` to continue on fewer workers) or the failure
     that ends the recovery everywhere; with this process's segments and communicator."""
 
-    reports: list[Report]
-    plan: Plan | Shrunk | None = None
+    reports: list[ProcessState]
+    plan: RecoveryPlan | Shrunk | None = None
     failure: MpickptError | None = None
     segments: dict[int, Any] = field(default_factory=dict)
     comm: MPI.Comm = field(default_factory=lambda: MPI.COMM_NULL)
 
 
 def _agreed(world: MPI.Comm, step: Callable[[], T], what: str) -> T:
-    """``uniformly``: ``step()`` agreed over ``world``; an error of this process's own (which
+    """``run_and_agree``: ``step()`` agreed over ``world``; an error of this process's own (which
     only it sees: the others get :class:`ProcessFailure`) becomes :class:`AttemptFailed`."""
     try:
-        return uniformly(world, step, what)
+        return run_and_agree(world, step, what)
     except (MPI.Exception, ProcessFailure):
         raise
     except Exception as e:
@@ -360,16 +361,16 @@ def _agreed(world: MPI.Comm, step: Callable[[], T], what: str) -> T:
 
 
 def _switch(
-    runtime: Runtime,
-    plan: Plan,
-    reports: list[Report],
+    job: Job,
+    plan: RecoveryPlan,
+    reports: list[ProcessState],
     logical: int | None,
     comm: MPI.Comm,
     segment: Any,
 ) -> None:
     """After the agreement on ``plan``: this process plays worker ``logical`` (None: an idle
     spare) over ``comm`` and rolls back to the plan's version."""
-    m, ckpt, disk = runtime.members, runtime.ckpt, runtime.disk
+    m, ckpt, disk = job.members, job.ckpt, job.disk
     m.logical = logical
     m.spare_procs = [p for p in range(len(reports)) if p not in plan.assign]
     if logical is None:
@@ -386,7 +387,7 @@ def _switch(
     ckpt.restore_version(plan.version, segment, forget=plan.from_disk)
 
 
-def _replayed(plan: Plan, rollbacks: int) -> UnrecoverableError | None:
+def _replayed(plan: RecoveryPlan, rollbacks: int) -> UnrecoverableError | None:
     """The error that stops a job rolled back to one version too often, or None."""
     if rollbacks < config().max_rollbacks:
         return None
@@ -400,7 +401,7 @@ def _replayed(plan: Plan, rollbacks: int) -> UnrecoverableError | None:
 
 
 def _warn_without_ulfm() -> None:
-    warnings.warn(
+    warn(
         "ULFM fault tolerance is not enabled (Open MPI: mpiexec --with-ft ulfm); "
         "checkpoints are taken, but a failed rank ends the job as MPI decides",
         UlfmWarning,
@@ -408,7 +409,7 @@ def _warn_without_ulfm() -> None:
     )
 
 
-def _rebuilt(plan: Plan, short: bool = False) -> str:
+def _rebuilt(plan: RecoveryPlan, short: bool = False) -> str:
     if plan.version < 0:
         return "nothing was committed yet: starting again"
     nbytes = sum(n for n, _ in plan.rebuild.values())

@@ -28,13 +28,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import SpillError
+from ..files import fsync_dir, write_text
 from .format import (
     CHECKSUM_ALGORITHM,
     FORMAT,
     FORMAT_VERSION,
-    _fsync_dir,
-    _library_version,
-    _write_text,
+    library_version,
     make_private_dir,
     rank_file,
     read_rank_file,
@@ -49,7 +48,8 @@ _VDIR = re.compile(r"^v(\d{8,})$")
 
 def mark_done(directory: str, step: int) -> str:
     """Record that the run completed (after ``step`` steps): ``DONE`` in the spill directory."""
-    return _write_text(os.path.join(directory, DONE), f"completed after step {step}\n")
+    path = os.path.join(directory, DONE)
+    return write_text(path, f"completed after step {step}\n", private=True, durable=True)
 
 
 def done_step(directory: str) -> int | None:
@@ -79,7 +79,7 @@ def set_aside(directory: str | os.PathLike[str]) -> str | None:
     os.mkdir(old, 0o700)
     for name in names:
         os.replace(os.path.join(d, name), os.path.join(old, name))
-    _fsync_dir(d)
+    fsync_dir(d)
     return old
 
 
@@ -103,10 +103,10 @@ def write_version_file(
     if not os.path.isdir(vdir):
         make_private_dir(directory)
         make_private_dir(vdir)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(vdir, INDEX))
-        _fsync_dir(vdir)
+        fsync_dir(vdir)
     return write_rank_file(
         rank_file(directory, version, rank),
         segment,
@@ -183,17 +183,18 @@ def commit_index(
         "nworkers": nworkers,
         "scheme": dict(scheme_config),
         "tag": tag,
-        "mpickpt_version": _library_version(),
+        "mpickpt_version": library_version(),
         "time": now,
         "time_iso": datetime.fromtimestamp(now, timezone.utc).isoformat(),
         "checksum_algorithm": CHECKSUM_ALGORITHM,
         "total_size": sum(int(i["size"]) for i in files),
         "files": files,
     }
-    return _write_text(os.path.join(vdir, INDEX), json.dumps(index, indent=1))
+    index_text = json.dumps(index, indent=1)
+    return write_text(os.path.join(vdir, INDEX), index_text, private=True, durable=True)
 
 
-def _versions(directory: str) -> list[int]:
+def present_versions(directory: str) -> list[int]:
     """Every version directory present (complete or not), newest first."""
     try:
         names = os.listdir(directory)
@@ -234,21 +235,11 @@ def read_index(directory: str | os.PathLike[str], version: int) -> dict[str, Any
 def complete_versions(directory: str | os.PathLike[str]) -> list[int]:
     """Versions with a valid ``INDEX.json``, newest first (their files are not read)."""
     out = []
-    for v in _versions(os.fspath(directory)):
+    for v in present_versions(os.fspath(directory)):
         with contextlib.suppress(SpillError):
             read_index(directory, v)
             out.append(v)
     return out
-
-
-def next_version(directory: str | os.PathLike[str]) -> int:
-    """A version number above every version directory present (0 for an empty spill).
-
-    After a restart from disk, number new versions from here so that they sort after the
-    old ones (and are not pruned as old).
-    """
-    found = _versions(os.fspath(directory))
-    return found[0] + 1 if found else 0
 
 
 def prune(directory: str | os.PathLike[str], keep: int) -> list[int]:
@@ -265,15 +256,15 @@ def prune(directory: str | os.PathLike[str], keep: int) -> list[int]:
     if not complete:
         return []
     kept = set(complete[:keep])
-    gone = [v for v in _versions(d) if v not in kept and v < complete[0]]
+    gone = [v for v in present_versions(d) if v not in kept and v < complete[0]]
     for v in gone:
         vdir = version_dir(d, v)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(vdir, INDEX))
-            _fsync_dir(vdir)
+            fsync_dir(vdir)
         shutil.rmtree(vdir, ignore_errors=True)
     if gone:
-        _fsync_dir(d)
+        fsync_dir(d)
     return gone
 
 
@@ -335,7 +326,7 @@ def survey(
         raise SpillError(f"no spill directory {d}")
     found = Survey([], [], [], done_step(d))
     shape: int | None = None  # the number of workers of the newest complete version
-    for v in _versions(d):
+    for v in present_versions(d):
         try:
             index = read_index(d, v)
             n = int(index["nworkers"])

@@ -17,7 +17,7 @@ from mpi4py import MPI
 from ..config import config
 from ..errors import SpillError
 from ..log import logger
-from ..transport import uniformly
+from ..transport import run_and_agree
 from .background import IN_FLIGHT, Background
 from .directory import (
     Restart,
@@ -123,7 +123,7 @@ class DiskTier(Background):
             except SpillError as e:
                 return str(e), None
 
-        problem, found = uniformly(comm, step, "opening the spill")
+        problem, found = run_and_agree(comm, step, "opening the spill")
         self.fresh = False  # once per job: a retry after a failure must not move new versions
         if problem is not None:
             raise SpillError(problem)
