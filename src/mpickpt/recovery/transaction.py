@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from mpi4py import MPI
@@ -21,12 +21,10 @@ from mpi4py import MPI
 from .. import faults
 from ..checkpointer import Checkpointer, process_state
 from ..comms import Family
-from ..config import config
 from ..domains import warn_if_spread
 from ..errors import (
     ApplicationError,
     ConfigError,
-    MpickptError,
     NoSparesError,
     ProcessFailure,
     UnrecoverableError,
@@ -35,8 +33,9 @@ from ..log import MpickptWarning, Timeline, logger, warn
 from ..planning import ProcessState, RecoveryPlan, failed_attempt, plan_recovery
 from ..spill.tier import DiskTier
 from ..stall import diagnose, known_failed
-from ..transport import fetch_segment, run_and_agree
+from ..transport import fetch_segment
 from . import fallback
+from .attempt import AttemptFailed, Outcome, agreed, rebuilt, replayed
 from .fallback import Redistribute, Shrunk
 from .membership import Membership
 from .watchdog import Watchdog, ulfm_available
@@ -208,7 +207,7 @@ class Job:
         """One attempt: shrink, agree on what to do, then do it (each step agreed)."""
         world = self._shrink()
         lost = world.Get_size() < size  # the same everywhere: the size of the agreed shrink
-        outcome = _agreed(world, lambda: self._transaction(world, why, lost), "recovery")
+        outcome = agreed(world, lambda: self._transaction(world, why, lost), "recovery")
         self.split = MPI.COMM_NULL  # the workers' communicator of this attempt: taken over
         if outcome.failure is not None:
             raise outcome.failure
@@ -250,7 +249,7 @@ class Job:
             return self._without_spares(world, reports, e)
         except (UnrecoverableError, ApplicationError, ConfigError) as e:
             return Outcome(reports, failure=e)
-        again = _replayed(plan, self.rollbacks.get(plan.version, 0))
+        again = replayed(plan, self.rollbacks.get(plan.version, 0))
         if again is not None:
             return Outcome(reports, failure=again)
         self.timeline.lost = list(plan.dead)
@@ -283,7 +282,7 @@ class Job:
             segments = fetch_segment(
                 world, ckpt.store, ckpt.scheme, plan.version, plan.rebuild, dest
             )
-            self.timeline.did(_rebuilt(plan, short=True), _rebuilt(plan))
+            self.timeline.did(rebuilt(plan, short=True), rebuilt(plan))
             return segments
         assert self.disk is not None
         with self.dog.paused():
@@ -304,7 +303,7 @@ class Job:
         me = world.Get_rank()
         mine = plan.assign.index(me) if me in plan.assign else None
         segment = outcome.segments.get(mine) if mine is not None else None
-        _agreed(
+        agreed(
             world,
             lambda: _switch(self, plan, reports, mine, outcome.comm, segment),
             "switching to the new workers",
@@ -324,40 +323,11 @@ class Job:
         self.timeline.lost = sorted(set(range(self.members.nworkers)) - set(plan.alive))
         self.timeline.did(f"continuing on {len(plan.alive)} workers (no spare left)")
         m, ckpt, disk = self.members, self.ckpt, self.disk
-        return _agreed(
+        return agreed(
             world,
             lambda: fallback.switch_shrunk(m, ckpt, disk, redistribute, plan, reports),
             "switching to fewer workers",
         )
-
-
-class AttemptFailed(Exception):
-    """This process's part of a recovery attempt raised an error of its own (not a lost
-    peer). The others see the attempt fail; the next attempt's reports tell them why."""
-
-
-@dataclass
-class Outcome:
-    """What an attempt's transaction agreed on, the same on every process: the reports, and
-    a plan (:class:`RecoveryPlan`, or :class:`Shrunk` to continue on fewer workers) or the failure
-    that ends the recovery everywhere; with this process's segments and communicator."""
-
-    reports: list[ProcessState]
-    plan: RecoveryPlan | Shrunk | None = None
-    failure: MpickptError | None = None
-    segments: dict[int, Any] = field(default_factory=dict)
-    comm: MPI.Comm = field(default_factory=lambda: MPI.COMM_NULL)
-
-
-def _agreed(world: MPI.Comm, step: Callable[[], T], what: str) -> T:
-    """``run_and_agree``: ``step()`` agreed over ``world``; an error of this process's own (which
-    only it sees: the others get :class:`ProcessFailure`) becomes :class:`AttemptFailed`."""
-    try:
-        return run_and_agree(world, step, what)
-    except (MPI.Exception, ProcessFailure):
-        raise
-    except Exception as e:
-        raise AttemptFailed(f"{what}: {type(e).__name__}: {e}") from e
 
 
 def _switch(
@@ -387,19 +357,6 @@ def _switch(
     ckpt.restore_version(plan.version, segment, forget=plan.from_disk)
 
 
-def _replayed(plan: RecoveryPlan, rollbacks: int) -> UnrecoverableError | None:
-    """The error that stops a job rolled back to one version too often, or None."""
-    if rollbacks < config().max_rollbacks:
-        return None
-    return UnrecoverableError(
-        f"rolled back to version {plan.version} {rollbacks} times and lost a process again "
-        "each time: the same failure keeps coming back (a crash at the same step?); stopping "
-        "(MPICKPT_MAX_ROLLBACKS sets the limit)",
-        lost=plan.dead,
-        version=plan.version,
-    )
-
-
 def _warn_without_ulfm() -> None:
     warn(
         "ULFM fault tolerance is not enabled (Open MPI: mpiexec --with-ft ulfm); "
@@ -407,13 +364,3 @@ def _warn_without_ulfm() -> None:
         UlfmWarning,
         stacklevel=3,
     )
-
-
-def _rebuilt(plan: RecoveryPlan, short: bool = False) -> str:
-    if plan.version < 0:
-        return "nothing was committed yet: starting again"
-    nbytes = sum(n for n, _ in plan.rebuild.values())
-    ranks = {h for _, src in plan.rebuild.values() for h, _, _ in src}
-    workers = "" if short else f" for worker(s) {sorted(plan.rebuild)}"
-    size = f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 // 10 else f"{nbytes / 1024:.1f} KiB"
-    return f"rebuilt {size}{workers} from {len(ranks)} rank(s)"
