@@ -17,7 +17,7 @@ from ..domains import warn_if_spread
 from ..errors import ConfigError, MpickptError, NoSparesError, SpillError, UnrecoverableError
 from ..planning import ProcessState, RecoveryPlan, save_plan
 from ..segment import unpack
-from ..spill.directory import Restart
+from ..spill.restart import Restart
 from ..spill.tier import DiskTier
 from ..transport import fetch_segment
 from .membership import Membership

@@ -19,16 +19,8 @@ from ..errors import SpillError
 from ..log import logger
 from ..transport import run_and_agree
 from .background import IN_FLIGHT, Background
-from .directory import (
-    Restart,
-    Survey,
-    complete_versions,
-    find_restart,
-    mark_done,
-    set_aside,
-    survey,
-    write_version_file,
-)
+from .directory import complete_versions, mark_done, set_aside, write_version_file
+from .restart import Restart, Survey, find_restart, survey
 from .writer import SpillWriter
 
 T = TypeVar("T")
