@@ -73,3 +73,23 @@ def test_killed_from_outside(tmp_path):
     assert proc.returncode == 0, f"{out}\n{err}"
     assert "stalled" not in err
     assert checksum(out) == reference
+
+
+SUB_FREE = SCRIPTS / "sub_free.py"
+
+
+@pytest.mark.fault
+def test_sub_communicators_freed_in_a_finally_are_revoked_first():
+    """Worker 3 dies between a column and a row reduction on ``cart.Sub`` communicators; the
+    survivors free them in a ``finally``. Worker 0 waits in a column reduction with worker 2,
+    which freed that communicator on its way out: only a revoke before the free wakes it
+    (else the recovery stalls until this test's timeout)."""
+    rc, out, err = run_mpi(SUB_FREE, 5, timeout=60)
+    assert rc == 0, err
+    reference = checksum(out)
+    rc, out, err = reruns.run_once_more(
+        lambda: run_mpi(SUB_FREE, 5, env={**NO_WATCHDOG, "MPICKPT_KILL": "3@13:halo"}, timeout=90)
+    )
+    assert rc == 0, f"rc={rc}\n{out}\n{err}"
+    assert "stalled" not in err
+    assert checksum(out) == reference
