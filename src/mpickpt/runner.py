@@ -27,6 +27,7 @@ from .errors import (
     UnrecoverableError,
     exit_code,
 )
+from .integrations import petsc
 from .log import MpickptWarning, logger
 from .policies import ENV_MTBF, Policy
 from .recovery.ending import current as ending_of_job
@@ -114,6 +115,9 @@ class Runner:
                 MpickptWarning,
                 stacklevel=3,
             )
+        started_by_petsc = petsc.start()  # PETSc's signal handler would abort the job
+        if started_by_petsc and MPI.COMM_WORLD.Get_rank() == 0:
+            warnings.warn(started_by_petsc, petsc.PetscWarning, stacklevel=3)
         faults.arm()  # the environment is checked before anything runs
         if self.spill is not None:
             for sig in STOP_SIGNALS:  # early: Slurm may signal long before the end
@@ -205,9 +209,12 @@ class Runner:
                 role = runtime.recover()
             except (MpickptError, Preempted):
                 raise
-            except Exception as e:  # a bug, not a failed rank: every rank ends the same way
-                traceback.print_exc()  # where it happened, from this rank only
-                runtime.error = f"{type(e).__name__}: {e}"
+            except Exception as e:
+                if runtime.comms.failed():  # a library (PETSc) met a failed or revoked peer
+                    logger().debug(f"{type(e).__name__} after a failure: {e}")
+                else:  # a bug, not a failed rank: every rank ends the same way
+                    traceback.print_exc()  # where it happened, from this rank only
+                    runtime.error = f"{type(e).__name__}: {e}"
                 runtime.leave()
                 role = runtime.recover()
             if role == "spare":  # pragma: no cover - a worker never becomes a spare
