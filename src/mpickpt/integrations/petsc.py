@@ -10,6 +10,9 @@ is imported; this module never imports it:
 * An error PETSc raises after a peer failed (``PETSc.Error``, e.g. ``MPI_ERR_BUFFER`` in a
   ``KSPSolve``) is a failure, not a bug, when the family saw one (the runner asks
   :meth:`~mpickpt.comms.Family.failed`).
+* :func:`mpi_first` (at ``import mpickpt``): ``mpi4py.MPI`` is imported before
+  ``petsc4py.PETSc``, so that MPI is initialised by mpi4py (its ``MPI_Init`` bounded, see
+  :mod:`mpickpt.startup`) and PETSc leaves ``MPI_Finalize`` to the end of the job.
 * :func:`start`: PETSc's signal handler is removed (it turns a crash into ``MPI_Abort``, which
   ends every process; without it a crashed worker is a lost worker, and the job recovers); a
   warning says if PETSc initialised MPI (petsc4py imported before mpickpt).
@@ -19,14 +22,34 @@ is imported; this module never imports it:
 from __future__ import annotations
 
 import ctypes
+import importlib
+import importlib.abc
 import sys
+from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 from ..log import MpickptWarning
 
 
 class PetscWarning(MpickptWarning):
     """PETSc was set up in a way mpickpt cannot make safe."""
+
+
+class _MPIFirst(importlib.abc.MetaPathFinder):
+    """Imports ``mpi4py.MPI`` when ``petsc4py.PETSc`` is about to be imported; finds nothing."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: Any = None) -> None:
+        if fullname == "petsc4py.PETSc" and "mpi4py.MPI" not in sys.modules:
+            importlib.import_module("mpi4py.MPI")
+
+
+def mpi_first() -> None:
+    """Make ``mpi4py.MPI`` initialise MPI before PETSc does (nothing if PETSc is imported)."""
+    if "petsc4py.PETSc" not in sys.modules and not any(
+        isinstance(f, _MPIFirst) for f in sys.meta_path
+    ):
+        sys.meta_path.insert(0, _MPIFirst())
 
 
 def running() -> ModuleType | None:
