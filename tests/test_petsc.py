@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -112,3 +113,33 @@ def test_killed_from_outside_at_a_random_time(tmp_path):
     assert proc.returncode == 0, f"rank {rank} at {delay:.1f} s: {out}\n{err}"
     assert "stalled" not in err
     assert checksum(out) == reference
+
+
+LEAK = SCRIPTS / "petsc_leak.py"
+RESOURCES = re.compile(
+    r"resources: communicators (\d+) family (\d+) petsc_objects (\d+) rss_kib (\d+)"
+)
+
+
+def resources(*args: str, env: dict[str, str]) -> dict[str, int]:
+    """Worker 3's communicators, family members, PETSc objects and resident KiB at the end."""
+    rc, out, err = run_mpi(LEAK, 9, *args, env={**ENV, **env}, timeout=240)
+    assert rc == 0, f"rc={rc}\n{out}\n{err}"
+    found = RESOURCES.search(out)
+    assert found, out
+    return dict(
+        zip(("communicators", "family", "petsc_objects", "rss_kib"), map(int, found.groups()))
+    )
+
+
+@pytest.mark.fault
+def test_no_leak_per_recovery():
+    """Five recoveries (4 workers, 5 spares; worker 3 lives through them all): its process ends
+    with the family communicators and PETSc objects of a failure-free run."""
+    args = ("--steps", "30", "--size", "24", "--every", "5", "--spares", "5")
+    clean = resources(*args, env={})
+    kills = "0@6,1@11,2@16,4@21,5@26"  # world ranks 4 and 5: spares promoted before
+    recovered = resources(*args, env={"MPICKPT_KILL": kills})
+    print(f"failure-free {clean}, after 5 recoveries {recovered}")
+    assert recovered["family"] == clean["family"]
+    assert recovered["petsc_objects"] == clean["petsc_objects"]

@@ -34,6 +34,8 @@ from typing import Any
 
 from mpi4py import MPI
 
+from .integrations import petsc
+
 # Methods of mpi4py communicators that return a new communicator derived from ``self``.
 DERIVING = (
     "Dup",
@@ -154,6 +156,7 @@ class Family:
         replaces it). Objects the application still holds then refer to ``COMM_NULL``; the
         duplicates a library made in C stay its own to free (revoked)."""
         self.revoke()
+        petsc.destroy_on(self._all())  # what PETSc built on them would leak
         for comm in reversed(self.members):  # derived ones first
             with contextlib.suppress(MPI.Exception):
                 comm.Free()

@@ -16,12 +16,16 @@ is imported; this module never imports it:
 * :func:`start`: PETSc's signal handler is removed (it turns a crash into ``MPI_Abort``, which
   ends every process; without it a crashed worker is a lost worker, and the job recovers); a
   warning says if PETSc initialised MPI (petsc4py imported before mpickpt).
+* :func:`destroy_on`: after a recovery, the PETSc objects built on the old family are
+  destroyed (locally); petsc4py would put them into its garbage, which is cleaned up only
+  collectively, over communicators that can no longer communicate: a leak per recovery.
 * :func:`finalize`: at the end of a clean run PETSc is finalised before MPI.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import importlib
 import importlib.abc
 import sys
@@ -95,3 +99,26 @@ def finalize() -> None:
     if petsc is not None:
         petsc._pre_finalize()
         petsc._finalize()
+
+
+def destroy_on(comms: Sequence[Any]) -> int:
+    """Destroy the PETSc objects whose communicator is one of ``comms`` (revoked: a recovery
+    replaces them). ``PetscObjectDestroy`` is local; the communicator PETSc duplicated goes
+    with the last object on it. Returns how many objects were destroyed."""
+    petsc = running()
+    handles = {comm.handle for comm in comms}
+    if petsc is None or not handles:
+        return 0
+    doomed = [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, petsc.Object) and obj.handle and _comm_handle(obj) in handles
+    ]
+    for obj in doomed:
+        obj.destroy()
+    return len(doomed)
+
+
+def _comm_handle(obj: Any) -> int:
+    """The handle of the MPI communicator of PETSc object ``obj``."""
+    return int(obj.getComm().tompi4py().handle)
