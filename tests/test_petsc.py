@@ -127,9 +127,8 @@ def resources(*args: str, env: dict[str, str]) -> dict[str, int]:
     assert rc == 0, f"rc={rc}\n{out}\n{err}"
     found = RESOURCES.search(out)
     assert found, out
-    return dict(
-        zip(("communicators", "family", "petsc_objects", "rss_kib"), map(int, found.groups()))
-    )
+    names = ("communicators", "family", "petsc_objects", "rss_kib")
+    return dict(zip(names, map(int, found.groups()), strict=True))
 
 
 @pytest.mark.fault
