@@ -93,3 +93,21 @@ def test_sub_communicators_freed_in_a_finally_are_revoked_first():
     assert rc == 0, f"rc={rc}\n{out}\n{err}"
     assert "stalled" not in err
     assert checksum(out) == reference
+
+
+WRAPPED = SCRIPTS / "wrapped_errors.py"
+
+
+@pytest.mark.fault
+def test_a_library_s_own_error_after_a_failure_is_a_failure():
+    """The survivors' library raises RuntimeError on the failed reduction: the family saw the
+    failure, so it is a recovery, with no traceback from every survivor."""
+    rc, out, err = run_mpi(WRAPPED, 5, timeout=60)
+    assert rc == 0, err
+    reference = checksum(out)
+    rc, out, err = reruns.run_once_more(
+        lambda: run_mpi(WRAPPED, 5, env={**NO_WATCHDOG, "MPICKPT_KILL": "2@13"}, timeout=90)
+    )
+    assert rc == 0, f"rc={rc}\n{out}\n{err}"
+    assert checksum(out) == reference
+    assert "Traceback" not in err, err
