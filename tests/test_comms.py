@@ -76,6 +76,20 @@ def test_killed_from_outside(tmp_path):
 
 
 SUB_FREE = SCRIPTS / "sub_free.py"
+WRAPPED = SCRIPTS / "wrapped_errors.py"
+
+
+def killed_and_reference(script, kill: str) -> tuple[str, str, str | None]:
+    """Run ``script`` on 5 ranks (4 workers + 1 spare) with ``MPICKPT_KILL=kill`` and without:
+    the killed run's stdout and stderr (it must exit 0), and the failure-free checksum."""
+    rc, out, err = run_mpi(script, 5, timeout=60)
+    assert rc == 0, err
+    reference = checksum(out)
+    rc, out, err = reruns.run_once_more(
+        lambda: run_mpi(script, 5, env={**NO_WATCHDOG, "MPICKPT_KILL": kill}, timeout=90)
+    )
+    assert rc == 0, f"rc={rc}\n{out}\n{err}"
+    return out, err, reference
 
 
 @pytest.mark.fault
@@ -84,30 +98,15 @@ def test_sub_communicators_freed_in_a_finally_are_revoked_first():
     survivors free them in a ``finally``. Worker 0 waits in a column reduction with worker 2,
     which freed that communicator on its way out: only a revoke before the free wakes it
     (else the recovery stalls until this test's timeout)."""
-    rc, out, err = run_mpi(SUB_FREE, 5, timeout=60)
-    assert rc == 0, err
-    reference = checksum(out)
-    rc, out, err = reruns.run_once_more(
-        lambda: run_mpi(SUB_FREE, 5, env={**NO_WATCHDOG, "MPICKPT_KILL": "3@13:halo"}, timeout=90)
-    )
-    assert rc == 0, f"rc={rc}\n{out}\n{err}"
+    out, err, reference = killed_and_reference(SUB_FREE, "3@13:halo")
     assert "stalled" not in err
     assert checksum(out) == reference
-
-
-WRAPPED = SCRIPTS / "wrapped_errors.py"
 
 
 @pytest.mark.fault
 def test_a_library_s_own_error_after_a_failure_is_a_failure():
     """The survivors' library raises RuntimeError on the failed reduction: the family saw the
     failure, so it is a recovery, with no traceback from every survivor."""
-    rc, out, err = run_mpi(WRAPPED, 5, timeout=60)
-    assert rc == 0, err
-    reference = checksum(out)
-    rc, out, err = reruns.run_once_more(
-        lambda: run_mpi(WRAPPED, 5, env={**NO_WATCHDOG, "MPICKPT_KILL": "2@13"}, timeout=90)
-    )
-    assert rc == 0, f"rc={rc}\n{out}\n{err}"
+    out, err, reference = killed_and_reference(WRAPPED, "2@13")
     assert checksum(out) == reference
     assert "Traceback" not in err, err
