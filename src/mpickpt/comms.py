@@ -130,6 +130,9 @@ class Family:
         ``UNDEFINED``) is returned as it is."""
         if comm == MPI.COMM_NULL:
             return comm
+        known = next((m for m in self.members if m.handle == comm.handle), None)
+        if known is not None:  # tracked twice: one object, freed once
+            return known
         tracked = _tracked_class(_kind(comm))(comm)  # shares the handle; mpi4py frees none
         tracked._mpickpt_family = self  # type: ignore[attr-defined]
         if tracked.Get_attr(keyval()) is not self.lineage:  # not a copy made by MPI_Comm_dup
