@@ -110,3 +110,20 @@ def test_a_library_s_own_error_after_a_failure_is_a_failure():
     out, err, reference = killed_and_reference(WRAPPED, "2@13")
     assert checksum(out) == reference
     assert "Traceback" not in err, err
+
+
+C_DUP = SCRIPTS / "c_dup.py"
+
+
+@pytest.mark.fault
+def test_a_duplicate_made_in_c_is_revoked_when_a_worker_leaves():
+    """Worker 2 raises while the others wait for it in a reduction on a duplicate of ctx.comm
+    made in C (as PETSc's inner communicator is): exit 1 with its error, in seconds, not a
+    stall until the watchdog (here longer than the test's timeout)."""
+    t0 = time.monotonic()
+    rc, out, err = run_mpi(C_DUP, 5, "2", "7", env=NO_WATCHDOG, timeout=90)
+    took = time.monotonic() - t0
+    assert rc == 1, f"rc={rc}\n{out}\n{err}"
+    assert "ApplicationError: worker 2 raised RuntimeError: worker 2 fails at step 7" in err
+    assert checksum(out) is None
+    print(f"ended in {took:.1f} s")
