@@ -116,15 +116,17 @@ def allowed_codes(c: Combination) -> set[int]:
     """The exit codes the exit-code table allows for ``c`` (0: with the failure-free result).
 
     0 always (a kill may come too late to matter, or be recovered). 1: a worker lost after
-    the function returned (``done``). 3 / 75: losses beyond the spares or the redundancy (75
-    when a spill, or saving to it, is left), and a stalled recovery's watchdog (``stall``).
-    A single worker lost with a spare left, anywhere in the run, must be recovered.
+    the function returned (``done``). 75: more losses than spares. 3: more losses at once
+    than the redundancy holds (every scheme holds one), or a stalled recovery's watchdog
+    (``stall``). A single worker lost with a spare left, anywhere in the run, is recovered.
     """
     codes = {0}
     if c.phase == "done":
         codes.add(1)
-    within = deaths(c) == 1 and c.spares >= 1 and c.phase not in ("stall", "outside", "idle")
-    if not within:
+    if deaths(c) == 1 and c.phase != "stall":  # within every scheme's tolerance
+        if c.spares == 0:
+            codes.add(75)  # no spare to take its place
+    else:
         codes |= {3, 75}
     return codes
 

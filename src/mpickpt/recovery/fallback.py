@@ -83,6 +83,8 @@ def save_all(
     that a relaunch resumes from it. Returns the error to raise on every process."""
     if disk is None:  # idle spares take part too: they are in every collective step below
         return error
+    if max((s.committed for s in states if s.logical is not None), default=-1) < 0:
+        return error  # nothing was committed yet: nothing to save, a relaunch starts again
     try:
         version, sources, dest = save_plan(states, nworkers, ckpt.scheme)
     except UnrecoverableError as e:
