@@ -1,0 +1,323 @@
+"""A failure and cost model of a job protected by mpickpt (pure, no MPI).
+
+What it computes for a job of ``nodes`` nodes running a scheme, from the per-node mean time
+between failures and the costs of a checkpoint, an in-memory recovery and a relaunch:
+
+* the efficiency (useful work / wall time) at a given interval and at Daly's optimum
+  (:func:`mpickpt.policies.daly_interval`, the formula ``every="auto"`` uses);
+* the memory mpickpt adds per rank;
+* the rate of losses beyond the in-memory tolerance, from the exact tolerance of the
+  scheme's layout (:func:`fatal`, checked against :mod:`mpickpt.layout` and the schemes'
+  decoders by the tests);
+* the spares a run consumes and the probability that it runs out of them.
+
+The failure process (also what :mod:`mpickpt.simulate` draws): every worker node fails at
+rate ``1/node_mtbf`` (exponential, independent); optionally whole racks of ``rack_nodes``
+consecutive nodes fail at rate ``1/rack_mtbf`` each. A failure costs the work since the last
+committed checkpoint plus a recovery (``recovery`` seconds, in RAM, one spare node per lost
+node) or, when no spare is left or the loss is beyond the scheme's tolerance, a relaunch
+(``relaunch`` seconds, from the disk tier, with a fresh set of spares). A failure during a
+recovery starts it again. A lost node's data is unprotected for ``recovery`` seconds after
+its failure (until the re-protect): a further failure of a node whose loss together with it
+is beyond the tolerance, in that window, is a loss beyond the tolerance. Under these
+assumptions one checkpoint interval of ``tau`` seconds of work takes on average
+``(e^{l(tau+C)} - 1) (1/l + E[R])`` seconds, ``E[R] = sum_k q_k (e^{l r_k} - 1)/l`` over the
+two kinds of recovery ``k`` (Bougeret et al., SC'11, with two restart costs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from itertools import combinations
+
+import numpy as np
+
+from .errors import ConfigError, DecodeError
+from .policies import daly_interval
+from .schemes import Scheme, XorSet
+
+YEAR = 365.0 * 86400.0
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds per checkpoint, per in-memory recovery (failure -> resumed, re-protect
+    included) and per relaunch from the disk tier (failure -> resumed); ``source`` says where
+    the numbers come from."""
+
+    checkpoint: float
+    recovery: float
+    relaunch: float
+    source: str = "given"
+
+
+@dataclass(frozen=True)
+class Job:
+    """The job: ``nodes`` worker nodes of ``ranks_per_node`` ranks with ``state`` bytes each,
+    ``spares`` idle spare nodes, ``work`` seconds of computation to do, ``node_mtbf`` seconds
+    between failures of one node; racks of ``rack_nodes`` consecutive nodes failing together
+    every ``rack_mtbf`` seconds each (0 / inf: no correlated failures)."""
+
+    nodes: int
+    ranks_per_node: int
+    state: float
+    node_mtbf: float
+    work: float
+    spares: int = 0
+    rack_nodes: int = 0
+    rack_mtbf: float = math.inf
+
+    @property
+    def node_rate(self) -> float:
+        """Node failures per second of the whole job."""
+        return self.nodes / self.node_mtbf
+
+    @property
+    def rack_rate(self) -> float:
+        """Rack failures per second of the whole job."""
+        if self.rack_nodes < 2 or not math.isfinite(self.rack_mtbf):
+            return 0.0
+        return (self.nodes // self.rack_nodes) / self.rack_mtbf
+
+
+# -- the exact tolerance of a layout, at the level of nodes ---------------------------------
+
+
+@cache
+def _decodes(scheme: Scheme, lost: frozenset[int]) -> bool:
+    """Whether an owner's segment survives the loss of its backups ``lost`` (slots)."""
+    names = [p.name for p in scheme.pieces() if p.backup not in lost]
+    try:
+        scheme.needed(names)
+    except DecodeError:
+        return False
+    return True
+
+
+def set_count(nodes: int, ranks_per_node: int, group: int) -> int:
+    """The number of xorset sets (:func:`mpickpt.schemes.xorset.form_sets` deals the ranks,
+    node by node, round robin into ``ranks // group`` sets)."""
+    return max(1, nodes * ranks_per_node // group)
+
+
+def share_a_set(offset: np.ndarray | int, ranks_per_node: int, nsets: int) -> np.ndarray:
+    """Whether two nodes ``offset`` apart hold members of one xorset set: rank ``l`` of node
+    ``a`` is listed at ``a * R + l`` and sits in set ``(a * R + l) mod nsets``."""
+    r = (np.asarray(offset) * ranks_per_node) % nsets
+    return np.minimum(r, nsets - r) <= ranks_per_node - 1
+
+
+def fatal(scheme: Scheme, dead: Iterable[int], nodes: int, ranks_per_node: int) -> bool:
+    """Whether losing the nodes ``dead`` (ids ``0..nodes-1``) together is beyond the RAM
+    tolerance of ``scheme`` laid out by mpickpt over nodes as failure domains.
+
+    Per-owner schemes: :func:`mpickpt.layout.choose_backups` puts backup ``j`` of every rank
+    of node ``x`` on node ``(x + j + 1) mod nodes``; a dead owner needs its segment decodable
+    from its surviving backups. xorset: two dead nodes that share a set."""
+    dead = sorted(set(dead))
+    if isinstance(scheme, XorSet):
+        nsets = set_count(nodes, ranks_per_node, scheme.group)
+        return any(bool(share_a_set(b - a, ranks_per_node, nsets)) for a, b in combinations(dead, 2))
+    gone = set(dead)
+    for x in dead:
+        lost = frozenset(j for j in range(scheme.backups) if (x + j + 1) % nodes in gone)
+        if lost and not _decodes(scheme, lost):
+            return True
+    return False
+
+
+def check_layout(scheme: Scheme, nodes: int, ranks_per_node: int) -> None:
+    """Raise :class:`ConfigError` when mpickpt cannot lay ``scheme`` out over these nodes
+    (the model's node-level structure then does not hold)."""
+    if isinstance(scheme, XorSet):
+        if set_count(nodes, ranks_per_node, scheme.group) < ranks_per_node or nodes < 2:
+            raise ConfigError(
+                f"{scheme!r} needs at least {scheme.group} nodes so that no set has two "
+                f"members on one node (got {nodes})"
+            )
+    elif nodes < scheme.backups + 1:
+        raise ConfigError(
+            f"{scheme!r} puts {scheme.backups} backups on other nodes: it needs at least "
+            f"{scheme.backups + 1} nodes (got {nodes})"
+        )
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """The minimal sets of nodes whose loss within one recovery window is beyond the
+    tolerance: ``counts[m]`` sets of ``m`` nodes; ``rack``: a whole rack's loss is."""
+
+    counts: dict[int, int] = field(default_factory=dict)
+    rack: bool = False
+
+
+def exposure(scheme: Scheme, job: Job) -> Exposure:
+    """The :class:`Exposure` of ``scheme`` on ``job``'s nodes."""
+    n, per = job.nodes, job.ranks_per_node
+    check_layout(scheme, n, per)
+    rack = job.rack_rate > 0 and fatal(scheme, range(job.rack_nodes), n, per)
+    if isinstance(scheme, XorSet):
+        nsets = set_count(n, per, scheme.group)
+        offsets = np.arange(1, n)
+        pairs = int(np.sum((n - offsets) * share_a_set(offsets, per, nsets)))
+        return Exposure({2: pairs} if pairs else {}, rack)
+    return Exposure(_owner_sets(scheme, n, per), rack)
+
+
+def _owner_sets(scheme: Scheme, nodes: int, per: int) -> dict[int, int]:
+    """Minimal fatal node sets of a per-owner scheme by size: an owner's node and the
+    smallest sets of its backups' nodes it cannot be decoded without (distinct sets only)."""
+    minimal: list[frozenset[int]] = []
+    for size in range(1, scheme.backups + 1):
+        for lost in combinations(range(scheme.backups), size):
+            slots = frozenset(lost)
+            if any(m <= slots for m in minimal) or _decodes(scheme, slots):
+                continue
+            minimal.append(slots)
+    found: set[frozenset[int]] = set()
+    counts: dict[int, int] = {}
+    wraps = nodes <= 2 * scheme.backups + 1  # a set might be counted from two owners
+    for slots in minimal:
+        offsets = frozenset([0, *((j + 1) % nodes for j in slots)])
+        if not wraps:
+            counts[len(offsets)] = counts.get(len(offsets), 0) + nodes
+            continue
+        for x in range(nodes):
+            found.add(frozenset((x + o) % nodes for o in offsets))
+    for s in found:
+        counts[len(s)] = counts.get(len(s), 0) + 1
+    return counts
+
+
+def beyond_rate(scheme: Scheme, job: Job, window: float, in_ram: float = 1.0) -> float:
+    """Losses beyond the RAM tolerance per second: a minimal fatal set of ``m`` nodes is
+    lost when its last node fails while the ``m - 1`` others are within ``window`` seconds
+    of a failure that was recovered in RAM (a fraction ``in_ram`` of the failures; a relaunch
+    protects every node again): rate ``m / M * p^(m-1)``, ``p = in_ram (1 - e^(-window/M))``;
+    plus every rack failure whose rack is itself such a set."""
+    ex = exposure(scheme, job)
+    m_node = job.node_mtbf
+    p = -math.expm1(-window / m_node) * in_ram
+    rate = sum(c * m / m_node * p ** (m - 1) for m, c in ex.counts.items())
+    return rate + (job.rack_rate if ex.rack else 0.0)
+
+
+# -- spares ------------------------------------------------------------------------------
+
+
+def poisson_pmf(mean: float, upto: int) -> np.ndarray:
+    """``P(K = k)`` for ``k = 0..upto`` of a Poisson variable of mean ``mean``."""
+    k = np.arange(upto + 1)
+    if mean <= 0:
+        return (k == 0).astype(float)
+    logp = k * math.log(mean) - mean - np.array([math.lgamma(i + 1) for i in k])
+    return np.exp(logp)
+
+
+def spare_demand(job: Job, wall: float, upto: int) -> np.ndarray:
+    """``P(D = d)``, ``d = 0..upto``: spare nodes a run of ``wall`` seconds asks for (one
+    per node failure, ``rack_nodes`` per rack failure)."""
+    nodes = poisson_pmf(job.node_rate * wall, upto)
+    if job.rack_rate == 0:
+        return nodes
+    dist = np.zeros(upto + 1)
+    racks = poisson_pmf(job.rack_rate * wall, upto // job.rack_nodes)
+    for j, pj in enumerate(racks):
+        shift = j * job.rack_nodes
+        dist[shift:] += pj * nodes[: upto + 1 - shift]
+    return dist
+
+
+def spares_outlook(job: Job, wall: float) -> tuple[float, float, float]:
+    """``(spares used, P(running out at least once), relaunches for want of a spare)`` in a
+    run of ``wall`` seconds; a relaunch brings a fresh set of ``spares`` (expected counts)."""
+    mean = (job.node_rate + job.rack_rate * max(job.rack_nodes, 1)) * wall
+    upto = int(mean + 12 * math.sqrt(mean + 1) + 4 * (job.spares + 1) + job.rack_nodes)
+    dist = spare_demand(job, wall, upto)
+    d = np.arange(upto + 1)
+    runs_out = float(np.sum(dist[d > job.spares]))
+    relaunches = float(np.sum(dist * (d // (job.spares + 1))))
+    return float(np.sum(dist * d)) - relaunches, runs_out, relaunches
+
+
+# -- efficiency --------------------------------------------------------------------------
+
+
+def recovering(costs: Costs, rate: float, fallback: float) -> float:
+    """Expected recovery seconds per failure that interrupts the computation, times ``rate``
+    (a failure during a recovery starts it again): the time recovering per time computing."""
+    redo = (1 - fallback) * math.expm1(rate * costs.recovery)
+    return redo + fallback * math.expm1(rate * costs.relaunch)
+
+
+def segment_time(tau: float, costs: Costs, rate: float, fallback: float) -> float:
+    """Expected wall seconds to commit ``tau`` seconds of work and its checkpoint, with
+    failures at ``rate`` per second, a fraction ``fallback`` of those that interrupt the
+    computation needing a relaunch."""
+    if rate <= 0:
+        return tau + costs.checkpoint
+    return math.expm1(rate * (tau + costs.checkpoint)) * (1 + recovering(costs, rate, fallback)) / rate
+
+
+def efficiency(tau: float, costs: Costs, rate: float, fallback: float) -> float:
+    """Useful work per wall second at interval ``tau`` (see :func:`segment_time`)."""
+    return tau / segment_time(tau, costs, rate, fallback)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model predicts for one configuration (seconds, bytes, probabilities)."""
+
+    scheme: str
+    spares: int
+    interval: float
+    efficiency: float
+    wall: float
+    memory: float
+    failures: float
+    beyond_per_day: float
+    beyond_per_run: float
+    spares_used: float
+    out_of_spares: float
+    relaunches: float
+
+
+def interval_for(job: Job, costs: Costs) -> float:
+    """Daly's interval for the job's mean time between failures (``every="auto"``'s)."""
+    rate = job.node_rate + job.rack_rate
+    return daly_interval(costs.checkpoint, 1 / rate) if rate > 0 else job.work
+
+
+def predict(scheme: Scheme, job: Job, costs: Costs, interval: float | None = None) -> Prediction:
+    """The model's :class:`Prediction` at ``interval`` (default: :func:`interval_for`)."""
+    tau = interval_for(job, costs) if interval is None else interval
+    rate = job.node_rate + job.rack_rate
+    beyond = beyond_rate(scheme, job, costs.recovery)
+    wall, fallback = job.work / efficiency(tau, costs, rate, 0.0), 0.0
+    for _ in range(20):  # the fallbacks depend on the wall time, which depends on them
+        used, out, relaunches = spares_outlook(job, wall)
+        if rate > 0:
+            in_ram = max(0.0, 1 - (relaunches + beyond * wall) / (rate * wall))
+            beyond = beyond_rate(scheme, job, costs.recovery, in_ram)
+        # per failure that interrupts the computation (the others restart a recovery)
+        computing = rate * wall / (1 + recovering(costs, rate, fallback)) if rate > 0 else 1.0
+        fallback = min(1.0, (relaunches + beyond * wall) / computing)
+        wall = job.work / efficiency(tau, costs, rate, fallback)
+    return Prediction(
+        scheme=repr(scheme),
+        spares=job.spares,
+        interval=tau,
+        efficiency=job.work / wall,
+        wall=wall,
+        memory=job.state * (1 + 2 * scheme.overhead),
+        failures=rate * wall,
+        beyond_per_day=-math.expm1(-beyond * DAY),
+        beyond_per_run=-math.expm1(-beyond * wall),
+        spares_used=used,
+        out_of_spares=out,
+        relaunches=relaunches,
+    )
