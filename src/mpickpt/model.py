@@ -121,7 +121,9 @@ def fatal(scheme: Scheme, dead: Iterable[int], nodes: int, ranks_per_node: int) 
     dead = sorted(set(dead))
     if isinstance(scheme, XorSet):
         nsets = set_count(nodes, ranks_per_node, scheme.group)
-        return any(bool(share_a_set(b - a, ranks_per_node, nsets)) for a, b in combinations(dead, 2))
+        return any(
+            bool(share_a_set(b - a, ranks_per_node, nsets)) for a, b in combinations(dead, 2)
+        )
     gone = set(dead)
     for x in dead:
         lost = frozenset(j for j in range(scheme.backups) if (x + j + 1) % nodes in gone)
@@ -260,7 +262,9 @@ def segment_time(tau: float, costs: Costs, rate: float, fallback: float) -> floa
     computation needing a relaunch."""
     if rate <= 0:
         return tau + costs.checkpoint
-    return math.expm1(rate * (tau + costs.checkpoint)) * (1 + recovering(costs, rate, fallback)) / rate
+    return (
+        math.expm1(rate * (tau + costs.checkpoint)) * (1 + recovering(costs, rate, fallback)) / rate
+    )
 
 
 def efficiency(tau: float, costs: Costs, rate: float, fallback: float) -> float:
@@ -268,14 +272,22 @@ def efficiency(tau: float, costs: Costs, rate: float, fallback: float) -> float:
     return tau / segment_time(tau, costs, rate, fallback)
 
 
+def label(scheme: Scheme) -> str:
+    """``parity(group=3, backups=4)``: the scheme's id and parameters, without subsegments."""
+    args = [f"{k}={v}" for k, v in scheme.get_config().items() if k not in ("id", "subsegments")]
+    return f"{scheme.scheme_id}({', '.join(args)})"
+
+
 @dataclass(frozen=True)
 class Prediction:
-    """What the model predicts for one configuration (seconds, bytes, probabilities)."""
+    """What the model predicts for one configuration (seconds, bytes, probabilities);
+    ``node_efficiency`` counts the spare nodes' idle time as waste."""
 
     scheme: str
     spares: int
     interval: float
     efficiency: float
+    node_efficiency: float
     wall: float
     memory: float
     failures: float
@@ -308,10 +320,11 @@ def predict(scheme: Scheme, job: Job, costs: Costs, interval: float | None = Non
         fallback = min(1.0, (relaunches + beyond * wall) / computing)
         wall = job.work / efficiency(tau, costs, rate, fallback)
     return Prediction(
-        scheme=repr(scheme),
+        scheme=label(scheme),
         spares=job.spares,
         interval=tau,
         efficiency=job.work / wall,
+        node_efficiency=job.work / wall * job.nodes / (job.nodes + job.spares),
         wall=wall,
         memory=job.state * (1 + 2 * scheme.overhead),
         failures=rate * wall,
@@ -320,4 +333,86 @@ def predict(scheme: Scheme, job: Job, costs: Costs, interval: float | None = Non
         spares_used=used,
         out_of_spares=out,
         relaunches=relaunches,
+    )
+
+
+# -- costs -------------------------------------------------------------------------------
+
+# Fitted on the project's own measurements (docs/measurements.md: 8 ranks on 2 cores, shared
+# memory): a checkpoint moves (1 + overhead) bytes per byte of state at about 1.6 GB/s after
+# 15 ms of fixed cost; kill -> resumed is 0.15 s of detection and agreement plus 3.5 s per GB
+# of state; a relaunch that reloads HDF5 is 1.5 s plus 40 s per GB.
+FIT_CHECKPOINT = (0.015, 1.6e9)
+FIT_RECOVERY = (0.15, 3.5e-9)
+FIT_RELAUNCH = (1.5, 40e-9)
+FITTED = "fitted on mpickpt's own measurements (2 cores, shared memory; docs/measurements.md)"
+
+
+def fitted_costs(scheme: Scheme, state: float) -> Costs:
+    """The costs of :data:`FITTED` for ``state`` bytes per rank."""
+    fixed, rate = FIT_CHECKPOINT
+    return Costs(
+        checkpoint=fixed + (1 + scheme.overhead) * state / rate,
+        recovery=FIT_RECOVERY[0] + FIT_RECOVERY[1] * state,
+        relaunch=FIT_RELAUNCH[0] + FIT_RELAUNCH[1] * state,
+        source=FITTED,
+    )
+
+
+def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares ``(a, b)`` of ``y = a + b x`` (through the origin with one x)."""
+    xs = np.array([x for x, _ in points])
+    ys = np.array([y for _, y in points])
+    if len(set(xs)) < 2:
+        return 0.0, float(ys.mean() / xs.mean())
+    b, a = np.polyfit(xs, ys, 1)
+    return max(float(a), 0.0), float(b)
+
+
+def _at(points: list[tuple[float, float]], state: float) -> float:
+    a, b = _line(points)
+    return a + b * state
+
+
+def costs_from(data: dict, scheme: Scheme, state: float) -> Costs:
+    """Costs at ``state`` bytes per rank from a measurement file: a run report, the JSON of
+    ``benchmarks/bench_checkpoint.py`` or ``bench_recovery.py``, or ``{"checkpoint": s,
+    "recovery": s, "relaunch": s}``. Times are scaled linearly in the bytes per rank; what
+    the file does not give comes from :func:`fitted_costs`."""
+    fit = fitted_costs(scheme, state)
+    got: dict[str, float] = {}
+    if data.get("format") == "mpickpt-report":
+        c = data["checkpoints"]
+        per = c["bytes"] / max(c["checkpoints"], 1)
+        got["checkpoint"] = _at([(per, c["seconds"] / max(c["checkpoints"], 1))], state)
+        recs = [r["timeline"][-1][0] for r in data.get("recoveries", []) if r.get("timeline")]
+        if recs:
+            got["recovery"] = _at([(per, float(np.mean(recs)))], state)
+    elif "results" in data and "schemes" in data and isinstance(data["schemes"], dict):
+        pts = [
+            (r["size_mb"] * 2**20, float(np.median(s["times"])))
+            for r in data["results"]
+            for s in r["schemes"]
+            if s["scheme"] == scheme.scheme_id and s["times"]
+        ]
+        if pts:
+            got["checkpoint"] = _at(pts, state)
+    elif "results" in data:  # bench_recovery
+        for key, runs in (("recovery", "kills"), ("relaunch", "relaunches")):
+            pts = [
+                (r["rank_mb"] * 2**20, float(np.median([k["resumed"] for k in r[runs]])))
+                for r in data["results"]
+                if r.get(runs)
+            ]
+            if pts:
+                got[key] = _at(pts, state)
+    else:
+        got = {k: float(data[k]) for k in ("checkpoint", "recovery", "relaunch") if k in data}
+    if not got:
+        raise ConfigError("the costs file holds no checkpoint, recovery or relaunch time")
+    return Costs(
+        checkpoint=got.get("checkpoint", fit.checkpoint),
+        recovery=got.get("recovery", fit.recovery),
+        relaunch=got.get("relaunch", fit.relaunch),
+        source=f"measured: {', '.join(sorted(got))}; the rest {FITTED}",
     )

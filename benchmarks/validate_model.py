@@ -1,0 +1,201 @@
+"""Validation of the failure model (``mpickpt.model``) on this machine: heat2d SIGKILLed at a
+known rate, its measured efficiency against the model's, fed with the costs of the same runs.
+
+    python benchmarks/validate_model.py --json validate.json
+
+Every run launches ``examples/heat2d.py`` (``--workers`` + ``--spares`` ranks) with the chaos
+campaign's launcher (``tests/chaos_campaign.py``), and times it from the moment every rank has
+written its pid to the exit (the start-up is the same with or without failures). The runs:
+
+* **reference** (``--every`` larger than the run: only the checkpoint at step 0), failure-free:
+  the pure computation ``D0``, and the time per step ``D0 / steps``;
+* for every row: ``--every N`` with kills at ``--rate`` per second (Poisson, from outside:
+  SIGKILL of a random current worker other than worker 0, at least ``--gap`` seconds after
+  the previous kill, at most one kill per spare, none in the first ``--warmup`` seconds: the
+  start-up), or none (rate 0).
+
+Measured efficiency: ``D0 / D``. The model's (``mpickpt.model.efficiency``) takes, from the same
+runs: the interval ``N * D0 / steps``, the checkpoint cost from worker 0's run report
+(seconds / checkpoints), the recovery cost kill -> resumed (the killer's clock to the report's
+detection, plus the report's timeline to the re-protect), and the failure rate the kills had
+(kills / (``D`` - warm-up)). Rounds run the rows in turn, so that they see the same load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import chaos_campaign as chaos  # noqa: E402
+from mpickpt.model import Costs, efficiency  # noqa: E402
+
+
+def scenario(a: argparse.Namespace, every: int) -> chaos.Scenario:
+    args = ("--steps", str(a.steps), "--size", str(a.size), "--every", str(every))
+    return chaos.Scenario(
+        f"every{every}", "heat2d.py", a.workers + a.spares, (*args, "--spares", str(a.spares)),
+        "single", a.spares,
+    )  # fmt: skip
+
+
+def poisson_killer(a: argparse.Namespace, rate: float, rng: random.Random, kills: list[float]):
+    """Kill a random current worker (not 0) at Poisson times; the lowest spare takes its
+    place (``mpickpt.planning.plan_recovery``), so the killer knows who plays whom."""
+
+    def killer(proc: Any, piddir: Path) -> list[str]:
+        n = a.workers + a.spares
+        while len(pids := chaos._pids(piddir)) < n:
+            if proc.poll() is not None:
+                return []
+            time.sleep(0.005)
+        start = time.monotonic()
+        kills.append(time.time())  # the first entry: the start (pidfiles written)
+        plays = list(range(a.workers))
+        spares = list(range(a.workers, n))
+        t, done = a.warmup, []
+        while rate > 0 and spares:
+            t += max(rng.expovariate(rate), a.gap if done else 0.0)
+            while time.monotonic() - start < t:
+                if proc.poll() is not None:
+                    return done
+                time.sleep(0.01)
+            w = rng.randrange(1, a.workers)
+            chaos._kill(pids[plays[w]])
+            kills.append(time.time())
+            done.append(f"worker{w}=rank{plays[w]}@{t:.2f}s")
+            plays[w] = spares.pop(0)
+        return done
+
+    return killer
+
+
+def one_run(a: argparse.Namespace, every: int, rate: float, rng: random.Random) -> dict:
+    """One launch; its duration (pidfiles -> exit), kills and report."""
+    runner = chaos.Runner(seed=rng.randrange(1 << 30))
+    with tempfile.TemporaryDirectory(prefix="mpickpt-validate-") as d:
+        report = Path(d) / "report.json"
+        runner.env = {"MPICKPT_REPORT": str(report)}
+        kills: list[float] = []
+        rc, out, err, seconds, done = runner._launch(
+            scenario(a, every), Path(d), poisson_killer(a, rate, rng, kills), a.timeout
+        )
+        end = time.time()
+        rep = json.loads(report.read_text()) if report.exists() else {}
+    ok = rc == 0 and chaos.CHECKSUM.search(out) is not None and bool(kills)
+    return {
+        "every": every,
+        "rate": rate,
+        "ok": ok,
+        "rc": rc,
+        "duration": end - kills[0] if kills else None,
+        "kill_times": [k - kills[0] for k in kills[1:]],
+        "kills": done,
+        "recoveries": recovery_costs(rep, kills[1:]),
+        "checkpoint": checkpoint_cost(rep),
+        "load": os.getloadavg()[0],
+        "log": "" if ok else err[-2000:],
+    }
+
+
+def checkpoint_cost(rep: dict) -> float | None:
+    c = rep.get("checkpoints") or {}
+    return c["seconds"] / c["checkpoints"] if c.get("checkpoints") else None
+
+
+def recovery_costs(rep: dict, kill_times: list[float]) -> list[float]:
+    """kill -> resumed of every recovery in the report (the newest kill before each one)."""
+    out = []
+    for r in rep.get("recoveries", []):
+        detected = datetime.fromisoformat(r["detected_utc"]).timestamp()
+        before = [k for k in kill_times if k <= detected]
+        if before and r.get("timeline"):
+            out.append(detected - before[-1] + r["timeline"][-1][0])
+    return out
+
+
+def summarize(a: argparse.Namespace, runs: list[dict]) -> list[dict]:
+    """One row per (every, rate): measured and predicted efficiency."""
+    refs = [r["duration"] for r in runs if r["every"] == a.steps and r["ok"]]
+    d0 = statistics.mean(refs)
+    step = d0 / a.steps
+    rows = []
+    for every, rate in a.rows:
+        mine = [r for r in runs if (r["every"], r["rate"]) == (every, rate) and r["ok"]]
+        if not mine:
+            continue
+        wall = sum(r["duration"] for r in mine)
+        kills = sum(len(r["kill_times"]) for r in mine)
+        exposed = wall - a.warmup * len(mine)  # the kills start after the warm-up
+        recs = [x for r in mine for x in r["recoveries"]]
+        ckpt = statistics.mean(r["checkpoint"] for r in mine if r["checkpoint"] is not None)
+        rec = statistics.mean(recs) if recs else 0.0
+        costs = Costs(ckpt, rec, rec, "measured")
+        measured = d0 * len(mine) / wall
+        model = efficiency(every * step, costs, kills / exposed, 0.0)
+        rows.append({
+            "every": every, "rate": rate, "runs": len(mine), "kills": kills, "wall": wall,
+            "interval": every * step, "checkpoint": ckpt, "recovery": rec,
+            "measured": measured, "model": model, "error": model / measured - 1,
+            "load": [min(r["load"] for r in mine), max(r["load"] for r in mine)],
+        })  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--spares", type=int, default=4)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--rows", default="20:0,20:0.15,5:0.15", help="every:rate (kills per s), ...")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--gap", type=float, default=1.5, help="seconds between two kills at least")
+    p.add_argument(
+        "--warmup", type=float, default=3, help="no kill in the first seconds (start-up)"
+    )
+    p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None)
+    a = p.parse_args()
+    a.rows = [(int(e), float(r)) for e, r in (x.split(":") for x in a.rows.split(","))]
+    rng = random.Random(a.seed)
+    print(f"# validate: {' '.join(sys.argv[1:])}; load {os.getloadavg()[0]:.2f}", flush=True)
+    runs = []
+    for i in range(a.rounds):
+        for every, rate in [(a.steps, 0.0), *a.rows]:
+            r = one_run(a, every, rate, rng)
+            runs.append(r)
+            print(
+                f"round {i} every {every} rate {rate:g}: ok={r['ok']} rc={r['rc']} "
+                f"{r['duration'] or 0:.2f} s, kills {r['kills']}, recoveries "
+                f"{[round(x, 3) for x in r['recoveries']]}, C {r['checkpoint']}, "
+                f"load {r['load']:.1f}",
+                flush=True,
+            )
+    rows = summarize(a, runs)
+    print("| every | kills/s | runs | kills | interval s | C s | R s | measured | model | error |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['every']} | {r['rate']:g} | {r['runs']} | {r['kills']} | "
+            f"{r['interval']:.2f} | {r['checkpoint']:.3f} | {r['recovery']:.3f} | "
+            f"{r['measured']:.3f} | {r['model']:.3f} | {100 * r['error']:+.1f} % |"
+        )
+    print(f"# load at the end {os.getloadavg()[0]:.2f}")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"args": vars(a), "runs": runs, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
