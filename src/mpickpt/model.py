@@ -195,17 +195,15 @@ def _owner_sets(scheme: Scheme, nodes: int, per: int) -> dict[int, int]:
     return counts
 
 
-def beyond_rate(scheme: Scheme, job: Job, window: float, in_ram: float = 1.0) -> float:
-    """Losses beyond the RAM tolerance per second: a minimal fatal set of ``m`` nodes is
-    lost when its last node fails while the ``m - 1`` others are within ``window`` seconds
-    of a failure that was recovered in RAM (a fraction ``in_ram`` of the failures; a relaunch
-    protects every node again): rate ``m / M * p^(m-1)``, ``p = in_ram (1 - e^(-window/M))``;
-    plus every rack failure whose rack is itself such a set."""
-    ex = exposure(scheme, job)
+def coincidence_rate(ex: Exposure, job: Job, window: float, in_ram: float = 1.0) -> float:
+    """Losses beyond the RAM tolerance per second from node failures: a minimal fatal set of
+    ``m`` nodes is lost when its last node fails while the ``m - 1`` others are within
+    ``window`` seconds of a failure that was recovered in RAM (a fraction ``in_ram`` of the
+    failures; a relaunch protects every node again): rate ``m / M * p^(m-1)`` with
+    ``p = in_ram (1 - e^(-window/M))``."""
     m_node = job.node_mtbf
     p = -math.expm1(-window / m_node) * in_ram
-    rate = sum(c * m / m_node * p ** (m - 1) for m, c in ex.counts.items())
-    return rate + (job.rack_rate if ex.rack else 0.0)
+    return sum(c * m / m_node * p ** (m - 1) for m, c in ex.counts.items())
 
 
 # -- spares ------------------------------------------------------------------------------
@@ -220,30 +218,62 @@ def poisson_pmf(mean: float, upto: int) -> np.ndarray:
     return np.exp(logp)
 
 
-def spare_demand(job: Job, wall: float, upto: int) -> np.ndarray:
-    """``P(D = d)``, ``d = 0..upto``: spare nodes a run of ``wall`` seconds asks for (one
-    per node failure, ``rack_nodes`` per rack failure)."""
-    nodes = poisson_pmf(job.node_rate * wall, upto)
-    if job.rack_rate == 0:
-        return nodes
-    dist = np.zeros(upto + 1)
-    racks = poisson_pmf(job.rack_rate * wall, upto // job.rack_nodes)
-    for j, pj in enumerate(racks):
-        shift = j * job.rack_nodes
-        dist[shift:] += pj * nodes[: upto + 1 - shift]
-    return dist
+@dataclass(frozen=True)
+class Spares:
+    """Expected over a run: spare nodes used, P(running out at least once), relaunches for
+    want of a spare."""
+
+    used: float
+    out: float
+    relaunches: float
 
 
-def spares_outlook(job: Job, wall: float) -> tuple[float, float, float]:
-    """``(spares used, P(running out at least once), relaunches for want of a spare)`` in a
-    run of ``wall`` seconds; a relaunch brings a fresh set of ``spares`` (expected counts)."""
-    mean = (job.node_rate + job.rack_rate * max(job.rack_nodes, 1)) * wall
-    upto = int(mean + 12 * math.sqrt(mean + 1) + 4 * (job.spares + 1) + job.rack_nodes)
-    dist = spare_demand(job, wall, upto)
-    d = np.arange(upto + 1)
-    runs_out = float(np.sum(dist[d > job.spares]))
-    relaunches = float(np.sum(dist * (d // (job.spares + 1))))
-    return float(np.sum(dist * d)) - relaunches, runs_out, relaunches
+def spares_outlook(job: Job, wall: float, beyond_node: float, rack_fatal: bool) -> Spares:
+    """:class:`Spares` for a run of ``wall`` seconds: a Markov chain over (ran out yet,
+    spares left), one step per failure, averaged over the Poisson number of failures. A node
+    failure is beyond the tolerance with probability ``beyond_node``, a rack failure when
+    ``rack_fatal``; either relaunches the job, as a failure that finds too few spares does,
+    and a relaunch brings a fresh set of spares."""
+    rate = job.node_rate + job.rack_rate
+    if rate <= 0:
+        return Spares(0.0, 0.0, 0.0)
+    mean = rate * wall
+    kmax = int(mean + 12 * math.sqrt(mean) + 10)
+    tail = 1 - np.concatenate([[0.0], np.cumsum(poisson_pmf(mean, kmax))[:-1]])  # P(K >= k)
+    state = np.zeros((2, job.spares + 1))
+    state[0, job.spares] = 1.0
+    used = out = relaunches = 0.0
+    for k in range(1, kmax + 1):
+        state, du, dr, first = _one_failure(state, job, beyond_node, rack_fatal)
+        used, relaunches, out = (
+            used + tail[k] * du,
+            relaunches + tail[k] * dr,
+            out + tail[k] * first,
+        )
+    return Spares(float(used), float(out), float(relaunches))
+
+
+def _one_failure(
+    state: np.ndarray, job: Job, beyond_node: float, rack_fatal: bool
+) -> tuple[np.ndarray, float, float, float]:
+    """One step of :func:`spares_outlook`'s chain: the new state, and the expected spares
+    used, relaunches for want of a spare, and first times out of spares in this step."""
+    s, rate = job.spares, job.node_rate + job.rack_rate
+    p_rack = job.rack_rate / rate
+    fits = (1 - p_rack) * (1 - beyond_node)  # a node failure a spare can take
+    new = np.zeros_like(state)
+    new[:, s] += ((1 - p_rack) * beyond_node + (p_rack if rack_fatal else 0.0)) * state.sum(1)
+    new[:, :-1] += fits * state[:, 1:]
+    short = fits * state[:, 0]  # per "ran out yet": no spare left
+    used = fits * float(state[:, 1:].sum())
+    if p_rack > 0 and not rack_fatal:
+        need = job.rack_nodes
+        if need <= s:
+            new[:, : s + 1 - need] += p_rack * state[:, need:]
+            used += need * p_rack * float(state[:, need:].sum())
+        short = short + p_rack * state[:, : min(need, s + 1)].sum(1)
+    new[1, s] += short.sum()
+    return new, used, float(short.sum()), float(short[0])
 
 
 # -- efficiency --------------------------------------------------------------------------
@@ -308,17 +338,22 @@ def predict(scheme: Scheme, job: Job, costs: Costs, interval: float | None = Non
     """The model's :class:`Prediction` at ``interval`` (default: :func:`interval_for`)."""
     tau = interval_for(job, costs) if interval is None else interval
     rate = job.node_rate + job.rack_rate
-    beyond = beyond_rate(scheme, job, costs.recovery)
-    wall, fallback = job.work / efficiency(tau, costs, rate, 0.0), 0.0
-    for _ in range(20):  # the fallbacks depend on the wall time, which depends on them
-        used, out, relaunches = spares_outlook(job, wall)
+    ex = exposure(scheme, job)
+    racks = job.rack_rate if ex.rack else 0.0  # rack failures beyond the tolerance per second
+    wall, fallback, in_ram = job.work / efficiency(tau, costs, rate, 0.0), 0.0, 1.0
+    for _ in range(50):  # the fallbacks depend on the wall time, which depends on them
+        nodes = coincidence_rate(ex, job, costs.recovery, in_ram)
+        spares = spares_outlook(job, wall, nodes / job.node_rate if nodes else 0.0, ex.rack)
+        lost = spares.relaunches + (nodes + racks) * wall  # relaunches in the run
         if rate > 0:
-            in_ram = max(0.0, 1 - (relaunches + beyond * wall) / (rate * wall))
-            beyond = beyond_rate(scheme, job, costs.recovery, in_ram)
+            in_ram = max(0.0, 1 - lost / (rate * wall))
         # per failure that interrupts the computation (the others restart a recovery)
         computing = rate * wall / (1 + recovering(costs, rate, fallback)) if rate > 0 else 1.0
-        fallback = min(1.0, (relaunches + beyond * wall) / computing)
-        wall = job.work / efficiency(tau, costs, rate, fallback)
+        fallback = min(1.0, lost / computing)
+        before, wall = wall, job.work / efficiency(tau, costs, rate, fallback)
+        if abs(wall - before) <= 1e-12 * wall:
+            break
+    beyond = nodes + racks
     return Prediction(
         scheme=label(scheme),
         spares=job.spares,
@@ -330,9 +365,9 @@ def predict(scheme: Scheme, job: Job, costs: Costs, interval: float | None = Non
         failures=rate * wall,
         beyond_per_day=-math.expm1(-beyond * DAY),
         beyond_per_run=-math.expm1(-beyond * wall),
-        spares_used=used,
-        out_of_spares=out,
-        relaunches=relaunches,
+        spares_used=spares.used,
+        out_of_spares=spares.out,
+        relaunches=spares.relaunches,
     )
 
 

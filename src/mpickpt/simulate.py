@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from .model import Costs, Job, fatal
 from .schemes import Scheme
 
-Z95 = 1.96  # the normal quantile of a two-sided 95 % interval
+Z95 = 1.96  # the normal quantile of a two-sided 95 % confidence interval
 
 
 @dataclass
@@ -106,14 +106,20 @@ class Simulator:
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean and the half-width of its 95 % confidence interval."""
+    """A mean and its standard error."""
 
     mean: float
-    half: float
+    se: float
 
-    def covers(self, value: float, slack: float = 0.0) -> bool:
-        """Whether ``value`` is within the interval (widened by ``slack``, absolute)."""
-        return abs(value - self.mean) <= self.half + slack
+    @property
+    def half(self) -> float:
+        """The half-width of the 95 % confidence interval."""
+        return Z95 * self.se
+
+    def covers(self, value: float, z: float = Z95) -> bool:
+        """Whether ``value`` is within ``z`` standard errors of the mean (or rounding: a
+        probability of 1e-7 against none in the runs)."""
+        return abs(value - self.mean) <= z * self.se + 1e-6
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,7 @@ def _mean(values: list[float]) -> Estimate:
     n = len(values)
     mean = sum(values) / n
     var = sum((v - mean) ** 2 for v in values) / max(n - 1, 1)
-    return Estimate(mean, Z95 * math.sqrt(var / n))
+    return Estimate(mean, math.sqrt(var / n))
 
 
 def simulate(
@@ -146,7 +152,7 @@ def simulate(
     work = sim.segments * interval
     return Summary(
         runs=runs,
-        efficiency=Estimate(work / wall.mean, work / wall.mean * wall.half / wall.mean),
+        efficiency=Estimate(work / wall.mean, work / wall.mean * wall.se / wall.mean),
         failures=_mean([r.failures for r in done]),
         spares_used=_mean([r.spares_used for r in done]),
         beyond_per_run=_mean([float(r.beyond > 0) for r in done]),
