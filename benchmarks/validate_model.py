@@ -5,11 +5,14 @@ known rate, its measured efficiency against the model's, fed with the costs of t
 
 Every run launches ``examples/heat2d.py`` (``--workers`` + ``--spares`` ranks) with the chaos
 campaign's launcher (``tests/chaos_campaign.py``), and times it from the moment every rank has
-written its pid to the exit (the start-up is the same with or without failures). The runs:
+written its pid to the exit (the start-up is the same with or without failures). Every run
+of a row goes with a **reference** launched at the same moment (and again whenever it ends
+first, so that the two jobs share the cores until the run ends): ``--every`` the whole run
+(only the checkpoint at step 0), failure-free: the pure computation ``D0`` under the same load,
+and the time per step ``D0 / steps``. This machine is shared: runs one after the other saw
+loads that differ by more than the effect measured. The rows:
 
-* **reference** (``--every`` larger than the run: only the checkpoint at step 0), failure-free:
-  the pure computation ``D0``, and the time per step ``D0 / steps``;
-* for every row: ``--every N`` with kills at ``--rate`` per second (Poisson, from outside:
+* ``--every N`` with kills at ``--rate`` per second (Poisson, from outside:
   SIGKILL of a random current worker other than worker 0, at least ``--gap`` seconds after
   the previous kill, at most one kill per spare, none in the first ``--warmup`` seconds: the
   start-up), or none (rate 0).
@@ -18,7 +21,7 @@ Measured efficiency: ``D0 / D``. The model's (``mpickpt.model.efficiency``) take
 runs: the interval ``N * D0 / steps``, the checkpoint cost from worker 0's run report
 (seconds / checkpoints), the recovery cost kill -> resumed (the killer's clock to the report's
 detection, plus the report's timeline to the re-protect), and the failure rate the kills had
-(kills / (``D`` - warm-up)). Rounds run the rows in turn, so that they see the same load.
+(kills / (``D`` - warm-up)). Rounds run the rows in turn.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -49,9 +53,16 @@ def scenario(a: argparse.Namespace, every: int) -> chaos.Scenario:
     )  # fmt: skip
 
 
-def poisson_killer(a: argparse.Namespace, rate: float, rng: random.Random, kills: list[float]):
+def poisson_killer(
+    a: argparse.Namespace,
+    rate: float,
+    rng: random.Random,
+    kills: list[float],
+    stop: threading.Event | None = None,
+):
     """Kill a random current worker (not 0) at Poisson times; the lowest spare takes its
-    place (``mpickpt.planning.plan_recovery``), so the killer knows who plays whom."""
+    place (``mpickpt.planning.plan_recovery``), so the killer knows who plays whom. With
+    ``stop`` (a reference run), kill nothing but end the job when ``stop`` is set."""
 
     def killer(proc: Any, piddir: Path) -> list[str]:
         n = a.workers + a.spares
@@ -64,6 +75,9 @@ def poisson_killer(a: argparse.Namespace, rate: float, rng: random.Random, kills
         plays = list(range(a.workers))
         spares = list(range(a.workers, n))
         t, done = a.warmup, []
+        while stop is not None and proc.poll() is None:
+            if stop.wait(0.05):
+                chaos._kill_group(proc)
         while rate > 0 and spares:
             t += max(rng.expovariate(rate), a.gap if done else 0.0)
             while time.monotonic() - start < t:
@@ -80,7 +94,36 @@ def poisson_killer(a: argparse.Namespace, rate: float, rng: random.Random, kills
     return killer
 
 
-def one_run(a: argparse.Namespace, every: int, rate: float, rng: random.Random) -> dict:
+def paired(a: argparse.Namespace, every: int, rate: float, rng: random.Random) -> dict:
+    """The run, with a failure-free reference launched at the same moment (and launched
+    again whenever it ends before the run), so that both see the same load; the run's
+    record with the reference's duration as ``reference``."""
+    stop = threading.Event()
+    refs: list[dict] = []
+
+    def references() -> None:
+        while not stop.is_set():
+            refs.append(one_run(a, a.steps, 0.0, random.Random(0), stop))
+
+    thread = threading.Thread(target=references)
+    thread.start()
+    try:
+        run = one_run(a, every, rate, rng)
+    finally:
+        stop.set()
+        thread.join()
+    ref = refs[0]
+    run["reference"] = ref["duration"] if ref["ok"] and len(refs) > 1 else None
+    return run
+
+
+def one_run(
+    a: argparse.Namespace,
+    every: int,
+    rate: float,
+    rng: random.Random,
+    stop: threading.Event | None = None,
+) -> dict:
     """One launch; its duration (pidfiles -> exit), kills and report."""
     runner = chaos.Runner(seed=rng.randrange(1 << 30))
     with tempfile.TemporaryDirectory(prefix="mpickpt-validate-") as d:
@@ -88,7 +131,7 @@ def one_run(a: argparse.Namespace, every: int, rate: float, rng: random.Random) 
         runner.env = {"MPICKPT_REPORT": str(report)}
         kills: list[float] = []
         rc, out, err, seconds, done = runner._launch(
-            scenario(a, every), Path(d), poisson_killer(a, rate, rng, kills), a.timeout
+            scenario(a, every), Path(d), poisson_killer(a, rate, rng, kills, stop), a.timeout
         )
         end = time.time()
         rep = json.loads(report.read_text()) if report.exists() else {}
@@ -126,14 +169,17 @@ def recovery_costs(rep: dict, kill_times: list[float]) -> list[float]:
 
 def summarize(a: argparse.Namespace, runs: list[dict]) -> list[dict]:
     """One row per (every, rate): measured and predicted efficiency."""
-    refs = [r["duration"] for r in runs if r["every"] == a.steps and r["ok"]]
-    d0 = statistics.mean(refs)
-    step = d0 / a.steps
     rows = []
     for every, rate in a.rows:
-        mine = [r for r in runs if (r["every"], r["rate"]) == (every, rate) and r["ok"]]
+        mine = [
+            r
+            for r in runs
+            if (r["every"], r["rate"]) == (every, rate) and r["ok"] and r["reference"]
+        ]
         if not mine:
             continue
+        d0 = statistics.mean(r["reference"] for r in mine)
+        step = d0 / a.steps
         wall = sum(r["duration"] for r in mine)
         kills = sum(len(r["kill_times"]) for r in mine)
         exposed = wall - a.warmup * len(mine)  # the kills start after the warm-up
@@ -142,11 +188,12 @@ def summarize(a: argparse.Namespace, runs: list[dict]) -> list[dict]:
         rec = statistics.mean(recs) if recs else 0.0
         costs = Costs(ckpt, rec, rec, "measured")
         measured = d0 * len(mine) / wall
+        each = [r["reference"] / r["duration"] for r in mine]
         model = efficiency(every * step, costs, kills / exposed, 0.0)
         rows.append({
             "every": every, "rate": rate, "runs": len(mine), "kills": kills, "wall": wall,
             "interval": every * step, "checkpoint": ckpt, "recovery": rec,
-            "measured": measured, "model": model, "error": model / measured - 1,
+            "measured": measured, "each": each, "model": model, "error": model / measured - 1,
             "load": [min(r["load"] for r in mine), max(r["load"] for r in mine)],
         })  # fmt: skip
     return rows
@@ -173,24 +220,30 @@ def main() -> None:
     print(f"# validate: {' '.join(sys.argv[1:])}; load {os.getloadavg()[0]:.2f}", flush=True)
     runs = []
     for i in range(a.rounds):
-        for every, rate in [(a.steps, 0.0), *a.rows]:
-            r = one_run(a, every, rate, rng)
+        for every, rate in a.rows:
+            r = paired(a, every, rate, rng)
             runs.append(r)
             print(
                 f"round {i} every {every} rate {rate:g}: ok={r['ok']} rc={r['rc']} "
-                f"{r['duration'] or 0:.2f} s, kills {r['kills']}, recoveries "
+                f"{r['duration'] or 0:.2f} s (reference {r['reference'] or 0:.2f} s), "
+                f"kills {r['kills']}, recoveries "
                 f"{[round(x, 3) for x in r['recoveries']]}, C {r['checkpoint']}, "
                 f"load {r['load']:.1f}",
                 flush=True,
             )
     rows = summarize(a, runs)
-    print("| every | kills/s | runs | kills | interval s | C s | R s | measured | model | error |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| every | kills/s | runs | kills | interval s | C s | R s | measured (each run) | "
+        "model | error | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        each = ", ".join(f"{x:.2f}" for x in r["each"])
         print(
             f"| {r['every']} | {r['rate']:g} | {r['runs']} | {r['kills']} | "
             f"{r['interval']:.2f} | {r['checkpoint']:.3f} | {r['recovery']:.3f} | "
-            f"{r['measured']:.3f} | {r['model']:.3f} | {100 * r['error']:+.1f} % |"
+            f"{r['measured']:.3f} ({each}) | {r['model']:.3f} | {100 * r['error']:+.1f} % | "
+            f"{r['load'][0]:.0f}-{r['load'][1]:.0f} |"
         )
     print(f"# load at the end {os.getloadavg()[0]:.2f}")
     if a.json:
