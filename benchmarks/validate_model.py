@@ -4,18 +4,20 @@ known rate, its measured efficiency against the model's, fed with the costs of t
     python benchmarks/validate_model.py --json validate.json
 
 Every run launches ``examples/heat2d.py`` (``--workers`` + ``--spares`` ranks) with the chaos
-campaign's launcher (``tests/chaos_campaign.py``), and times it from the moment every rank has
-written its pid to the exit (the start-up is the same with or without failures). Every run
-of a row goes with a **reference** launched at the same moment (and again whenever it ends
-first, so that the two jobs share the cores until the run ends): ``--every`` the whole run
-(only the checkpoint at step 0), failure-free: the pure computation ``D0`` under the same load,
-and the time per step ``D0 / steps``. This machine is shared: runs one after the other saw
-loads that differ by more than the effect measured. The rows:
+campaign's launcher (``tests/chaos_campaign.py``), and times it from the moment worker 0 has
+committed its first checkpoint (step 0, the start of the loop: ``MPICKPT_VERBOSE``'s line) to
+the exit. Every run of a row goes with a **reference** launched at the same moment (and again
+whenever it ends first, so that the two jobs share the cores until the run ends): ``--every``
+the whole run (only the checkpoint at step 0), failure-free: the pure computation ``D0`` under
+the same load, and the time per step ``D0 / steps``. This machine is shared: runs one after
+the other saw loads that differ by more than the effect measured. (Idle spares poll in Open
+MPI, as busy as workers: every kill leaves the run one process fewer than its reference.)
+The rows:
 
 * ``--every N`` with kills at ``--rate`` per second (Poisson, from outside:
   SIGKILL of a random current worker other than worker 0, at least ``--gap`` seconds after
-  the previous kill, at most one kill per spare, none in the first ``--warmup`` seconds: the
-  start-up), or none (rate 0).
+  the previous kill, at most one kill per spare, none in the first ``--warmup`` seconds of the
+  loop), or none (rate 0).
 
 Measured efficiency: ``D0 / D``. The model's (``mpickpt.model.efficiency``) takes, from the same
 runs: the interval ``N * D0 / steps``, the checkpoint cost from worker 0's run report
@@ -42,6 +44,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import chaos_campaign as chaos  # noqa: E402
+
+FIRST = "checkpoint at step 0"  # MPICKPT_VERBOSE's line once the loop's first checkpoint is in
 from mpickpt.model import Costs, efficiency  # noqa: E402
 
 
@@ -70,8 +74,12 @@ def poisson_killer(
             if proc.poll() is not None:
                 return []
             time.sleep(0.005)
+        while FIRST not in (piddir.parent / "stderr").read_text():
+            if proc.poll() is not None:
+                return []
+            time.sleep(0.01)
         start = time.monotonic()
-        kills.append(time.time())  # the first entry: the start (pidfiles written)
+        kills.append(time.time())  # the first entry: the start (step 0 committed)
         plays = list(range(a.workers))
         spares = list(range(a.workers, n))
         t, done = a.warmup, []
@@ -96,14 +104,15 @@ def poisson_killer(
 
 def paired(a: argparse.Namespace, every: int, rate: float, rng: random.Random) -> dict:
     """The run, with a failure-free reference launched at the same moment (and launched
-    again whenever it ends before the run), so that both see the same load; the run's
-    record with the reference's duration as ``reference``."""
+    again whenever it ends before the run, that copy stopped when the run ends), so that both
+    see the same load; the run's record with the reference's duration as ``reference``."""
     stop = threading.Event()
     refs: list[dict] = []
 
     def references() -> None:
-        while not stop.is_set():
-            refs.append(one_run(a, a.steps, 0.0, random.Random(0), stop))
+        refs.append(one_run(a, a.steps, 0.0, random.Random(0)))  # measured: to its end
+        while not stop.is_set():  # fillers: ended with the run
+            one_run(a, a.steps, 0.0, random.Random(0), stop)
 
     thread = threading.Thread(target=references)
     thread.start()
@@ -112,8 +121,7 @@ def paired(a: argparse.Namespace, every: int, rate: float, rng: random.Random) -
     finally:
         stop.set()
         thread.join()
-    ref = refs[0]
-    run["reference"] = ref["duration"] if ref["ok"] and len(refs) > 1 else None
+    run["reference"] = refs[0]["duration"] if refs[0]["ok"] else None
     return run
 
 
@@ -125,10 +133,10 @@ def one_run(
     stop: threading.Event | None = None,
 ) -> dict:
     """One launch; its duration (pidfiles -> exit), kills and report."""
-    runner = chaos.Runner(seed=rng.randrange(1 << 30))
+    runner = chaos.Runner(chaos.default_transport(), seed=rng.randrange(1 << 30))
     with tempfile.TemporaryDirectory(prefix="mpickpt-validate-") as d:
         report = Path(d) / "report.json"
-        runner.env = {"MPICKPT_REPORT": str(report)}
+        runner.env = {"MPICKPT_REPORT": str(report), "MPICKPT_VERBOSE": "1"}
         kills: list[float] = []
         rc, out, err, seconds, done = runner._launch(
             scenario(a, every), Path(d), poisson_killer(a, rate, rng, kills, stop), a.timeout
@@ -182,7 +190,7 @@ def summarize(a: argparse.Namespace, runs: list[dict]) -> list[dict]:
         step = d0 / a.steps
         wall = sum(r["duration"] for r in mine)
         kills = sum(len(r["kill_times"]) for r in mine)
-        exposed = wall - a.warmup * len(mine)  # the kills start after the warm-up
+        exposed = wall - a.warmup * len(mine)  # no kill in the warm-up
         recs = [x for r in mine for x in r["recoveries"]]
         ckpt = statistics.mean(r["checkpoint"] for r in mine if r["checkpoint"] is not None)
         rec = statistics.mean(recs) if recs else 0.0
@@ -209,7 +217,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--gap", type=float, default=1.5, help="seconds between two kills at least")
     p.add_argument(
-        "--warmup", type=float, default=3, help="no kill in the first seconds (start-up)"
+        "--warmup", type=float, default=0, help="no kill in the first seconds of the loop"
     )
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--seed", type=int, default=0)
