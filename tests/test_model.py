@@ -211,7 +211,7 @@ def test_plan_command_json(tmp_path):
         [*mpickpt_command(), *PLAN, "--json"], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
+    data = json.loads(out.stdout, parse_constant=pytest.fail)  # strict JSON: no Infinity
     configs = data["configurations"]
     assert {c["scheme"].split("(")[0] for c in configs} == {
         "parity",

@@ -136,13 +136,19 @@ def table(preds: list[Prediction]) -> list[str]:
     return lines
 
 
+def finite(x: float) -> float | None:
+    """``x``, or ``None`` for infinity (strict JSON has no infinity)."""
+    return x if math.isfinite(x) else None
+
+
 def run(a: argparse.Namespace) -> int:
     """``mpickpt plan``: print the table and the recommendation (or one JSON document)."""
     preds, costs, notes = predictions(a)
     pick, why = recommend(preds, a.max_loss)
+    job = job_from(a, 0)
     if a.json:
         print(json.dumps({
-            "job": asdict(job_from(a, 0)) | {"spares": None},
+            "job": asdict(job) | {"spares": None, "rack_mtbf": finite(job.rack_mtbf)},
             "costs": {k: asdict(c) for k, c in costs.items()},
             "configurations": [asdict(p) for p in preds],
             "recommendation": asdict(pick) if pick else None,
@@ -150,7 +156,6 @@ def run(a: argparse.Namespace) -> int:
             "notes": notes,
         }, default=str))  # fmt: skip
         return 0
-    job = job_from(a, 0)
     print(
         f"{a.nodes} nodes x {a.ranks_per_node} ranks, {job.state / 2**30:.3g} GiB per rank, "
         f"node MTBF {job.node_mtbf / YEAR:.3g} y, {a.hours:g} h of computation: "
