@@ -23,7 +23,10 @@ Measured efficiency: ``D0 / D``. The model's (``mpickpt.model.efficiency``) take
 runs: the interval ``N * D0 / steps``, the checkpoint cost from worker 0's run report
 (seconds / checkpoints), the recovery cost kill -> resumed (the killer's clock to the report's
 detection, plus the report's timeline to the re-protect), and the failure rate the kills had
-(kills / (``D`` - warm-up)). Rounds run the rows in turn.
+(kills / (``D`` - warm-up)). Rounds run the rows in turn. A second table splits each row's
+extra time ``D - D0`` into what the runs' reports account for: the checkpoints' seconds, the
+recoveries (kill -> resumed) and the steps redone (``step - resumed_at`` of every recovery,
+times the reference's time per step).
 """
 
 from __future__ import annotations
@@ -153,7 +156,9 @@ def one_run(
         "kill_times": [k - kills[0] for k in kills[1:]],
         "kills": done,
         "recoveries": recovery_costs(rep, kills[1:]),
+        "rework_steps": [r["step"] - r["resumed_at"] for r in rep.get("recoveries", [])],
         "checkpoint": checkpoint_cost(rep),
+        "checkpoint_seconds": (rep.get("checkpoints") or {}).get("seconds", 0.0),
         "load": os.getloadavg()[0],
         "log": "" if ok else err[-2000:],
     }
@@ -203,6 +208,12 @@ def summarize(a: argparse.Namespace, runs: list[dict]) -> list[dict]:
             "interval": every * step, "checkpoint": ckpt, "recovery": rec,
             "measured": measured, "each": each, "model": model, "error": model / measured - 1,
             "load": [min(r["load"] for r in mine), max(r["load"] for r in mine)],
+            # where the extra time went, from the runs' own records (seconds, all runs)
+            "extra": wall - d0 * len(mine),
+            "extra_model": d0 * len(mine) / model - d0 * len(mine),
+            "checkpoints_s": sum(r["checkpoint_seconds"] for r in mine),
+            "recoveries_s": sum(recs),
+            "rework_s": step * sum(x for r in mine for x in r["rework_steps"]),
         })  # fmt: skip
     return rows
 
@@ -252,6 +263,16 @@ def main() -> None:
             f"{r['interval']:.2f} | {r['checkpoint']:.3f} | {r['recovery']:.3f} | "
             f"{r['measured']:.3f} ({each}) | {r['model']:.3f} | {100 * r['error']:+.1f} % | "
             f"{r['load'][0]:.0f}-{r['load'][1]:.0f} |"
+        )
+    print("\n| every | kills/s | extra s (measured) | checkpoints s | recoveries s | rework s "
+          "(steps redone x step) | their sum | model's extra s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        parts = r["checkpoints_s"] + r["recoveries_s"] + r["rework_s"]
+        print(
+            f"| {r['every']} | {r['rate']:g} | {r['extra']:.1f} | {r['checkpoints_s']:.1f} | "
+            f"{r['recoveries_s']:.1f} | {r['rework_s']:.1f} | {parts:.1f} | "
+            f"{r['extra_model']:.1f} |"
         )
     print(f"# load at the end {os.getloadavg()[0]:.2f}")
     if a.json:
