@@ -66,7 +66,8 @@ def daly_interval(cost: float, mtbf: float) -> float:
     """Seconds of computation between checkpoints that minimise the expected run time, for a
     checkpoint cost ``cost`` and a mean time between failures ``mtbf`` (Daly 2006, the
     higher-order estimate): ``sqrt(2 C M) (1 + sqrt(C/2M)/3 + (C/2M)/9) - C`` for ``C < 2 M``,
-    else ``M``. For ``C << M`` it is Young's ``sqrt(2 C M)`` less ``C``."""
+    else ``M``. For ``C << M`` it is Young's ``sqrt(2 C M)`` less ``C``. ``mpickpt plan``
+    (:func:`mpickpt.model.interval_for`) recommends this same interval."""
     if cost >= 2 * mtbf:
         return mtbf
     x = cost / (2 * mtbf)
