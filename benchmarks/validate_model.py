@@ -10,9 +10,12 @@ the exit. Every run of a row goes with a **reference** launched at the same mome
 whenever it ends first, so that the two jobs share the cores until the run ends): ``--every``
 the whole run (only the checkpoint at step 0), failure-free: the pure computation ``D0`` under
 the same load, and the time per step ``D0 / steps``. This machine is shared: runs one after
-the other saw loads that differ by more than the effect measured. (Idle spares poll in Open
-MPI, as busy as workers: every kill leaves the run one process fewer than its reference.)
-The rows:
+the other saw loads that differ by more than the effect measured. Both jobs run in this
+process's session: with the kernel's autogroup scheduling (``sched_autogroup_enabled``) the
+cores are shared fairly between sessions, then between the processes of a session, so a job in
+a session of its own that loses processes (a killed worker is gone, its spare was polling
+already) would get its session's share for fewer processes and run faster than its
+reference. The rows:
 
 * ``--every N`` with kills at ``--rate`` per second (Poisson, from outside:
   SIGKILL of a random current worker other than worker 0, at least ``--gap`` seconds after
@@ -142,7 +145,11 @@ def one_run(
         runner.env = {"MPICKPT_REPORT": str(report), "MPICKPT_VERBOSE": "1"}
         kills: list[float] = []
         rc, out, err, seconds, done = runner._launch(
-            scenario(a, every), Path(d), poisson_killer(a, rate, rng, kills, stop), a.timeout
+            scenario(a, every),
+            Path(d),
+            poisson_killer(a, rate, rng, kills, stop),
+            a.timeout,
+            session=False,  # in this process's session: see the module docstring
         )
         end = time.time()
         rep = json.loads(report.read_text()) if report.exists() else {}
