@@ -40,7 +40,7 @@ assert kinds["cart"] == kinds["sub"] == kinds["cart of dup"] == "FamilyCartcomm"
 assert kinds["graph"] == "FamilyGraphcomm" and kinds["adjacent"] == "FamilyDistgraphcomm", kinds
 assert kinds["dup"] == kinds["clone"] == kinds["split"] == kinds["idup"] == "FamilyIntracomm"
 assert len(family.members) == 1 + len(derived), len(family.members)
-assert family.adopt(derived["dup"]) is derived["dup"]  # tracked again: the same member
+assert family.track(derived["dup"]) is derived["dup"]  # tracked again: the same member
 assert root.Split(MPI.UNDEFINED, 0) == MPI.COMM_NULL  # not recorded
 assert len(family.members) == 1 + len(derived)
 assert not family.failed()
