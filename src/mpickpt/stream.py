@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from mpi4py import MPI
 
+from . import buffers
 from .checksum import hasher
 from .layout import Piece
 from .memstore import Held, MemStore, PieceHeader
@@ -108,20 +109,30 @@ class Stream(Counted):
 
     # -- buffers ----------------------------------------------------------------------------
 
-    def _take(self, size: int) -> np.ndarray:
-        free = self.pool.get(size)
-        return free.pop() if free else np.empty(size, dtype=np.uint8)
-
     def give(self, pieces: Sequence[Held]) -> None:
         """Buffers of a dropped version, for the next receives (if recycling)."""
         if self.recycle:
             for h in pieces:
-                self.pool.setdefault(h.data.size, []).append(h.data)
+                buf = buffers.whole(h.data)
+                self.pool.setdefault(buf.size, []).append(buf)
+
+    def reserve(self, nbytes: int) -> None:
+        """Fault in, now, the buffers of the first checkpoints of ``nbytes`` segments: the
+        receive buffers of two versions (one if not recycling; owners' segments are assumed
+        of this size, others are allocated when they come) and the staging ring."""
+        size = self.scheme.piece_size(nbytes)
+        count = sum(len(self.held[slot]) for _, slot in self.sources) * (1 + self.recycle)
+        if sum(len(f) for c, f in self.pool.items() if buffers.fits(c, size)) < count:
+            cap = buffers.capacity(size)
+            self.pool = {cap: [buffers.prefaulted(cap) for _ in range(count)]}
+        for r in range(RING if self.dests else 0):
+            for p in _Plan(self.scheme, range(len(self.dests))).coded:
+                self._staging(r, p.name, min(self.chunk, size))
 
     def _staging(self, r: int, key: str, n: int) -> np.ndarray:
         buf = self.ring.get((r % RING, key))
         if buf is None or buf.size < n:
-            buf = self.ring[(r % RING, key)] = np.empty(n, dtype=np.uint8)
+            buf = self.ring[(r % RING, key)] = buffers.prefaulted(n)
         return buf[:n]
 
     def nbytes(self) -> int:
@@ -160,6 +171,7 @@ class Stream(Counted):
             MPI.Request.Waitall(small[: 2 * len(recvs) : 2])  # sizes first
 
             received: list[tuple[int, int, Piece, np.ndarray, int]] = []
+            sizes: set[int] = set()
             for i, (o, slot) in enumerate(recvs):
                 v, nbytes = (int(x) for x in heads[i])
                 if v != version or nbytes < 0:
@@ -167,11 +179,12 @@ class Stream(Counted):
                     # MPI may do that after a failure): a lost peer, not a bug of this rank
                     raise MPI.Exception(MPI.ERR_OTHER)
                 size = scheme.piece_size(nbytes)
-                bufs = [self._take(size) for _ in held[slot]]
+                sizes.add(size)
+                bufs = [buffers.take(self.pool, size) for _ in held[slot]]
                 for a, n in spans(size, self.chunk):
                     data_in += [self._recv(b[a : a + n], o, TAG_DATA) for b in bufs]
                 received += [(i, o, p, b, nbytes) for p, b in zip(held[slot], bufs, strict=True)]
-            self.pool.clear()  # what was not reused (a size changed) is freed
+            buffers.keep_fitting(self.pool, sizes)  # a size changed: the others are freed
 
             digests = self._send_pieces(seg, rounds, sends) if sends else {}
             for slot, dest in sends:
