@@ -92,11 +92,24 @@ def test_decode_matrix_needs_group_distinct_rows():
         gf256.decode_matrix(coding, [0, 1, 1])
 
 
-def test_coding_matrix_second_row_is_cheap_and_distinct():
+def test_coding_matrix_second_row_is_the_powers_of_two():
     row = gf256.coding_matrix(6, 2)[1]
-    assert len(set(row)) == 6 and 0 not in row
-    assert row[:3] == [1, 2, 142]  # 142 = 1/2: 11 ones, as few as 2 has
-    assert gf256.mul(2, 142) == 1
+    assert row == [1, 2, 4, 8, 16, 32]
+    assert gf256.schedule(row).powers == 6  # computed by Horner's rule
+    assert len(set(gf256.coding_matrix(254, 2)[1])) == 254 and 0 not in row
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 9, 12])
+def test_powers_of_two_by_horner_equal_the_bit_matrices(n):
+    """The Horner kernel (every rotation, with and without wrapping) gives the bytes of the
+    general packet schedule."""
+    rng = np.random.default_rng(n)
+    sources = [rng.integers(0, 256, 3 * gf256.UNIT, dtype=np.uint8) for _ in range(n)]
+    coeffs = [gf256.EXP[j] for j in range(n)]
+    general = gf256.schedule([*coeffs, 0])  # the bit matrices: not recognised as powers
+    assert not general.powers and gf256.schedule(coeffs).powers == n
+    expected = gf256.combine(general, [*sources, np.zeros_like(sources[0])])
+    assert np.array_equal(gf256.combine(gf256.schedule(coeffs), sources), expected)
 
 
 def symbols(block: np.ndarray) -> np.ndarray:
@@ -112,7 +125,8 @@ def test_combine_is_the_linear_combination_of_symbols(nunits):
     table = gf256.mul_table()
     n = nunits * gf256.UNIT
     sources = [rng.integers(0, 256, n, dtype=np.uint8) for _ in range(4)]
-    for coeffs in ([1, 1, 1, 1], [1, 2, 142, 4], [0, 7, 0, 255], [0, 0, 0, 0], [1, 0, 0, 0]):
+    cases = ([1, 1, 1, 1], [1, 2, 142, 4], [0, 7, 0, 255], [0, 0, 0, 0], [1, 0, 0, 0], [1, 2, 4, 8])
+    for coeffs in cases:
         expected = np.zeros((nunits, 8 * gf256.PACKET), dtype=np.uint8)
         for c, s in zip(coeffs, sources, strict=True):
             expected ^= table[c][symbols(s)]
