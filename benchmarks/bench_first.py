@@ -89,6 +89,19 @@ def one_scheme(comm: MPI.Comm, name: str, nbytes: int, steady: int) -> dict[str,
     }
 
 
+def print_row(r: dict[str, Any]) -> None:
+    first, second, *rest = r["times"]
+    st = statistics.median(rest) if rest else float("nan")
+    print(
+        f"{r['size_mb']:7g}  {r['scheme']:8s} {r['construct']:7.4f} "
+        f"{r['protect']:9.5f} {first:7.4f} {second:7.4f} {st:8.4f} "
+        f"{first / st:10.2f} {second / st:10.2f} {r['load']:5.1f}",
+        flush=True,
+    )
+    for k, v in r["parts"].items():
+        print(f"{'':17s}{k}: " + " ".join(f"{x:.4f}" for x in v), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="16,64,256", help="MB per rank, comma separated")
@@ -111,28 +124,21 @@ def main() -> None:
             f"load average {load()}",
             flush=True,
         )
+        print(
+            f"{'MB/rank':>7s}  {'scheme':8s} {'new s':>7s} {'protect s':>9s} {'1st s':>7s} "
+            f"{'2nd s':>7s} {'steady s':>8s} {'1st/steady':>10s} {'2nd/steady':>10s} "
+            f"{'load':>5s}",
+            flush=True,
+        )
     rows = []
     for size in sizes:
         for name in schemes:
             r = one_scheme(comm, name, int(size * MB) // 8 * 8, args.steady)
             r["size_mb"], r["load"] = size, os.getloadavg()[0]
             rows.append(r)
+            if rank == 0:
+                print_row(r)
     if rank == 0:
-        print(
-            f"{'MB/rank':>7s}  {'scheme':8s} {'new s':>7s} {'protect s':>9s} {'1st s':>7s} "
-            f"{'2nd s':>7s} {'steady s':>8s} {'1st/steady':>10s} {'2nd/steady':>10s} "
-            f"{'load':>5s}"
-        )
-        for r in rows:
-            first, second, *rest = r["times"]
-            st = statistics.median(rest) if rest else float("nan")
-            print(
-                f"{r['size_mb']:7g}  {r['scheme']:8s} {r['construct']:7.4f} "
-                f"{r['protect']:9.5f} {first:7.4f} {second:7.4f} {st:8.4f} "
-                f"{first / st:10.2f} {second / st:10.2f} {r['load']:5.1f}"
-            )
-            for k, v in r["parts"].items():
-                print(f"{'':17s}{k}: " + " ".join(f"{x:.4f}" for x in v))
         print(f"# load average at the end {load()}")
         if args.json:
             with open(args.json, "w") as f:

@@ -125,7 +125,7 @@ def coding_matrix(group: int, parity: int) -> Matrix:
     * ``parity >= 3``: a Cauchy matrix ``1 / (x_i + y_j)`` (``x_i = i``, ``y_j = parity + j``,
       all distinct) has only invertible square submatrices, and scaling rows or columns by
       non-zero constants keeps that. Columns are scaled so that the first row is all ones,
-      every further row by the constant that leaves it the fewest ones.
+      every further row by the constant that leaves it the fewest ones in its bit matrix.
     """
     if group < 1 or parity < 0 or group + parity > 256:
         raise ValueError(f"need group >= 1, parity >= 0, group + parity <= 256: {group}, {parity}")
