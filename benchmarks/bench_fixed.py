@@ -32,6 +32,8 @@ import mpi4py
 
 mpi4py.rc.finalize = False  # as in mpickpt.api: never wait in MPI_Finalize
 import numpy as np  # noqa: E402
+from bench_checkpoint import SCHEMES  # noqa: E402
+from bench_first import load  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import mpickpt  # noqa: E402
@@ -41,18 +43,7 @@ from mpickpt.segment import State  # noqa: E402
 from mpickpt.setstream import SetStream  # noqa: E402
 from mpickpt.stream import Stream  # noqa: E402
 
-SCHEMES: dict[str, dict[str, Any]] = {
-    "parity": {"group": 3, "backups": 4},
-    "mirror": {"copies": 1},
-    "stripe": {"backups": 4},
-    "rs": {"group": 3, "parity": 2, "backups": 5},
-    "xorset": {"group": 4},
-}
 PARTS: dict[str, float] = {}  # seconds of the wrapped calls in the current checkpoint
-
-
-def load() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def size_arg(text: str) -> int:
@@ -163,6 +154,7 @@ def main() -> None:
     ap.add_argument("--schemes", default="parity,mirror,xorset")
     ap.add_argument("--repeats", type=int, default=200, help="checkpoints per measurement")
     args = ap.parse_args()
+    SCHEMES["mirror"]["copies"] = 1
     comm = MPI.COMM_WORLD
     n, rank = comm.Get_size(), comm.Get_rank()
     wrap_all()
