@@ -120,8 +120,8 @@ def coding_matrix(group: int, parity: int) -> Matrix:
     * ``parity == 2``: the second row is the powers ``2^j``, ``group`` distinct non-zero
       elements (2 generates the field). That is MDS: losing data pieces ``i, j`` leaves
       ``det [[1, 1], [a_i, a_j]] = a_i + a_j != 0``; losing one data piece and one coding
-      piece leaves a non-zero coefficient. Powers of 2 are computed by Horner's rule, where
-      doubling costs 3 packet XORs (:func:`_powers_block`).
+      piece leaves a non-zero coefficient. Small powers of 2 are computed by Horner's rule,
+      where a doubling costs 3 packet XORs (:func:`_powers_block`).
     * ``parity >= 3``: a Cauchy matrix ``1 / (x_i + y_j)`` (``x_i = i``, ``y_j = parity + j``,
       all distinct) has only invertible square submatrices, and scaling rows or columns by
       non-zero constants keeps that. Columns are scaled so that the first row is all ones,
@@ -171,20 +171,34 @@ class Schedule:
 
     whole: tuple[int, ...]
     packets: tuple[tuple[tuple[int, int], ...], ...]
-    powers: int = 0  # instead: ``sum_i 2^i * source_i`` over this many sources (Horner)
+    # instead, by Horner's rule: ``scale * sum_i 2^powers[i] * source_i`` (-1: coefficient 0)
+    powers: tuple[int, ...] = ()
+    scale: int = 1
 
     @property
     def cost(self) -> int:
-        """Packet XORs per unit (a whole-block XOR counts 8)."""
+        """Packet XORs per unit (a whole-block XOR counts 8, a doubling 3)."""
         if self.powers:
-            return 8 * self.powers + 3 * (self.powers - 1)
+            horner = 8 * sum(e >= 0 for e in self.powers) + 3 * max(self.powers)
+            return horner + (8 + ONES[self.scale] if self.scale != 1 else 0)
         return 8 * len(self.whole) + sum(map(len, self.packets))
 
 
-def schedule(coeffs: Sequence[int]) -> Schedule:
-    """The XORs that compute ``sum_i coeffs[i] * source_i`` (see :class:`Schedule`)."""
-    if len(coeffs) > 1 and list(coeffs) == EXP[: len(coeffs)]:
-        return Schedule((), (), powers=len(coeffs))
+def schedule(coeffs: Sequence[int], horner: bool = True) -> Schedule:
+    """The XORs that compute ``sum_i coeffs[i] * source_i`` (see :class:`Schedule`): by
+    Horner's rule when that is cheaper (coefficients that are small powers of 2 times one
+    common factor, such as rs's second coding row, its syndromes and the rows of a two-loss
+    decode), else by the coefficients' bit matrices."""
+    best = _bit_schedule(coeffs)
+    for scale in sorted({c for c in coeffs if c}) if horner else []:
+        powers = tuple((LOG[c] - LOG[scale]) % ORDER if c else -1 for c in coeffs)
+        candidate = Schedule((), (), powers, scale)
+        if candidate.cost < best.cost:
+            best = candidate
+    return best
+
+
+def _bit_schedule(coeffs: Sequence[int]) -> Schedule:
     whole = tuple(i for i, c in enumerate(coeffs) if c == 1)
     packets: list[list[tuple[int, int]]] = [[] for _ in range(8)]
     for i, c in enumerate(coeffs):
@@ -216,7 +230,10 @@ def combine(
 
 def _combine_block(sched: Schedule, sources: Sequence[np.ndarray], out: np.ndarray) -> None:
     if sched.powers:
-        _powers_block([_units(s) for s in sources], _units(out))
+        into = out if sched.scale == 1 else np.empty_like(out)
+        _powers_block(sched.powers, [_units(s) for s in sources], _units(into))
+        if sched.scale != 1:
+            _combine_block(_bit_schedule([sched.scale]), [into], out)
         return
     o = out.view(np.uint64)
     whole = [sources[i].view(np.uint64) for i in sched.whole]
@@ -246,15 +263,21 @@ def _combine_block(sched: Schedule, sources: Sequence[np.ndarray], out: np.ndarr
 # instead of the 30 packet XORs of the bit matrices of 1, 2, 4.
 
 
-def _powers_block(sources: Sequence[np.ndarray], out: np.ndarray) -> None:
-    """``out = sum_i 2^i * sources[i]`` on units (see :func:`_units`)."""
-    k = (len(sources) - 1) % 8
-    out[:, k:] = sources[-1][:, : 8 - k]
-    out[:, :k] = sources[-1][:, 8 - k :]
-    for src in reversed(sources[:-1]):
-        k = (k - 1) % 8
-        _double_rotated(out, k)
-        _xor_rotated(out, src, k)
+def _powers_block(powers: Sequence[int], sources: Sequence[np.ndarray], out: np.ndarray) -> None:
+    """``out = sum_i 2^powers[i] * sources[i]`` on units (see :func:`_units`), the highest
+    power first; a power of -1 leaves its source out."""
+    terms = sorted(((e, i) for i, e in enumerate(powers) if e >= 0), reverse=True)
+    e, first = terms[0]
+    k = e % 8
+    out[:, k:] = sources[first][:, : 8 - k]
+    out[:, :k] = sources[first][:, 8 - k :]
+    for e_next, i in [*terms[1:], (0, -1)]:
+        for _ in range(e - e_next):
+            k = (k - 1) % 8
+            _double_rotated(out, k)
+        e = e_next
+        if i >= 0:
+            _xor_rotated(out, sources[i], k)
 
 
 def _double_rotated(acc: np.ndarray, k: int) -> None:
