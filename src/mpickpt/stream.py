@@ -117,17 +117,8 @@ class Stream(Counted):
                 self.pool.setdefault(buf.size, []).append(buf)
 
     def reserve(self, nbytes: int) -> None:
-        """Fault in, now, the buffers of the first checkpoints of ``nbytes`` segments: the
-        receive buffers of two versions (one if not recycling; owners' segments are assumed
-        of this size, others are allocated when they come) and the staging ring."""
-        size = self.scheme.piece_size(nbytes)
-        count = sum(len(self.held[slot]) for _, slot in self.sources) * (1 + self.recycle)
-        if sum(len(f) for c, f in self.pool.items() if buffers.fits(c, size)) < count:
-            cap = buffers.capacity(size)
-            self.pool = {cap: [buffers.prefaulted(cap) for _ in range(count)]}
-        for r in range(RING if self.dests else 0):
-            for p in _Plan(self.scheme, range(len(self.dests))).coded:
-                self._staging(r, p.name, min(self.chunk, size))
+        """Fault in, now, the buffers of the first checkpoints of ``nbytes`` segments."""
+        _reserve(self, self.scheme.piece_size(nbytes))
 
     def _staging(self, r: int, key: str, n: int) -> np.ndarray:
         buf = self.ring.get((r % RING, key))
@@ -284,3 +275,16 @@ class Stream(Counted):
         store.versions = {version: keep}
         store.stage(version, got)
         self.stats["reprotects"] += 1
+
+
+def _reserve(stream: Stream, size: int) -> None:
+    """The receive buffers of two versions of ``size``-byte pieces (one if not recycling;
+    owners' segments are assumed of this rank's size, others are allocated when they come)
+    and the staging ring of ``stream``, faulted in."""
+    count = sum(len(stream.held[slot]) for _, slot in stream.sources) * (1 + stream.recycle)
+    if sum(len(f) for c, f in stream.pool.items() if buffers.fits(c, size)) < count:
+        cap = buffers.capacity(size)
+        stream.pool = {cap: [buffers.prefaulted(cap) for _ in range(count)]}
+    for r in range(RING if stream.dests else 0):
+        for p in _Plan(stream.scheme, range(len(stream.dests))).coded:
+            stream._staging(r, p.name, min(stream.chunk, size))
