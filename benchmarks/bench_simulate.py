@@ -14,7 +14,8 @@ import argparse
 import os
 import time
 
-from mpickpt.model import YEAR, Job, fitted_costs, predict
+from mpickpt.costs import fitted_costs
+from mpickpt.model import YEAR, Job, predict
 from mpickpt.schemes import get_scheme
 
 SCHEMES = {"parity": {"group": 3, "backups": 4}, "xorset": {"group": 8}}

@@ -18,7 +18,8 @@ import argparse
 import numpy as np
 
 from mpickpt.advice import SCHEMES, spare_choices
-from mpickpt.model import YEAR, Job, Prediction, fitted_costs, label, predict
+from mpickpt.costs import fitted_costs
+from mpickpt.model import YEAR, Job, Prediction, label, predict
 from mpickpt.schemes import Scheme, get_scheme
 from mpickpt.simulate import simulate
 

@@ -52,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import chaos_campaign as chaos  # noqa: E402
 
 FIRST = "checkpoint at step 0"  # MPICKPT_VERBOSE's line once the loop's first checkpoint is in
-from mpickpt.model import Costs, efficiency  # noqa: E402
+from mpickpt.costs import Costs  # noqa: E402
+from mpickpt.model import efficiency  # noqa: E402
 
 
 def scenario(a: argparse.Namespace, every: int) -> chaos.Scenario:

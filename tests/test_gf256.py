@@ -93,11 +93,47 @@ def test_decode_matrix_needs_group_distinct_rows():
         reference.decode_matrix(coding, [0, 1, 1])
 
 
-def test_coding_matrix_second_row_is_cheap_and_distinct():
+def test_coding_matrix_second_row_is_the_powers_of_two():
     row = gf256.coding_matrix(6, 2)[1]
-    assert len(set(row)) == 6 and 0 not in row
-    assert row[:3] == [1, 2, 142]  # 142 = 1/2: 11 ones, as few as 2 has
-    assert gf256.mul(2, 142) == 1
+    assert row == [1, 2, 4, 8, 16, 32]
+    assert gf256.schedule(row).powers == (0, 1, 2, 3, 4, 5)  # computed by Horner's rule
+    assert len(set(gf256.coding_matrix(254, 2)[1])) == 254 and 0 not in row
+
+
+@pytest.mark.parametrize(
+    "powers",
+    [[0, 1], [0, 1, 2], [0, 1, 2, 3, 4], list(range(9)), list(range(12)), [0, 0, 3, 5],
+     [2, -1, 9, 0], [7, 7], [-1, 4], [0, 1, 200]],
+)  # fmt: skip
+def test_horner_equals_the_bit_matrices(powers):
+    """The Horner kernel (every rotation, wrapped or not, equal and missing powers, a
+    syndrome's 1 beside the data's 2^j) gives the bytes of the bit-matrix schedule."""
+    rng = np.random.default_rng(len(powers))
+    sources = [rng.integers(0, 256, 3 * gf256.UNIT, dtype=np.uint8) for _ in powers]
+    coeffs = [gf256.EXP[e] if e >= 0 else 0 for e in powers]
+    horner = gf256.Schedule((), (), tuple(powers))
+    expected = gf256.combine(gf256.schedule(coeffs, horner=False), sources)
+    assert np.array_equal(gf256.combine(horner, sources), expected)
+
+
+def test_horner_is_chosen_only_where_it_is_cheaper():
+    assert gf256.schedule([1, 2, 4]).powers == (0, 1, 2)
+    assert gf256.schedule([1, 1, 2, 4]).powers == (0, 0, 1, 2)  # a syndrome of rs(3, 2)
+    assert not gf256.schedule([1, 1, 1]).powers  # plain XOR: whole blocks
+    assert not gf256.schedule([1, 142]).powers  # 142 = 2^254: its bit matrix is cheaper
+    c = gf256.inv(2 ^ 4)  # a row of the inverse after losing data pieces 1 and 2 of rs(g, 2)
+    two_loss = gf256.schedule([gf256.mul(c, 4), c])
+    assert two_loss.powers == (2, 0) and two_loss.scale == c
+
+
+@pytest.mark.parametrize("scale", [3, 29, 142, 255])
+def test_horner_with_a_common_factor_equals_the_bit_matrices(scale):
+    rng = np.random.default_rng(scale)
+    sources = [rng.integers(0, 256, 2 * gf256.UNIT, dtype=np.uint8) for _ in range(3)]
+    coeffs = [gf256.mul(scale, c) for c in (8, 1, 2)]
+    sched = gf256.Schedule((), (), (3, 0, 1), scale)
+    expected = gf256.combine(gf256.schedule(coeffs, horner=False), sources)
+    assert np.array_equal(gf256.combine(sched, sources), expected)
 
 
 def symbols(block: np.ndarray) -> np.ndarray:
@@ -113,7 +149,8 @@ def test_combine_is_the_linear_combination_of_symbols(nunits):
     table = reference.mul_table()
     n = nunits * gf256.UNIT
     sources = [rng.integers(0, 256, n, dtype=np.uint8) for _ in range(4)]
-    for coeffs in ([1, 1, 1, 1], [1, 2, 142, 4], [0, 7, 0, 255], [0, 0, 0, 0], [1, 0, 0, 0]):
+    cases = ([1, 1, 1, 1], [1, 2, 142, 4], [0, 7, 0, 255], [0, 0, 0, 0], [1, 0, 0, 0], [1, 2, 4, 8])
+    for coeffs in cases:
         expected = np.zeros((nunits, 8 * gf256.PACKET), dtype=np.uint8)
         for c, s in zip(coeffs, sources, strict=True):
             expected ^= table[c][symbols(s)]

@@ -21,17 +21,9 @@ from pathlib import Path
 import pytest
 
 from mpickpt import ConfigError, DecodeError
+from mpickpt.costs import Costs, costs_from, fitted_costs
 from mpickpt.layout import choose_backups
-from mpickpt.model import (
-    YEAR,
-    Costs,
-    Job,
-    costs_from,
-    fatal,
-    fitted_costs,
-    interval_for,
-    predict,
-)
+from mpickpt.model import YEAR, Job, fatal, interval_for, predict
 from mpickpt.policies import Auto, Estimates, daly_interval
 from mpickpt.schemes import Mirror, Parity, ReedSolomon, Scheme, Stripe, XorSet
 from mpickpt.schemes.xorset import form_sets

@@ -15,8 +15,9 @@ import math
 import re
 from dataclasses import asdict
 
+from .costs import Costs, costs_from, fitted_costs
 from .errors import ConfigError
-from .model import YEAR, Costs, Job, Prediction, costs_from, fitted_costs, label, predict
+from .model import YEAR, Job, Prediction, label, predict
 from .policies import format_duration, parse_duration
 from .schemes import Scheme, get_scheme
 

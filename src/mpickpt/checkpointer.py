@@ -16,7 +16,7 @@ from .layout import backup_layout
 from .memstore import MemStore, StoredPiece
 from .planning import ProcessState, rebuild_sources
 from .schemes import Scheme, XorSet, get_scheme
-from .segment import State, restore_value, unpack
+from .segment import SegmentView, State, restore_value, unpack
 from .setstream import SetStream
 from .stream import Stream, new_stats
 from .transport import CHUNK, fetch_segment, run_and_agree
@@ -127,6 +127,7 @@ class Checkpointer:
         if name in self.restored:
             obj = restore_value(name, obj, self.restored.pop(name))
         self.state[name] = obj
+        _reserve(self)  # before the first checkpoint: its buffers, now
         return obj
 
     def __getitem__(self, name: str) -> Any:
@@ -145,8 +146,7 @@ class Checkpointer:
         the previous version intact everywhere and raises :class:`ProcessFailure` on every rank.
         """
         version = self.store.committed + 1
-        t, meta = time.perf_counter(), {"rank": self.rank, "protected": self.state.declared}
-        seg = self.state.snapshot(step, {"version": version, **meta})
+        t, seg = time.perf_counter(), _segment(self, step, version)
 
         def stream() -> tuple[list[dict[str, Any]] | None, Any]:
             if self.comm.Get_size() > 1 and self.stream is not None:
@@ -258,6 +258,23 @@ class Checkpointer:
                 self.comm.Free()
             self.comm = MPI.COMM_NULL
         self.store = MemStore()
+
+
+def _segment(ckpt: Checkpointer, step: int, version: int) -> SegmentView:
+    """The segment of ``version`` of ``ckpt``'s rank (the arrays referenced, not copied)."""
+    meta = {"version": version, "rank": ckpt.rank, "protected": ckpt.state.declared}
+    return ckpt.state.snapshot(step, meta)
+
+
+def _reserve(ckpt: Checkpointer) -> None:
+    """Fault in the buffers of the first two checkpoints of the state protected so far, so
+    that they run as fast as the later ones (``mpickpt.buffers``); a no-op once they fit."""
+    if ckpt.store.committed >= 0 or ckpt.stream is None or ckpt.comm.Get_size() < 2:
+        return
+    nbytes = _segment(ckpt, ckpt.step, 0).nbytes
+    ckpt.stream.reserve(nbytes)
+    if ckpt.disk is None:
+        ckpt.store.reserve(nbytes)
 
 
 def _stream(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import buffers
 from .checksum import checksum
 from .errors import IntegrityError
 from .segment import SegmentView
@@ -54,6 +55,12 @@ class MemStore:
     committed: int = -1
     local: np.ndarray | None = None  # this rank's own segment at ``local_version``
     local_version: int = -1
+    room: np.ndarray | None = None  # a buffer reserved for the first local copy
+
+    def reserve(self, nbytes: int) -> None:
+        """Fault in, now, the buffer of the first local copy of an ``nbytes`` segment."""
+        if self.local is None and (self.room is None or not buffers.fits(self.room.size, nbytes)):
+            self.room = buffers.prefaulted(buffers.capacity(nbytes))
 
     def stage(self, version: int, pieces: list[StoredPiece]) -> None:
         """Hold ``pieces`` of ``version`` beside the committed one."""
@@ -82,9 +89,12 @@ class MemStore:
         (the spill's shared memory, see :meth:`.spill.writer.SpillWriter.buffer`), else
         reusing the old buffer."""
         if into is not None:
-            self.local = into
+            self.local, self.room = into, None
         elif self.local is None or self.local.size != segment.nbytes:
-            self.local = np.empty(segment.nbytes, dtype=np.uint8)
+            room = self.room if self.room is not None else np.empty(0, np.uint8)
+            fits = buffers.fits(room.size, segment.nbytes)
+            self.local = room[: segment.nbytes] if fits else np.empty(segment.nbytes, np.uint8)
+            self.room = None
         segment.read_into(0, self.local)
         self.local_version = version
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from mpi4py import MPI
 
+from . import buffers
 from .checksum import hasher
 from .errors import IntegrityError
 from .layout import ALIGN
@@ -87,18 +88,34 @@ class SetStream(MessageCounter):
         self.members = next((s for s in self.sets if me in s), [me])
         self.pos = self.members.index(me)
         self.block = max(ALIGN, block - block % ALIGN)
-        self.free: np.ndarray | None = None  # the parity buffer of the dropped version
+        self.pool: dict[int, list[np.ndarray]] = {}  # parity buffers of dropped versions
         self.stage: list[np.ndarray] = []  # blocks for the partial parities in flight
 
     def recycle_buffers(self, pieces: Sequence[StoredPiece]) -> None:
         """The dropped version's parity chunk: the buffer of the next one."""
         if pieces and self.recycle:
-            self.free = pieces[0].data
+            buf = buffers.whole(pieces[0].data)
+            self.pool.setdefault(buf.size, []).append(buf)
+
+    def reserve(self, nbytes: int) -> None:
+        """Fault in, now, the buffers of the first checkpoints of ``nbytes`` segments (the
+        other members' assumed of this size): the parity chunks of two versions (one if not
+        recycling) and the staging blocks."""
+        k = len(self.members)
+        if k < 2:
+            return
+        c = chunk_size([nbytes], k)
+        count = 1 + self.recycle
+        if sum(len(f) for cap, f in self.pool.items() if buffers.fits(cap, c)) < count:
+            cap = buffers.capacity(c)
+            self.pool = {cap: [buffers.prefaulted(cap) for _ in range(count)]}
+        n0 = min(self.block, c)
+        self.stage = [buffers.prefaulted(n0) for _ in range(2 * (k - 2))]
 
     def nbytes(self) -> int:
-        """Bytes kept between checkpoints (staging blocks and the recycled parity buffer)."""
-        return sum(b.nbytes for b in self.stage) + (
-            self.free.nbytes if self.free is not None else 0
+        """Bytes kept between checkpoints (staging blocks and the recycled parity buffers)."""
+        return sum(b.nbytes for b in self.stage) + sum(
+            b.nbytes for f in self.pool.values() for b in f
         )
 
     def _sizes(self, seg: SegmentView, version: int) -> np.ndarray:
@@ -125,10 +142,8 @@ class SetStream(MessageCounter):
             return []
         sizes = self._sizes(seg, version)
         c = chunk_size([int(x) for x in sizes], k)
-        parity = (
-            self.free if self.free is not None and self.free.size == c else np.empty(c, np.uint8)
-        )
-        self.free = None
+        parity = buffers.take(self.pool, c)
+        buffers.keep_fitting(self.pool, {c})  # a size changed: the others are freed
         name, value = parity_name(me, k), self._ring(seg, parity)
         return [
             StoredPiece(PieceHeader(o, version, name, me, 0, c, value, int(sizes[q])), parity)

@@ -18,7 +18,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from .model import Costs, Job, fatal
+from .costs import Costs
+from .model import Job, fatal
 from .schemes import Scheme
 
 Z95 = 1.96  # the normal quantile of a two-sided 95 % confidence interval

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from mpi4py import MPI
 
+from . import buffers
 from .checksum import hasher
 from .layout import Piece
 from .memstore import MemStore, PieceHeader, StoredPiece
@@ -107,20 +108,21 @@ class Stream(MessageCounter):
 
     # -- buffers ----------------------------------------------------------------------------
 
-    def _take(self, size: int) -> np.ndarray:
-        free = self.pool.get(size)
-        return free.pop() if free else np.empty(size, dtype=np.uint8)
-
     def recycle_buffers(self, pieces: Sequence[StoredPiece]) -> None:
         """Buffers of a dropped version, for the next receives (if recycling)."""
         if self.recycle:
             for h in pieces:
-                self.pool.setdefault(h.data.size, []).append(h.data)
+                buf = buffers.whole(h.data)
+                self.pool.setdefault(buf.size, []).append(buf)
+
+    def reserve(self, nbytes: int) -> None:
+        """Fault in, now, the buffers of the first checkpoints of ``nbytes`` segments."""
+        _reserve(self, self.scheme.piece_size(nbytes))
 
     def _staging(self, r: int, key: str, n: int) -> np.ndarray:
         buf = self.ring.get((r % RING, key))
         if buf is None or buf.size < n:
-            buf = self.ring[(r % RING, key)] = np.empty(n, dtype=np.uint8)
+            buf = self.ring[(r % RING, key)] = buffers.prefaulted(n)
         return buf[:n]
 
     def nbytes(self) -> int:
@@ -185,6 +187,7 @@ class Stream(MessageCounter):
         """Post the receives of the pieces announced by ``heads`` into ``data_in``: ``(recv
         index, owner, piece, buffer, segment bytes)`` of each."""
         received: list[tuple[int, int, Piece, np.ndarray, int]] = []
+        sizes: set[int] = set()
         for i, (o, slot) in enumerate(recvs):
             v, nbytes = (int(x) for x in heads[i])
             if v != version or nbytes < 0:
@@ -192,11 +195,12 @@ class Stream(MessageCounter):
                 # MPI may do that after a failure): a lost peer, not a bug of this rank
                 raise MPI.Exception(MPI.ERR_OTHER)
             size = self.scheme.piece_size(nbytes)
-            bufs = [self._take(size) for _ in self.held[slot]]
+            sizes.add(size)
+            bufs = [buffers.take(self.pool, size) for _ in self.held[slot]]
             for a, n in spans(size, self.chunk):
                 data_in += [self._recv(b[a : a + n], o, TAG_DATA) for b in bufs]
             received += [(i, o, p, b, nbytes) for p, b in zip(self.held[slot], bufs, strict=True)]
-        self.pool.clear()  # what was not reused (a size changed) is freed
+        buffers.keep_fitting(self.pool, sizes)  # a size changed: the others are freed
         return received
 
     def _send_pieces(
@@ -282,3 +286,16 @@ class Stream(MessageCounter):
         store.versions = {version: keep}
         store.stage(version, got)
         self.stats["reprotects"] += 1
+
+
+def _reserve(stream: Stream, size: int) -> None:
+    """The receive buffers of two versions of ``size``-byte pieces (one if not recycling;
+    owners' segments are assumed of this rank's size, others are allocated when they come)
+    and the staging ring of ``stream``, faulted in."""
+    count = sum(len(stream.held[slot]) for _, slot in stream.incoming) * (1 + stream.recycle)
+    if sum(len(f) for c, f in stream.pool.items() if buffers.fits(c, size)) < count:
+        cap = buffers.capacity(size)
+        stream.pool = {cap: [buffers.prefaulted(cap) for _ in range(count)]}
+    for r in range(RING if stream.dests else 0):
+        for p in _Encoding(stream.scheme, tuple(range(len(stream.dests)))).coded:
+            stream._staging(r, p.name, min(stream.chunk, size))

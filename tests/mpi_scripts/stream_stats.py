@@ -7,7 +7,8 @@ across N. The segment is larger than a chunk and a chunk larger than the stream'
 block: the blocks, the staging ring and the recycled receive buffers are all exercised. After
 every checkpoint each rank prints the counters' increase, and every segment is rebuilt from
 the other ranks' pieces and compared with its owner's copy (pieces and checksums are right).
-The third checkpoint has a larger segment (receive buffers of a new size).
+The first two checkpoints receive into the buffers reserved when the state was protected;
+the third has a larger segment (receive buffers of a new size).
 
 With ``reprotect``, rank 1 then drops every piece it holds (as a spare that took a dead
 rank's place holds none) and all ranks call ``reprotect``: its traffic is printed (with
@@ -55,6 +56,9 @@ def body(comm: MPI.Comm, checks: Checks) -> None:
         )
         rebuilt = ckpt.rebuild()
         checks.check("rebuilt", same_bytes(rebuilt, ckpt.local), checkpoint=i)
+        if i < 2:  # reserved at protect: the first two checkpoints fault no fresh buffer in
+            held = [h for o in ckpt.store.versions[i].values() for h in o.values()]
+            checks.check("reserved", all(h.data.base is not None for h in held), checkpoint=i)
     if sys.argv[2:] == ["reprotect"]:
         if rank == 1:
             ckpt.store.versions = {ckpt.version: {}}
