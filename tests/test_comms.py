@@ -9,7 +9,7 @@ import time
 import pytest
 
 import reruns
-from conftest import HEAT, SCRIPTS, _kill_group, checksum, run_mpi
+from conftest import HEAT, HEAT_SCHEME, SCRIPTS, _kill_group, checksum, run_mpi
 from test_faults import launch
 
 pytestmark = [pytest.mark.mpi]
@@ -51,7 +51,7 @@ def test_blocking_exchange_on_a_derived_cart_survives_a_kill(heat_reference, kil
 
 @pytest.mark.fault
 def test_killed_from_outside(tmp_path):
-    args = ["--steps", "6000", "--size", "48", "--every", "37"]
+    args = ["--steps", "6000", "--size", "48", "--every", "37", *HEAT_SCHEME]
     rc, out, err = run_mpi(CART, 1, *args, "--spares", "0", timeout=90)
     assert rc == 0, err
     reference = checksum(out)
