@@ -279,7 +279,7 @@ class Runner:
     # -- one launch ---------------------------------------------------------------------
 
     def _launch(
-        self, sc: Scenario, workdir: Path, killer: Killer, timeout: float
+        self, sc: Scenario, workdir: Path, killer: Killer, timeout: float, session: bool = True
     ) -> tuple[int | None, str, str, float, list[str]]:
         piddir = workdir / "pids"
         piddir.mkdir()
@@ -297,7 +297,9 @@ class Runner:
             t0 = time.monotonic()
             proc = subprocess.Popen(
                 [*command(sc, self.transport, self.extra), *args],
-                env=env, stdout=out_f, stderr=err_f, text=True, start_new_session=True,
+                env=env, stdout=out_f, stderr=err_f, text=True, start_new_session=session,
+                # without a session of its own, a process group of its own (killpg)
+                process_group=None if session else 0,
             )  # fmt: skip
             try:
                 kills = killer(proc, piddir)

@@ -73,3 +73,57 @@ def test_killed_from_outside(tmp_path):
     assert proc.returncode == 0, f"{out}\n{err}"
     assert "stalled" not in err
     assert checksum(out) == reference
+
+
+SUB_FREE = SCRIPTS / "sub_free.py"
+WRAPPED = SCRIPTS / "wrapped_errors.py"
+
+
+def killed_and_reference(script, kill: str) -> tuple[str, str, str | None]:
+    """Run ``script`` on 5 ranks (4 workers + 1 spare) with ``MPICKPT_KILL=kill`` and without:
+    the killed run's stdout and stderr (it must exit 0), and the failure-free checksum."""
+    rc, out, err = run_mpi(script, 5, timeout=60)
+    assert rc == 0, err
+    reference = checksum(out)
+    rc, out, err = reruns.run_once_more(
+        lambda: run_mpi(script, 5, env={**NO_WATCHDOG, "MPICKPT_KILL": kill}, timeout=90)
+    )
+    assert rc == 0, f"rc={rc}\n{out}\n{err}"
+    return out, err, reference
+
+
+@pytest.mark.fault
+def test_sub_communicators_freed_in_a_finally_are_revoked_first():
+    """Worker 3 dies between a column and a row reduction on ``cart.Sub`` communicators; the
+    survivors free them in a ``finally``. Worker 0 waits in a column reduction with worker 2,
+    which freed that communicator on its way out: only a revoke before the free wakes it
+    (else the recovery stalls until this test's timeout)."""
+    out, err, reference = killed_and_reference(SUB_FREE, "3@13:halo")
+    assert "stalled" not in err
+    assert checksum(out) == reference
+
+
+@pytest.mark.fault
+def test_a_library_s_own_error_after_a_failure_is_a_failure():
+    """The survivors' library raises RuntimeError on the failed reduction: the family saw the
+    failure, so it is a recovery, with no traceback from every survivor."""
+    out, err, reference = killed_and_reference(WRAPPED, "2@13")
+    assert checksum(out) == reference
+    assert "Traceback" not in err, err
+
+
+C_DUP = SCRIPTS / "c_dup.py"
+
+
+@pytest.mark.fault
+def test_a_duplicate_made_in_c_is_revoked_when_a_worker_leaves():
+    """Worker 2 raises while the others wait for it in a reduction on a duplicate of ctx.comm
+    made in C (as PETSc's inner communicator is): exit 1 with its error, in seconds, not a
+    stall until the watchdog (here longer than the test's timeout)."""
+    t0 = time.monotonic()
+    rc, out, err = run_mpi(C_DUP, 5, "2", "7", env=NO_WATCHDOG, timeout=90)
+    took = time.monotonic() - t0
+    assert rc == 1, f"rc={rc}\n{out}\n{err}"
+    assert "ApplicationError: worker 2 raised RuntimeError: worker 2 fails at step 7" in err
+    assert checksum(out) is None
+    print(f"ended in {took:.1f} s")

@@ -143,3 +143,15 @@ def test_error_of_one_process_inside_a_recovery_ends_it_everywhere_at_once():
     assert err.count("the recovery failed: process") == 1, err
     assert "ValueError: this hook cannot merge states" in err
     assert "recovery stalled" not in err
+
+
+@pytest.mark.parametrize("rank", [0, 2])
+def test_error_before_joining_on_one_process_never_hangs(rank):
+    # the others saw that process fail (it ends as a failed process does): they recover with
+    # the spare and compute the result; when it is the first process, its code is the job's
+    rc, out, err = run_mpi("start_error_on_one.py", 5, str(rank), timeout=60)
+    assert err.count("ConfigError: a setting that only this process has") <= 1, err
+    if rank == 0:
+        assert rc == 2, err
+    else:
+        assert rc == 0 and "result: 8000.0" in out, err

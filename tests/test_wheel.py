@@ -1,5 +1,6 @@
 """The package as a user gets it: build the sdist and the wheel, install the wheel into a fresh
-venv (no system site-packages, nothing from this checkout) and run ``mpickpt demo`` from it.
+venv (no system site-packages, nothing from this checkout) and run ``mpickpt demo`` and
+``mpickpt plan`` from it.
 
 This catches what an editable install hides: a module or data file left out of the wheel, the
 demo looking for files of the source tree, a version that differs from pyproject.toml.
@@ -7,6 +8,7 @@ demo looking for files of the source tree, a version that differs from pyproject
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -66,3 +68,8 @@ def test_wheel_installs_and_runs_the_demo(tmp_path: Path) -> None:
     out = run([*demo, "--timeout", "120"], tmp_path, env, 300)
     assert "rank 1 killed (SIGKILL)" in out and "recovered" in out, out
     assert "OK: the run that lost a rank gives the same checksum" in out, out
+
+    # the failure model's advice, as data (pure Python: no MPI)
+    plan = [str(bindir / "mpickpt"), "plan", "--nodes", "2000", "--ranks-per-node", "64"]
+    advice = json.loads(run([*plan, "--state", "2GiB", "--json"], tmp_path, env, 120))
+    assert advice["recommendation"] in advice["configurations"], advice

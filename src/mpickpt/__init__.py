@@ -50,6 +50,12 @@ if sys.excepthook is sys.__excepthook__:
 #   (see startup.py; this too needs mpickpt imported before mpi4py.MPI)
 _startup.guard_mpi_init()
 
+# - petsc4py initialises MPI itself if nobody has: mpi4py.MPI is imported before it instead
+#   (bounded, as above; PETSc then leaves MPI_Finalize to mpickpt's end of the job)
+from .integrations.petsc import mpi_first as _mpi_first  # noqa: E402
+
+_mpi_first()
+
 try:  # one source for the version: pyproject.toml, through the installed package's metadata
     __version__ = metadata.version("mpickpt")
 except metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout on PYTHONPATH

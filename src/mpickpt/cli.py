@@ -1,4 +1,4 @@
-"""``mpickpt layout | demo | inspect | verify`` (and ``mpickpt --version``)."""
+"""``mpickpt layout | demo | inspect | verify | plan`` (and ``mpickpt --version``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import advice
 from .errors import ConfigError, SpillError
 from .layout import choose_backups
 from .log import parse_timelines
@@ -305,6 +306,9 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("directory", help="the spill directory")
     ver.add_argument("--json", action="store_true", help=as_json)
     ver.set_defaults(fn=cmd_verify)
+    plan = command("plan", "which scheme, interval and spares for a job (a failure model)")
+    advice.add_arguments(plan)
+    plan.set_defaults(fn=advice.run)
     return p
 
 

@@ -68,6 +68,14 @@ class Context:
         self.restored: bool = bool(self.checkpointer.restored)
         self._started = False  # the first checkpoint of this incarnation was taken
 
+    def track(self, comm: MPI.Comm) -> MPI.Comm:
+        """Put ``comm`` (made by a library, or from ``COMM_WORLD``) into ``ctx.comm``'s
+        family: it is revoked when a worker leaves for a recovery, so that nobody stays
+        blocked on it, freed after the recovery, and what is derived from it (in Python, or
+        duplicated in C) joins too. Returns it as a recording communicator (same handle).
+        Communicators derived from ``ctx.comm`` need no call (see docs/frameworks.md)."""
+        return self.job.comms.track(comm)
+
     def protect(self, name: str, obj: T, *, replace: bool = False) -> T:
         """Register state under ``name``; after a recovery the saved value comes back
         (arrays restored in place). See :meth:`Checkpointer.protect`.

@@ -25,13 +25,17 @@ UNKNOWN = -math.inf  # a value not measured yet: the element-wise maximum ignore
 GROW = 8  # a time-based interval is at most this many times the previous one (see interval)
 STOP_SECONDS = 2.0  # seconds between two stop checks between checkpoints
 
-_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+_UNITS = {
+    **{"": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0},
+    **{"w": 7 * 86400.0, "y": 365 * 86400.0},  # node MTBFs are quoted in years
+}
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-z]*)\s*$")
 
 
 def parse_duration(value: float | int | str, name: str) -> float:
     """Seconds from a number of seconds or a string such as ``"90"``, ``"10min"``, ``"1.5h"``,
-    ``"2d"``. Raises :class:`ConfigError` naming ``name`` unless it is a positive duration."""
+    ``"2d"``, ``"5y"`` (365 days). Raises :class:`ConfigError` naming ``name`` unless it is a
+    positive duration."""
     seconds: float | None = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
@@ -62,7 +66,8 @@ def daly_interval(cost: float, mtbf: float) -> float:
     """Seconds of computation between checkpoints that minimise the expected run time, for a
     checkpoint cost ``cost`` and a mean time between failures ``mtbf`` (Daly 2006, the
     higher-order estimate): ``sqrt(2 C M) (1 + sqrt(C/2M)/3 + (C/2M)/9) - C`` for ``C < 2 M``,
-    else ``M``. For ``C << M`` it is Young's ``sqrt(2 C M)`` less ``C``."""
+    else ``M``. For ``C << M`` it is Young's ``sqrt(2 C M)`` less ``C``. ``mpickpt plan``
+    (:func:`mpickpt.model.interval_for`) recommends this same interval."""
     if cost >= 2 * mtbf:
         return mtbf
     x = cost / (2 * mtbf)

@@ -28,6 +28,7 @@ from .errors import (
     UnrecoverableError,
     exit_code,
 )
+from .integrations import petsc
 from .log import logger, warn
 from .policies import ENV_MTBF, Policy
 from .recovery.ending import current as ending_of_job
@@ -159,6 +160,8 @@ class Runner:
             self._raise_unless_exit(e)
             ending.end(exit_code(e) or 1, _describe(e))
         self._write_report(job, None)
+        if job.disk is not None:
+            job.disk.close()  # its helper process ends here, not at the interpreter's exit
         if members.exit_code:  # an idle spare, told how the workers ended the job
             ending.end(members.exit_code)
         return result
@@ -224,9 +227,12 @@ class Runner:
                 role = job.recover()
             except (MpickptError, Preempted):
                 raise
-            except Exception as e:  # a bug, not a failed rank: every rank ends the same way
-                traceback.print_exc()  # where it happened, from this rank only
-                job.raised(f"{type(e).__name__}: {e}", "bug")
+            except Exception as e:
+                if job.comms.failed():  # a library (PETSc) met a failed or revoked peer
+                    logger().debug(f"{type(e).__name__} after a failure: {e}")
+                else:  # a bug, not a failed rank: every rank ends the same way
+                    traceback.print_exc()  # where it happened, from this rank only
+                    job.raised(f"{type(e).__name__}: {e}", "bug")
                 job.leave()
                 role = job.recover()
             if role == "spare":  # pragma: no cover - a worker never becomes a spare
@@ -253,6 +259,9 @@ def _start_mpi() -> None:
             "MPI_Finalize at exit could hang the job); import mpickpt first",
             stacklevel=4,
         )
+    started_by_petsc = petsc.start()  # PETSc's signal handler would abort the job
+    if started_by_petsc and MPI.COMM_WORLD.Get_rank() == 0:
+        warn(started_by_petsc, petsc.PetscWarning, stacklevel=4)
 
 
 def _finish_spill(job: Job) -> None:

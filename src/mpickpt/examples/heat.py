@@ -33,6 +33,7 @@ def arguments(description: str) -> argparse.Namespace:
     p.add_argument("--spares", type=int, default=1, help="idle spare ranks (the last ones)")
     p.add_argument("--spill", default=None, help="also spill checkpoints to HDF5 in DIR")
     p.add_argument("--spill-every", type=int, default=1, help="spill every K-th checkpoint")
+    p.add_argument("--keep", type=int, default=2, help="spilled versions kept on disk")
     add_scheme_options(p)  # the library's defaults; parity(3, 4) needs 5 workers
     return p.parse_args()
 

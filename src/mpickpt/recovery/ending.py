@@ -28,6 +28,7 @@ from mpi4py import MPI
 
 from .. import startup
 from ..errors import exit_code
+from ..integrations import petsc
 from ..log import say
 from ..transport import agree_over_failures
 
@@ -82,8 +83,8 @@ class Ending:
         logging.shutdown()  # os._exit runs no exit handler: flush the logs' files here
         sys.stdout.flush()
         sys.stderr.flush()
-        if clean and not self.failures_seen and not MPI.Is_finalized():
-            MPI.Finalize()  # mpiexec expects it after a clean run; it can hang after a failure
+        if clean and not self.failures_seen:
+            finalize()  # mpiexec expects it after a clean run; it can hang after a failure
         os._exit(code)
 
     def at_exit(self) -> None:
@@ -100,12 +101,13 @@ class Ending:
                     "worker: what they did after it (printing or saving results) may be missing"
                 )
             self._exit(job if lowest else 0, clean=False)
-        if not self.failures_seen and not MPI.Is_finalized():
-            MPI.Finalize()
-        elif self.failures_seen and startup.FINALIZE_ARMED:
+        if not self.failures_seen:
+            finalize()
+        elif startup.FINALIZE_ARMED or petsc.running():
             # mpi4py.MPI was imported before mpickpt: mpi4py would call MPI_Finalize once the
             # interpreter is torn down, and after a failure that can hang the job (see
-            # docs/measurements.md). End here; the exit handlers registered earlier do not run.
+            # docs/measurements.md); petsc4py's exit handlers are collective over COMM_WORLD.
+            # End here; the exit handlers registered earlier do not run.
             self._exit(0, clean=False)
 
     def excepthook(self, exc_type: Any, exc: BaseException, tb: Any) -> None:
@@ -115,6 +117,16 @@ class Ending:
             with contextlib.suppress(Exception):
                 revoke()
         self.end(exit_code(exc) or 1)
+
+
+def finalize() -> None:
+    """The clean end of MPI, after the libraries built on it: PETSc first (the clean-up
+    petsc4py runs at exit, then ``PetscFinalize``, which itself ends MPI if it started it),
+    whichever of them initialised MPI; left to petsc4py's exit handlers, PETSc would call MPI
+    after ``MPI_Finalize`` and abort the process."""
+    petsc.finalize()
+    if not MPI.Is_finalized():
+        MPI.Finalize()
 
 
 _ending: Ending | None = None

@@ -17,7 +17,7 @@ from ..domains import warn_if_spread
 from ..errors import ConfigError, MpickptError, NoSparesError, SpillError, UnrecoverableError
 from ..planning import ProcessState, RecoveryPlan, save_plan
 from ..segment import unpack
-from ..spill.directory import Restart
+from ..spill.restart import Restart
 from ..spill.tier import DiskTier
 from ..transport import fetch_segment
 from .membership import Membership
@@ -83,6 +83,8 @@ def save_all(
     that a relaunch resumes from it. Returns the error to raise on every process."""
     if disk is None:  # idle spares take part too: they are in every collective step below
         return error
+    if max((s.committed for s in states if s.logical is not None), default=-1) < 0:
+        return error  # nothing was committed yet: nothing to save, a relaunch starts again
     try:
         version, sources, dest = save_plan(states, nworkers, ckpt.scheme)
     except UnrecoverableError as e:

@@ -65,7 +65,9 @@ def serve_one(client: _Client) -> bool:
         if (old := client.maps.pop(ident, None)) is not None:
             old.close()
     if fds:
-        client.maps[req["buffer"]] = mmap.mmap(fds[0], max(req["size"], 1))
+        # read-only: the buffer holds the rank's own committed copy, which a recovery rolls
+        # back to; nothing in the helper may change it
+        client.maps[req["buffer"]] = mmap.mmap(fds[0], max(req["size"], 1), prot=mmap.PROT_READ)
         os.close(fds[0])
     if client.hung_up():
         return False

@@ -199,12 +199,12 @@ class Background:
         if job is None or not (wait or job.done()):
             return
         self.indexing = None
-        if not job.wait(raise_errors=False):
-            self.unindexed(job.version, job.error)
+        if not job.wait(config().spill_timeout, raise_errors=False):  # bounded: a stalled disk
+            self.unindexed(job.version, job.error or "not written in time")
         elif self.problem is not None and self.problem[0] < job.version:
             self.problem = None  # a newer version is complete on disk
 
-    def unindexed(self, version: int, error: BaseException | None) -> None:
+    def unindexed(self, version: int, error: BaseException | str | None) -> None:
         logger().warning(f"spill of version {version} could not be indexed ({error}); skipped")
         self.failed(version, f"its index could not be written: {error}")
 

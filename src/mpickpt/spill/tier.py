@@ -19,16 +19,8 @@ from ..errors import SpillError
 from ..log import logger
 from ..transport import run_and_agree
 from .background import IN_FLIGHT, Background
-from .directory import (
-    Restart,
-    Survey,
-    complete_versions,
-    find_restart,
-    mark_done,
-    set_aside,
-    survey,
-    write_version_file,
-)
+from .directory import complete_versions, mark_done, set_aside, write_version_file
+from .restart import Restart, Survey, find_restart, survey
 from .writer import SpillWriter
 
 T = TypeVar("T")
@@ -176,7 +168,7 @@ class DiskTier(Background):
         infos = []
         if segments:
             assert self.writer is not None
-            self.writer.flush(raise_errors=False)
+            self.writer.drain(config().spill_timeout)  # bounded: the watchdog is paused
             w = self.writer
             for rank, seg in sorted(segments.items()):
                 infos.append(
@@ -192,7 +184,7 @@ class DiskTier(Background):
         everyone = [i for part in world.allgather(infos) for i in part]
         if world.Get_rank() == 0:
             assert self.writer is not None
-            self.writer.flush(raise_errors=False)  # an index the helper may still write
+            self.writer.drain(config().spill_timeout)  # an index the helper may still write
             self.indexed(wait=True)
             self.writer.commit(version, sorted(everyone, key=lambda i: int(i["rank"])))
 
@@ -213,6 +205,7 @@ class DiskTier(Background):
         return problem
 
     def close(self) -> None:
+        """Stop this rank's spill helper (its pending writes get ``MPICKPT_SPILL_TIMEOUT``)."""
         if self.writer is not None:
-            self.writer.close()
+            self.writer.close(config().spill_timeout)
             self.writer = None

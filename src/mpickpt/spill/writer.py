@@ -320,13 +320,17 @@ class SpillWriter(_HelperQueue):
         shape = (self.nworkers, self.scheme_config)
         commit(self.directory, version, *shape, files_info, self.keep, self.tag)
 
-    def close(self) -> None:
-        """Finish pending writes and stop the helper (errors are left in the jobs)."""
+    def close(self, timeout: float | None = None) -> None:
+        """Finish pending writes (for at most ``timeout`` seconds) and stop the helper (errors
+        are left in the jobs)."""
         if self._closed:
             return
         self._closed = True
-        while self._pending:
-            self._collect(None)
+        if timeout is None:
+            while self._pending:
+                self._collect(None)
+        else:
+            self.drain(timeout)
         self._link.close()
         if self._lent is not None:
             self._lent.lent = False
