@@ -58,6 +58,7 @@ from mpickpt.model import efficiency  # noqa: E402
 
 def scenario(a: argparse.Namespace, every: int) -> chaos.Scenario:
     args = ("--steps", str(a.steps), "--size", str(a.size), "--every", str(every))
+    args += chaos.HEAT_SCHEME  # parity(2, 3): it fits the default 4 workers
     return chaos.Scenario(
         f"every{every}", "heat2d.py", a.workers + a.spares, (*args, "--spares", str(a.spares)),
         "single", a.spares,

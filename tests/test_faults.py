@@ -207,13 +207,8 @@ def kill_from_outside(
     return rc, out, err, killed
 
 
-LONG = [
-    "--steps",
-    "15000",
-    "--size",
-    "48",
-    *HEAT_SCHEME,
-]  # 3-6 s on 2 cores: long enough to be hit mid-run
+# 3-6 s on 2 cores: long enough to be hit mid-run
+LONG = ["--steps", "15000", "--size", "48", *HEAT_SCHEME]
 
 
 @pytest.fixture(scope="module")
