@@ -23,7 +23,7 @@
 - ``MPICKPT_REPORT`` (:mod:`.report`): write the run report (JSON) to this path (as
   ``report=``).
 - ``MPICKPT_INIT_TIMEOUT`` (:mod:`.startup`): seconds a process may wait in ``MPI_Init``
-  before it ends the job with 1 (default 40; 0: wait forever).
+  before it ends the job with 74 (default 40; 0: wait forever).
 """
 
 from __future__ import annotations
