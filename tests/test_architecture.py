@@ -20,6 +20,8 @@ PURE = [
     "mpickpt.memstore",
     "mpickpt.config",
     "mpickpt.errors",
+    "mpickpt.exittimer",
+    "mpickpt.heartbeat",
     "mpickpt.spill",
     "mpickpt.spill.format",
     "mpickpt.spill.directory",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from mpi4py import MPI
 
-from . import faults
+from . import faults, heartbeat
 from .errors import ConfigError, Preempted, ProcessFailure
 from .log import say, verbose
 from .schedule import Schedule
@@ -67,6 +67,7 @@ class Context:
         self.size: int = self.comm.Get_size()
         self.restored: bool = bool(self.checkpointer.restored)
         self._started = False  # the first checkpoint of this incarnation was taken
+        self.beat = heartbeat.current() if self.rank == 0 else heartbeat.OFF
 
     def protect(self, name: str, obj: T, *, replace: bool = False) -> T:
         """Register state under ``name``; after a recovery the saved value comes back
@@ -107,6 +108,7 @@ class Context:
             if self.runtime.completed and start >= n:
                 return  # a finished run: its final state is restored, nothing to compute
         self.schedule.resume()
+        self.beat.begin(start, n, self.runtime.resumed, self.runtime.recoveries)
         stop = False
         if self.role in ("survivor", "recovered"):  # the committed version is still held
             ckpt.protect_again(start)  # but for the pieces lost with the dead: send those
@@ -134,7 +136,9 @@ class Context:
             ):
                 self._checkpoint(step + 1)
                 stop = True
+            self.beat.step(step)
         ckpt.flush()  # a stop asked at the last checkpoint: the run is complete anyway
+        self.beat.phase("after")
         if self.rank == 0 and verbose():
             if self.runtime.disk is not None:
                 say(f"spill: {self.runtime.disk.summary()}")
@@ -156,6 +160,7 @@ class Context:
         ckpt.exchange = reduce
         schedule.begin(step)
         ckpt.checkpoint(step)
+        self.beat.committed(ckpt.version)
         plan = schedule.end(step, ckpt.exchanged)
         if self.rank == 0 and verbose() and schedule.changed():
             say(f"checkpoint at step {step}; {plan.describe()}")

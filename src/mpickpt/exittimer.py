@@ -47,7 +47,8 @@ class ExitTimer:
     """An armed timer: :meth:`cancel` before it fires, or the process exits with its code."""
 
     def __init__(self, libc: ctypes.CDLL, timer: ctypes.c_void_p) -> None:
-        self.libc, self.timer = libc, timer
+        self.libc = libc
+        self.timer: ctypes.c_void_p | None = timer
 
     def cancel(self) -> None:
         if self.timer is not None:
@@ -76,4 +77,3 @@ def start(seconds: float, code: int) -> ExitTimer | None:
         armed.cancel()
         return None
     return armed
-

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from mpi4py import MPI
 
-from . import errors, faults, report, startup
+from . import errors, faults, heartbeat, report, startup
 from .checkpointer import Checkpointer
 from .config import config
 from .context import Context, stop_requested
@@ -145,6 +145,8 @@ class Runner:
             self._raise_unless_exit(e)
             ending.end(exit_code(e) or 1, _describe(e))
         self._write_report(runtime, None)
+        if members.logical == 0:  # every worker completed: the result is there
+            heartbeat.current().phase("done")
         if members.exit_code:  # an idle spare, told how the workers ended the job
             ending.end(members.exit_code)
         return result
@@ -175,6 +177,7 @@ class Runner:
             counters=ckpt.stats,
             spill=spill,
             recoveries=runtime.history,
+            resumed=runtime.resumed,
         )
         try:
             report.write(path, data)

@@ -17,7 +17,7 @@ from typing import Any
 
 from mpi4py import MPI
 
-from .. import faults
+from .. import faults, heartbeat
 from ..checkpointer import Checkpointer, report
 from ..comms import Family
 from ..config import config
@@ -69,6 +69,9 @@ class Runtime:
         self.at_step: int | None = None  # the step the protected function is at
         self.completed = False  # restarted from the spill of a run that completed (DONE)
         self.error: str | None = None  # what the protected function raised in this process
+        # where this launch resumed from: the start, or a tier's version (the heartbeat and
+        # the run report say it, for a supervisor that relaunches the job)
+        self.resumed: dict[str, Any] = {"tier": "start"}
         if m.lost_at_start:
             return  # the first recovery sets the workers up (see enter)
         # Every process checks the workers' layout, spares too: a layout that cannot work fails
@@ -113,6 +116,7 @@ class Runtime:
         if found is None:
             return "initial"
         self.completed = fallback.restart(self.ckpt, self.redistribute, found, logical, m.nworkers)
+        self.resumed = {"tier": "spill", "version": found.version, "step": self.ckpt.step}
         if logical == 0:
             logger().info(fallback.restarted(found, self.ckpt.step, disk.directory, self.completed))
         return "restarted"
@@ -163,6 +167,8 @@ class Runtime:
         self.members.ending.failures_seen = True
         self.timeline = Timeline(step=self.at_step if self.members.is_worker else None)
         self.timeline.mark("failure detected")
+        if self.members.logical == 0:  # a supervisor allows the recovery its own watchdog
+            heartbeat.current().phase("recovering")
         faults.maybe_kill("recovery")
         with self._watchdog() as self.dog:
             self.comms.revoke()  # inside: a revoke may wait for a stopped peer
