@@ -69,9 +69,7 @@ class Runtime:
         self.at_step: int | None = None  # the step the protected function is at
         self.completed = False  # restarted from the spill of a run that completed (DONE)
         self.error: str | None = None  # what the protected function raised in this process
-        # where this launch resumed from: the start, or a tier's version (the heartbeat and
-        # the run report say it, for a supervisor that relaunches the job)
-        self.resumed: dict[str, Any] = {"tier": "start"}
+        self.resumed: dict[str, Any] = {"tier": "start"}  # or a tier's version: see heartbeat
         if m.lost_at_start:
             return  # the first recovery sets the workers up (see enter)
         # Every process checks the workers' layout, spares too: a layout that cannot work fails
@@ -167,8 +165,7 @@ class Runtime:
         self.members.ending.failures_seen = True
         self.timeline = Timeline(step=self.at_step if self.members.is_worker else None)
         self.timeline.mark("failure detected")
-        if self.members.logical == 0:  # a supervisor allows the recovery its own watchdog
-            heartbeat.current().phase("recovering")
+        (heartbeat.current() if self.members.logical == 0 else heartbeat.OFF).phase("recovering")
         faults.maybe_kill("recovery")
         with self._watchdog() as self.dog:
             self.comms.revoke()  # inside: a revoke may wait for a stopped peer
