@@ -1,4 +1,4 @@
-"""``mpickpt layout | demo | inspect | verify`` (and ``mpickpt --version``)."""
+"""``mpickpt run | layout | demo | inspect | verify`` (and ``mpickpt --version``)."""
 
 from __future__ import annotations
 
@@ -286,6 +286,11 @@ def _parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=fmt)
 
     as_json = "print one JSON document instead of text"
+    from . import supervisor
+
+    run = command("run", "launch a protected job, watch it, relaunch it when it dies")
+    supervisor.add_arguments(run)
+    run.set_defaults(fn=supervisor.main)
     lay = command("layout", "show how a scheme places pieces on backups")
     _scheme_args(lay)
     lay.add_argument("--ranks", type=int, default=0, help="also place N ranks' backups")

@@ -7,8 +7,8 @@ once every worker completed), the step and the total, the last committed version
 recoveries so far, where this launch resumed from (``resumed``: ``{"tier": "start"}`` or the
 tier, version and step it restored), the mean seconds per step and the longest gap between two
 steps (a checkpoint and its spill wait included), from which the supervisor derives how long
-no progress means a hang. Written atomically (a temporary file renamed) at most every
-:data:`INTERVAL` seconds, and at once when the phase changes.
+no progress means a hang (:class:`Watch`). Written atomically (a temporary file renamed) at
+most every :data:`INTERVAL` seconds, and at once when the phase changes or a version commits.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 
 FILE = "heartbeat.json"
 INTERVAL = 0.5  # seconds between two writes while the steps run
+HANG_FLOOR = 20.0  # the automatic hang bound of a watcher is never shorter
+HANG_FACTOR = 10.0  # ... and is this many times the longest gap between two steps seen
 
 
 class Heartbeat:
@@ -41,6 +43,7 @@ class Heartbeat:
             "recovery_timeout_s": recovery_timeout,
         }
         self.written = 0.0  # monotonic time of the last write
+        self.version_written: int | None = None  # the version it said
         self.last_step: tuple[int, float] | None = None  # (step, monotonic time) last seen
         self.first: tuple[int, float] | None = None  # (step, time) the loop started at
 
@@ -63,7 +66,7 @@ class Heartbeat:
             self.state["step_s"] = round((now - self.first[1]) / (step + 1 - self.first[0]), 6)
         self.last_step = (step + 1, now)
         self.state["step"] = step + 1
-        if now - self.written >= INTERVAL:
+        if now - self.written >= INTERVAL or self.state["version"] != self.version_written:
             self._write(now)
 
     def committed(self, version: int) -> None:
@@ -79,7 +82,7 @@ class Heartbeat:
     def _write(self, now: float) -> None:
         if self.path is None:
             return
-        self.written = now
+        self.written, self.version_written = now, self.state["version"]
         data = {**self.state, "time": time.time()}
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
@@ -98,6 +101,70 @@ def read(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+class Watch:
+    """The heartbeats of one launch: progress, where it resumed from, when it looks hung."""
+
+    def __init__(self, run_dir: str, hang_timeout: float, start_timeout: float) -> None:
+        self.run_dir = run_dir
+        self.hang_timeout, self.start_timeout = hang_timeout, start_timeout  # 0: automatic
+        self.beat: dict[str, Any] | None = None
+        self.key: tuple[Any, ...] | None = None
+        self.moved = time.monotonic()  # the last time the job showed progress (or started)
+        self.first_step: float | None = None  # monotonic time of its first step
+        self.resumed: dict[str, Any] | None = None
+        self.furthest = -1
+
+    def look(self) -> None:
+        beat = read(self.run_dir)
+        if beat is None:
+            return
+        key = tuple(beat.get(k) for k in ("pid", "phase", "step", "version", "recoveries"))
+        if key != self.key:
+            self.key, self.beat, self.moved = key, beat, time.monotonic()
+            self.furthest = max(self.furthest, int(beat.get("step") or 0))
+            if self.resumed is None and beat.get("resumed"):
+                self.resumed = beat["resumed"]
+            start = (self.resumed or {}).get("step", 0)
+            if self.first_step is None and int(beat.get("step") or 0) > start:
+                self.first_step = self.moved
+
+    def bound(self) -> float:
+        """Seconds without progress that count as a hang in the current phase."""
+        beat = self.beat or {}
+        phase = beat.get("phase")
+        if phase not in ("steps", "recovering"):  # start-up, restart, after the loop
+            return self.start_timeout
+        steady = self.hang_timeout or max(
+            HANG_FLOOR,
+            HANG_FACTOR * max(beat.get("longest_gap_s") or 0, beat.get("step_s") or 0),
+        )
+        if phase == "recovering":  # the recovery has its own watchdog; allow it
+            return steady + float(beat.get("recovery_timeout_s") or 0)
+        return steady
+
+    def hung(self) -> str:
+        """Why the launch counts as hung now, or ``""``."""
+        idle, bound = time.monotonic() - self.moved, self.bound()
+        if idle <= bound:
+            return ""
+        beat = self.beat or {}
+        where = f"at step {beat.get('step')} ({beat.get('phase')})" if beat else "at start-up"
+        return f"no progress for {idle:.1f} s {where}: hung (the bound is {bound:g} s)"
+
+    def status(self, number: int, recoveries_before: int) -> str:
+        beat = self.beat
+        if beat is None:
+            return f"launch {number}: starting"
+        total = beat.get("total")
+        rate = f", {1 / beat['step_s']:.1f} steps/s" if beat.get("step_s") else ""
+        version = beat.get("version")
+        ckpt = f", last checkpoint v{version}" if version is not None else ""
+        return (
+            f"launch {number}: step {beat.get('step')}/{total}{rate}{ckpt}, "
+            f"{recoveries_before + int(beat.get('recoveries') or 0)} recoveries"
+        )
 
 
 OFF = Heartbeat(None)  # what the processes other than worker 0 beat: nothing is written
