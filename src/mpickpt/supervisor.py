@@ -89,6 +89,7 @@ class Supervisor:
         self.died_at: float | None = None  # when the last launch ended
         self.recoveries = 0  # online recoveries in the launches before this one
         self.said = False  # the current launch's relaunch line is out
+        self.down: float | None = None  # seconds from the last death to this launch's first step
 
     def plan(self) -> tuple[list[str], dict[str, str]] | None:
         """The next launch's command and environment; ``None`` when the Slurm allocation's
@@ -174,7 +175,7 @@ class Supervisor:
         say(f"launch {number}: {shlex.join(cmd)}")
         job = self.job = Launch(number, cmd, env)
         watch = heartbeat.Watch(str(self.run_dir), self.opts.hang_timeout, self.opts.start_timeout)
-        self.said = number == 1
+        self.said, self.down = number == 1, None
         hung, stacks, shown = "", None, 0.0
         while job.proc.poll() is None:
             time.sleep(POLL)
@@ -229,6 +230,7 @@ class Supervisor:
                 "mpiexec_exit": job.proc.returncode,
                 "resumed": watch.resumed,
                 "first_step_s": _since(watch.first_step, job.started),
+                "down_s": self.down,
                 "furthest_step": watch.furthest,
                 "recoveries": int(beat.get("recoveries") or 0),
                 "signals": ended.signals,
@@ -257,7 +259,7 @@ class Supervisor:
         again = f", {redo} steps to redo" if redo > 0 else ""
         number, cause = len(self.launches), last["cause"]
         say(f"relaunch {number} after {cause}: resumed from {where}{lost}{again}")
-        last["down_s"] = down
+        self.down = down
 
     def _finish(self, verdict: Verdict) -> int:
         """Write the run report, say the outcome once, return the exit code."""
