@@ -144,7 +144,7 @@ def run_command(
             flags.append("--allow-run-as-root")
             warnings.append("running as root: Open MPI is told to allow it (--allow-run-as-root)")
         flags += ["--with-ft", "ulfm"]
-        if n > slots:
+        if n > slots and "--oversubscribe" not in extra:
             flags.append("--oversubscribe")
         if not _sets_mca(extra, "btl"):
             flags += ["--mca", "btl", BTL, *(TCP_LOCAL if one_host else [])]

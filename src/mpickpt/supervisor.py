@@ -108,6 +108,7 @@ class Supervisor:
             if not live or (slots < opts.n <= asked and "--oversubscribe" not in opts.mpiexec_args):
                 return None
             env.update(slurm.allocation_env(live))
+            say(f"launch {len(self.launches) + 1} on {env['SLURM_JOB_NODELIST']}")
         cmd, warnings = launch.run_command(
             self.family, self.mpiexec, opts.n, opts.argv, opts.mpiexec_args,
             slots=slots, one_host=one_host,
@@ -362,7 +363,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "one on PATH)")  # fmt: skip
     arg("--mpiexec-args", default="", metavar="ARGS",
         help='more arguments for mpiexec, in one string split as a shell does, e.g. '
-        '"--map-by node"; a transport set here (--mca btl ...) replaces ours')  # fmt: skip
+        '--mpiexec-args="--map-by node"; a transport set here (--mca btl ...) replaces '
+        "ours")  # fmt: skip
     arg("--dry-run", action="store_true", help="print the first launch's command and exit")
     arg("command", nargs=argparse.REMAINDER,
         help="-- and then the application with its arguments: -- python sim.py ARGS")  # fmt: skip

@@ -110,7 +110,8 @@ def _died(e: Ended) -> Verdict:
                 "protected by mpickpt (import mpickpt, @mpickpt.resilient)?",
                 "silent",
             )
-        return Verdict(True, EXIT_APPLICATION, f"every process died, no result{how}", "died")
+        cause = f"exit 0 without the result (every process died, or mpiexec lost a node){how}"
+        return Verdict(True, EXIT_APPLICATION, cause, "died")
     if e.rc < 0:
         return Verdict(True, EXIT_APPLICATION, f"mpiexec was killed by signal {-e.rc}", "killed")
     return Verdict(True, e.rc, f"mpiexec exited with {e.rc}{how}", "died")
