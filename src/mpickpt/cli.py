@@ -165,18 +165,23 @@ class HeatFailed(RuntimeError):
 
 
 def _run_heat(n: int, args: list[str], env: dict[str, str], timeout: float) -> tuple[str, str]:
+    """heat2d launched as a user would: through ``mpickpt run`` (no relaunch: the demo shows
+    the online recovery)."""
     import os
 
-    from .launch import examples_dir, mpiexec_command
+    from .launch import examples_dir
 
-    cmd = mpiexec_command(n, sys.executable, str(examples_dir() / "heat2d.py"), *args)
-    proc = subprocess.run(
-        cmd,
-        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    with tempfile.TemporaryDirectory() as run_dir:
+        cmd = [sys.executable, "-m", "mpickpt", "run", "-n", str(n), "--relaunches", "0",
+               "--run-dir", run_dir, "--", sys.executable, str(examples_dir() / "heat2d.py"),
+               *args]  # fmt: skip
+        proc = subprocess.run(
+            cmd,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     m = _CHECKSUM.search(proc.stdout)
     if proc.returncode != 0 or m is None:
         sys.stderr.write(proc.stdout + proc.stderr)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 STDERR_TAIL = 65536  # bytes of mpiexec's standard error kept to read its messages
+PR_SET_PDEATHSIG = 1  # prctl: the signal this process gets when its parent dies
 
 
 class Launch:
@@ -26,7 +27,12 @@ class Launch:
         self.number, self.cmd = number, cmd
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            cmd, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.tail = bytearray()
         self.reader = threading.Thread(target=self._pass_stderr, daemon=True)
@@ -83,3 +89,12 @@ def dump_stacks(job: Launch, path: Path) -> str:
             except subprocess.TimeoutExpired:
                 f.write("(py-spy timed out)\n")
     return f"stacks in {path}"
+
+
+def _die_with_parent() -> None:
+    """In the child, before mpiexec runs: SIGKILL when the supervisor dies (Linux), so that a
+    supervisor killed from outside does not leave its job running unwatched."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
