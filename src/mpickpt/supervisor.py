@@ -18,6 +18,7 @@ import json
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -100,15 +101,15 @@ class Supervisor:
         )
         slots, one_host = launch.cores(), True
         if slurm.in_allocation(self.env):
-            live, left_out = slurm.live_nodes(self.env)
-            for line in left_out:
-                say(line)
-            slots, one_host = sum(k for _, k in live), False
-            asked = sum(slurm.expand_counts(self.env.get("SLURM_TASKS_PER_NODE", ""))) or slots
-            if not live or (slots < opts.n <= asked and "--oversubscribe" not in opts.mpiexec_args):
-                return None
-            env.update(slurm.allocation_env(live))
-            say(f"launch {len(self.launches) + 1} on {env['SLURM_JOB_NODELIST']}")
+            asked = sum(slurm.expand_counts(self.env.get("SLURM_TASKS_PER_NODE", "")))
+            slots, one_host, live = asked or opts.n, False, self._live_nodes()
+            if live is not None:
+                slots = sum(k for _, k in live)
+                oversubscribe = "--oversubscribe" in opts.mpiexec_args
+                if not live or (slots < opts.n <= asked and not oversubscribe):
+                    return None
+                env.update(slurm.allocation_env(live))
+                say(f"launch {len(self.launches) + 1} on {env['SLURM_JOB_NODELIST']}")
         cmd, warnings = launch.run_command(
             self.family, self.mpiexec, opts.n, opts.argv, opts.mpiexec_args,
             slots=slots, one_host=one_host,
@@ -117,6 +118,17 @@ class Supervisor:
             for w in warnings:
                 say(f"warning: {w}")
         return cmd, env
+
+    def _live_nodes(self) -> list[tuple[str, int]] | None:
+        """The allocation's nodes still up, or ``None`` if Slurm cannot be asked here."""
+        try:
+            live, left_out = slurm.live_nodes(self.env)
+        except (OSError, subprocess.SubprocessError) as e:
+            say(f"warning: cannot ask Slurm which nodes are up ({e}): using the allocation")
+            return None
+        for line in left_out:
+            say(line)
+        return live
 
     def run(self) -> int:
         """Launch until the job is done or must stop; its exit code."""
@@ -139,6 +151,9 @@ class Supervisor:
                 break
             say(f"launch {len(self.launches)} ended: {verdict.cause}; relaunching")
             time.sleep(backoff(len(self.launches), self.opts.backoff))
+            if self.stop:  # asked while waiting to relaunch
+                verdict = Verdict(False, verdict.code, f"{verdict.cause}; asked to stop")
+                break
             before = (ended, verdict)
         return self._finish(verdict)
 
@@ -387,4 +402,7 @@ def options(a: argparse.Namespace) -> Options:
 
 def main(a: argparse.Namespace) -> int:
     """``mpickpt run`` (cli.py's subcommand)."""
-    return supervise(options(a))
+    try:
+        return supervise(options(a))
+    except FileNotFoundError as e:  # no mpiexec: a configuration to change
+        raise ConfigError(str(e)) from e
