@@ -24,6 +24,7 @@ PURE = [
     "mpickpt.heartbeat",
     "mpickpt.job",
     "mpickpt.launch",
+    "mpickpt.runopts",
     "mpickpt.slurm",
     "mpickpt.supervisor",
     "mpickpt.verdict",

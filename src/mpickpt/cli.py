@@ -291,10 +291,10 @@ def _parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=fmt)
 
     as_json = "print one JSON document instead of text"
-    from . import supervisor
+    from . import runopts, supervisor
 
     run = command("run", "launch a protected job, watch it, relaunch it when it dies")
-    supervisor.add_arguments(run)
+    runopts.add_arguments(run)
     run.set_defaults(fn=supervisor.main)
     lay = command("layout", "show how a scheme places pieces on backups")
     _scheme_args(lay)
