@@ -146,15 +146,16 @@ class Supervisor:
         job = self.job = Launch(number, cmd, env)
         watch = heartbeat.Watch(str(self.run_dir), self.opts.hang_timeout, self.opts.start_timeout)
         self.said, self.down = number == 1, None
-        hung, stacks, shown = "", None, 0.0
+        hung, stacks, shown = "", None, ""
         while job.proc.poll() is None:
             time.sleep(POLL)
             watch.look()
             self._relaunch_line(watch)
-            if sys.stdout.isatty() and time.monotonic() - shown >= 0.5:
-                shown = time.monotonic()
-                sys.stdout.write(f"\r\x1b[K[mpickpt run] {watch.status(number, self.recoveries)}")
+            status = watch.status(number, self.recoveries)
+            if sys.stdout.isatty() and status != shown:  # one live line, redrawn on change
+                sys.stdout.write(f"\r\x1b[K[mpickpt run] {status}")
                 sys.stdout.flush()
+                shown = status
             if not hung and (hung := watch.hung()):
                 say(f"launch {number}: {hung}")
                 stacks = self.run_dir / f"stacks-{number}.txt"
