@@ -3,13 +3,16 @@
 1. **overhead**: the wall time of a failure-free run launched by plain mpiexec (the command that
    ``mpickpt run --dry-run`` prints) and by ``mpickpt run``, alternated ``--trials`` times; and
    the start-up cost: ``mpickpt run --dry-run`` (interpreter, asking mpi4py for its MPI), and
-   the time from the supervisor's start to mpiexec's (the run report's ``started_s``).
+   the time from the supervisor's start to mpiexec's (the run report's ``started_s``), and the
+   CPU time the supervisor itself used over the run (``supervisor_cpu_s``), a fraction of one
+   core: what it takes from the job on a busy machine, where wall times are noise.
 2. **relaunch**: the whole job SIGKILLed (every rank, from outside) once a spilled version is
    complete; the time from the death to the relaunched job's first step (``down_s``).
 3. **hang**: one rank SIGSTOPped in steady state (outside any recovery); the time from the
    SIGSTOP to the supervisor's "hung" line, with the automatic bound.
 
     python benchmarks/bench_supervisor.py [--n 5] [--trials 3] [--steps 400] [--size 256]
+        [--only overhead|relaunch|hang]
 """
 
 from __future__ import annotations
@@ -52,12 +55,14 @@ def overhead(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     plain = subprocess.run(dry, capture_output=True, text=True, check=True).stdout.split()
     dry_s = time.perf_counter() - t
     walls: dict[str, list[float]] = {"mpiexec": [], "mpickpt run": []}
-    starts = []
+    starts, cpu = [], []
     for i in range(a.trials):
         walls["mpiexec"].append(timed(plain))
         run_dir = tmp / f"over{i}"
         walls["mpickpt run"].append(timed(supervisor(a.n, args, run_dir)))
-        starts.append(json.loads((run_dir / "run.json").read_text())["launches"][0]["started_s"])
+        report = json.loads((run_dir / "run.json").read_text())
+        starts.append(report["launches"][0]["started_s"])
+        cpu.append(report["supervisor_cpu_s"] / report["seconds"])
     med = {k: statistics.median(v) for k, v in walls.items()}
     return {
         "walls": walls,
@@ -65,6 +70,7 @@ def overhead(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "overhead": (med["mpickpt run"] - med["mpiexec"]) / med["mpiexec"],
         "dry_run_s": dry_s,
         "started_s": statistics.median(starts),
+        "supervisor_cpu_fraction": statistics.median(cpu),  # of one core, over the run
     }
 
 
@@ -116,13 +122,18 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--size", type=int, default=256)
+    p.add_argument("--only", choices=("overhead", "relaunch", "hang"), default=None)
     a = p.parse_args()
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        out = overhead(a, tmp)
-        out["down_s"] = [relaunch(a, tmp, i) for i in range(a.trials)]
-        out["hang_detected_s"] = [hang(a, tmp, i) for i in range(a.trials)]
+        out: dict[str, Any] = {}
+        if a.only in (None, "overhead"):
+            out.update(overhead(a, tmp))
+        if a.only in (None, "relaunch"):
+            out["down_s"] = [relaunch(a, tmp, i) for i in range(a.trials)]
+        if a.only in (None, "hang"):
+            out["hang_detected_s"] = [hang(a, tmp, i) for i in range(a.trials)]
     out["load_before"], out["load_after"] = load, os.getloadavg()
     print(json.dumps(out, indent=1))
 

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shlex
 import signal
 import subprocess
@@ -274,6 +275,7 @@ def _run_report(
         "cause": verdict.cause,
         "seconds": round(seconds, 3),
         "relaunches": max(0, len(launches) - 1),
+        "supervisor_cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 3),
         "launches": launches,
     }
 
