@@ -120,6 +120,16 @@ def test_slurm_counts_expand() -> None:
     assert env["SLURM_TASKS_PER_NODE"] == "2,4"
 
 
+def test_the_nodes_left_must_hold_the_processes() -> None:
+    two = [("n1", 2), ("n3", 2)]
+    assert slurm.fits(4, two, 6, [])
+    assert not slurm.fits(5, two, 6, [])  # a node lost: requeue rather than oversubscribe
+    assert slurm.fits(5, two, 6, ["--oversubscribe"])
+    assert slurm.fits(9, two, 6, [])  # more than the allocation from the start: as asked
+    assert not slurm.fits(5, two, 6, ["--oversubscribe", "--map-by", "ppr:2:node"])
+    assert not slurm.fits(1, [], 6, [])
+
+
 def test_the_heartbeat_says_progress_and_the_watch_sees_it(tmp_path: Path) -> None:
     beat = heartbeat.Heartbeat(str(tmp_path), recovery_timeout=30)
     watch = heartbeat.Watch(str(tmp_path), hang_timeout=0, start_timeout=100)

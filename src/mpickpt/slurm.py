@@ -69,3 +69,15 @@ def allocation_env(live: list[tuple[str, int]]) -> dict[str, str]:
         "SLURM_NTASKS": total,
         "SLURM_NPROCS": total,
     }
+
+
+def fits(n: int, live: list[tuple[str, int]], asked: int, launcher_args: list[str]) -> bool:
+    """Whether ``n`` processes can be launched on ``live``: within their slots (unless the
+    launcher oversubscribes, or more processes than the allocation's ``asked`` slots were asked
+    for from the start), and within ``--map-by ppr:K:node`` (K per node, oversubscribed or
+    not)."""
+    ppr = re.search(r"(?:^|[\s=])ppr:(\d+):node", " ".join(launcher_args))
+    if ppr and int(ppr.group(1)) * len(live) < n:
+        return False
+    slots = sum(k for _, k in live)
+    return bool(live) and (slots >= n or n > asked or "--oversubscribe" in launcher_args)

@@ -70,10 +70,9 @@ class Supervisor:
             asked = sum(slurm.expand_counts(self.env.get("SLURM_TASKS_PER_NODE", "")))
             slots, one_host, live = asked or opts.n, False, _live_nodes(self.env)
             if live is not None:
-                slots = sum(k for _, k in live)
-                oversubscribe = "--oversubscribe" in opts.mpiexec_args
-                if not live or (slots < opts.n <= asked and not oversubscribe):
+                if not slurm.fits(opts.n, live, asked, opts.mpiexec_args):
                     return None
+                slots = sum(k for _, k in live)
                 env.update(slurm.allocation_env(live))
                 say(f"launch {len(self.launches) + 1} on {env['SLURM_JOB_NODELIST']}")
         cmd, warnings = launch.run_command(
@@ -224,14 +223,17 @@ class Supervisor:
             return
         self.said = True
         last = self.launches[-1]
-        where = _where(watch.resumed)
-        down = _since(watch.first_step, self.died_at) if watch.first_step else None
-        lost = f"; {down:.1f} s from the death to the first step" if down is not None else ""
+        number, cause = len(self.launches), last["cause"]
+        if watch.first_step is None:
+            say(f"relaunch {number} after {cause}: it ended before its first step")
+            return
+        self.down = down = _since(watch.first_step, self.died_at)
         redo = last["furthest_step"] - int((watch.resumed or {}).get("step", 0))
         again = f", {redo} steps to redo" if redo > 0 else ""
-        number, cause = len(self.launches), last["cause"]
-        say(f"relaunch {number} after {cause}: resumed from {where}{lost}{again}")
-        self.down = down
+        say(
+            f"relaunch {number} after {cause}: resumed from {_where(watch.resumed)}; "
+            f"{down:.1f} s from the death to the first step{again}"
+        )
 
     def _finish(self, verdict: Verdict) -> int:
         """Write the run report, say the outcome once, return the exit code."""
