@@ -26,7 +26,7 @@ from conftest import SCRIPTS
 from mpickpt import heartbeat, spill
 from mpickpt.errors import EXIT_LOST_AT_START
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.fault]
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = SCRIPTS / "supervised.py"
