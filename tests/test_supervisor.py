@@ -68,6 +68,10 @@ def test_the_same_failure_at_the_same_step_stops() -> None:
     assert repeated(first, (other, judge(other, False))) is None  # another failure
     lost = Ended(rc=EXIT_LOST_AT_START)
     assert repeated((lost, judge(lost, False)), (lost, judge(lost, False))) is None
+    early = Ended(rc=213)  # ended before its first step (mpirun refused the nodes): the budget
+    assert repeated((early, judge(early, False)), (early, judge(early, False))) is None
+    node = Ended(rc=0, node_lost=True, progressed=True, furthest=7)
+    assert repeated((node, judge(node, False)), (node, judge(node, False))) is None
 
 
 def test_backoff_starts_at_once_then_doubles_up_to_a_cap() -> None:

@@ -119,19 +119,24 @@ def _died(e: Ended) -> Verdict:
 
 def repeated(before: tuple[Ended, Verdict] | None, now: tuple[Ended, Verdict]) -> Verdict | None:
     """The verdict that stops a failure coming back: the same kind of failure as the launch
-    before, with no step beyond the one it reached (a crash replayed from the checkpoint).
-    A loss at start-up has no step to compare, and is left to the relaunch budget."""
-    if before is None or not now[1].relaunch or now[1].kind == f"exit{EXIT_LOST_AT_START}":
+    before, after running steps again but none beyond the step it reached (a crash replayed
+    from the checkpoint). A launch that ended before its first step, a loss at start-up and a
+    lost node (a first relaunch may still include a node that Slurm has not marked down yet)
+    are left to the relaunch budget."""
+    if (
+        before is None
+        or not now[1].relaunch
+        or now[1].kind in (f"exit{EXIT_LOST_AT_START}", "node")
+    ):
         return None
     (e0, v0), (e1, v1) = before, now
-    if v0.kind != v1.kind or e1.furthest > e0.furthest:
+    if v0.kind != v1.kind or not e1.progressed or e1.furthest > e0.furthest:
         return None
-    where = f"at step {e1.furthest}" if e1.furthest >= 0 else "before any step"
     return Verdict(
         False,
         EXIT_APPLICATION,
-        f"{v1.cause}, again {where} after a relaunch: the failure comes back (a crash in "
-        "the program?); not relaunching",
+        f"{v1.cause}, again at step {e1.furthest} after a relaunch: the failure comes back (a "
+        "crash in the program?); not relaunching",
         v1.kind,
     )
 
