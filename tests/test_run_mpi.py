@@ -147,7 +147,10 @@ def test_every_rank_crashing_stops_with_the_cause(tmp_path: Path) -> None:
     assert run.proc.returncode == 1, err
     assert "result" not in out
     report = run.report()
-    assert len(report["launches"]) == 2, report  # not endless: the budget was 5
+    # not endless (the budget was 5): stopped once a relaunch got no further than the launch
+    # before (the step each reaches is the last heartbeat's: on a loaded host a slow step may
+    # show one step more in one of them)
+    assert 2 <= len(report["launches"]) <= 3, report
     assert "again at step" in report["cause"] and "comes back" in report["cause"], report
     assert "signal 11" in report["cause"] or "died" in report["cause"], report
     assert err.count("mpickpt run: exit 1:") == 1, err
