@@ -318,7 +318,7 @@ def profile_checkpoint(
         ckpt.store.stage(version, held)
         ok = comm.Agree(1)
         t3 = time.perf_counter()
-        ckpt.stream.give(ckpt.store.commit(version))
+        ckpt.stream.recycle_buffers(ckpt.store.commit(version))
         ckpt.store.keep_local(version, seg)
         ckpt.step = step
         t4 = time.perf_counter()

@@ -23,12 +23,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from mpickpt import ReedSolomon, gf256
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import reference  # noqa: E402 - tests/reference.py: the whole-segment encode, GF(2^8) tables
 
 CHUNK = 4 << 20  # the transport's chunk
 SUB = 1 << 20  # the table method's sub-chunk
@@ -57,7 +63,7 @@ def bitmatrix_case(scheme: ReedSolomon, seg: np.ndarray) -> tuple[Callable[[], o
             for a in range(0, size, CHUNK):
                 scheme.combine(p, [subs[k][a : a + CHUNK] for k in p.sources])
 
-    pieces = scheme.encode(seg)
+    pieces = reference.encode(scheme, seg)
     lost = {p.name for p in scheme.pieces() if p.index < scheme.parity}  # first data pieces
     available = {n: b for n, b in pieces.items() if n not in lost}
 
@@ -68,7 +74,7 @@ def bitmatrix_case(scheme: ReedSolomon, seg: np.ndarray) -> tuple[Callable[[], o
 
 
 def table_case(group: int, parity: int, seg: np.ndarray) -> tuple[Callable[[], object], ...]:
-    table = gf256.mul_table()
+    table = reference.mul_table()
     coding = gf256.coding_matrix(group, parity)
     blocks = seg.reshape(group, -1)
     size = blocks.shape[1]
@@ -95,7 +101,7 @@ def table_case(group: int, parity: int, seg: np.ndarray) -> tuple[Callable[[], o
     encode()
     rows = list(range(parity, group + parity))  # the first `parity` data blocks are lost
     have = [blocks[r] if r < group else outs[r - group] for r in rows]
-    inverse = gf256.decode_matrix(coding, rows)
+    inverse = reference.decode_matrix(coding, rows)
     rebuilt = np.empty((group, size), np.uint8)
 
     def decode() -> None:

@@ -33,7 +33,7 @@ the next round would end after ``--budget`` seconds), so that all see the same l
 
 Each job runs this file as a thin wrapper (``--child``) that runs ``heat2d.py`` unchanged
 through ``runpy``. Like the checkpoint benchmark's ``--profile``, it wraps a few library calls
-to add stamps: when rank 0 first sees the failure (``Runtime.leave``), when the protected
+to add stamps: when rank 0 first sees the failure (``Job.leave``), when the protected
 function is re-entered, ``protect()``, and the start of the re-protect checkpoint. They go into
 the recovery timeline; the relaunch's milestones come out as one JSON line on stderr. The
 library's own marks (detected, shrunk, rebuilt, recovered, re-protected) are unchanged.
@@ -118,18 +118,18 @@ def child(argv: list[str]) -> None:
     def checkpointed(_: Any) -> None:
         marks.setdefault("first_ckpt_end", marks["ckpt_end"])
 
-    wrap(transaction.Runtime, "__init__", None, "runtime")
-    wrap(transaction.Runtime, "start", None, "start_end", started)
-    wrap(transaction.Runtime, "leave", "leave", None)
+    wrap(transaction.Job, "__init__", None, "job")
+    wrap(transaction.Job, "start", None, "start_end", started)
+    wrap(transaction.Job, "leave", "leave", None)
     wrap(context.Context, "__init__", None, "context")
     wrap(checkpointer.Checkpointer, "protect", "protect_start", "protect_end")
     wrap(checkpointer.Checkpointer, "checkpoint", "ckpt_start", "ckpt_end", checkpointed)
-    if hasattr(checkpointer.Checkpointer, "protect_again"):  # re-protect: missing pieces only
-        wrap(checkpointer.Checkpointer, "protect_again", "ckpt_start", None)
+    if hasattr(checkpointer.Checkpointer, "reprotect"):  # re-protect: missing pieces only
+        wrap(checkpointer.Checkpointer, "reprotect", "ckpt_start", None)
 
-    orig_report = log.Timeline.report
+    orig_print = log.Timeline.print_timeline
 
-    def report(self: Any, rank: int) -> None:
+    def print_timeline(self: Any, rank: int) -> None:
         if self.events:
             t0 = self.events[0][0]
             recovered = max((t for t, w in self.events if w == "recovered"), default=t0)
@@ -145,9 +145,9 @@ def child(argv: list[str]) -> None:
                 if key in marks and marks[key] >= recovered:
                     extra.append((marks[key], what))
             self.events = sorted(self.events + extra, key=lambda e: e[0])
-        orig_report(self, rank)
+        orig_print(self, rank)
 
-    log.Timeline.report = report  # type: ignore[method-assign]
+    log.Timeline.print_timeline = print_timeline  # type: ignore[method-assign]
 
     examples = Path(os.environ.get(ENV_SOURCE, HERE.parent)) / "examples"
     sys.path.insert(0, str(examples))
@@ -599,7 +599,7 @@ def relaunch_run(args: argparse.Namespace, c: Config, tmp: str, log: Log) -> dic
         {
             "python": mk["python"] - t,
             "mpi_init": mk["mpi_init"] - t,
-            "runtime": mk["runtime"] - t,
+            "job": mk["job"] - t,
             "reloaded": mk["reloaded"] - t,
             "resumed": mk["first_ckpt_end"] - t,
         }
@@ -770,7 +770,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, rounds: int)
         )
     print(
         "kill→rank 0 error: until rank 0 got an MPI error (in its halo exchange). →detected: "
-        "its revoke + agree (Runtime.leave) until\nrecovery starts. shrink: Shrink of the "
+        "its revoke + agree (Job.leave) until\nrecovery starts. shrink: Shrink of the "
         "world. rebuild: pieces moved and decoded (MB/s of the segment). →recovered: the\n"
         "agreement that commits the recovery + unpacking the segment. app re-entry: the "
         "protected function builds its Grid\nand initial field again before protect(). "
@@ -782,7 +782,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, rounds: int)
 
     print("\n## Relaunch + reload from HDF5 (median seconds from Popen)")
     hdr = (
-        "| workers | MB/rank | python up (rank 0) | MPI initialised | runtime ready "
+        "| workers | MB/rank | python up (rank 0) | MPI initialised | job ready "
         "| reloaded from HDF5 | resumed (1st ckpt) | whole relaunch run | failure-free run |"
     )
     print(hdr)
@@ -793,7 +793,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, rounds: int)
             continue
         print(
             f"| {r['workers']} | {r['rank_mb']:.0f} | {f(med([x['python'] for x in rs]))} | "
-            f"{f(med([x['mpi_init'] for x in rs]))} | {f(med([x['runtime'] for x in rs]))} | "
+            f"{f(med([x['mpi_init'] for x in rs]))} | {f(med([x['job'] for x in rs]))} | "
             f"{f(med([x['reloaded'] for x in rs]))} | {f(med([x['resumed'] for x in rs]))} | "
             f"{f(med([x['wall'] for x in rs]))} | {f(r.get('reference_wall'))} |"
         )
@@ -906,7 +906,7 @@ def main() -> None:
         "--scheme",
         default="parity",
         choices=sorted(registry),
-        help="heat2d --scheme (its parameters: heat2d's defaults, or --heat-args)",
+        help="heat2d --scheme (its parameters: the library's defaults, or --heat-args)",
     )
     ap.add_argument(
         "--heat-args",

@@ -2,7 +2,8 @@
 transports, interleaved.
 
     python benchmarks/bench_transport.py --ranks 9 --rounds 5
-    python benchmarks/bench_transport.py --ranks 5 --rounds 3 --heat "--steps 1500 --size 48"
+    python benchmarks/bench_transport.py --ranks 5 --rounds 3 \
+        --heat "--steps 1500 --size 48 --group 2 --backups 3"
 
 Each round launches ``mpiexec`` (flags from ``mpickpt.launch``) once per transport, with
 ``--mca btl self,sm`` or ``self,tcp``. Each rank measures how long ``MPI_Init`` took (the

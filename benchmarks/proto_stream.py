@@ -23,7 +23,7 @@ from mpi4py import MPI
 
 from mpickpt.checksum import hasher
 from mpickpt.layout import Piece
-from mpickpt.memstore import Held, PieceHeader
+from mpickpt.memstore import PieceHeader, StoredPiece
 from mpickpt.schemes import Scheme
 from mpickpt.segment import SegmentView
 from mpickpt.transport import spans
@@ -103,7 +103,7 @@ def stream_pieces(
     version: int,
     chunk: int,
     pool: Pool,
-) -> list[Held]:
+) -> list[StoredPiece]:
     """The previous library stream (all-gathers of sizes and backups, an all-to-all of
     checksums) with reused buffers and view-based parity."""
     me = comm.Get_rank()
@@ -111,7 +111,7 @@ def stream_pieces(
     held = scheme.held()
     backups_of = comm.allgather(list(backups))
 
-    received: list[Held] = []
+    received: list[StoredPiece] = []
     recvs: list[MPI.Request] = []
     for o in owners:
         slot = backups_of[o].index(me)
@@ -121,7 +121,7 @@ def stream_pieces(
             for buf in bufs:
                 recvs.append(comm.Irecv([buf[a : a + n], MPI.BYTE], o, TAG_STREAM))
         received += [
-            Held(PieceHeader(o, version, p.name, p.stripe, p.index, size, 0, sizes[o]), buf)
+            StoredPiece(PieceHeader(o, version, p.name, p.stripe, p.index, size, 0, sizes[o]), buf)
             for p, buf in zip(held[slot], bufs, strict=True)
         ]
 
@@ -157,7 +157,7 @@ def stream_pieces(
         hd = h.header
         value = incoming[hd.owner][hd.name]
         out.append(
-            Held(
+            StoredPiece(
                 PieceHeader(
                     hd.owner, hd.version, hd.name, hd.stripe, hd.index, hd.length, value, hd.nbytes
                 ),

@@ -59,6 +59,8 @@ INIT_TIMEOUT = 15
 INIT = (("MPICKPT_INIT_TIMEOUT", str(INIT_TIMEOUT)),)
 # rs(2, 2) on 7 workers: any two workers lost together are within its tolerance
 RS = ("--scheme", "rs", "--group", "2", "--parity", "2", "--backups", "4")
+# heat2d's scheme unless a scenario says otherwise: parity(2, 3); mirror with 2 copies
+HEAT_SCHEME = ("--group", "2", "--backups", "3", "--copies", "2")
 SPILL = "{spill}"  # placeholder in a scenario's arguments: a fresh directory per run
 # a kill plan: gets the running mpiexec and the pid directory, kills, returns what it killed
 Killer = Callable[[subprocess.Popen[str], Path], list[str]]
@@ -96,11 +98,16 @@ class Scenario:
         return self.n - self.spares
 
 
-def _heat(steps: int, size: int, every: int | str, spares: int, *extra: str) -> tuple[str, ...]:
+def _args(steps: int, size: int, every: int | str, spares: int, *extra: str) -> tuple[str, ...]:
     return (
         "--steps", str(steps), "--size", str(size), "--every", str(every),
         "--spares", str(spares), *extra,
     )  # fmt: skip
+
+
+def _heat(steps: int, size: int, every: int | str, spares: int, *extra: str) -> tuple[str, ...]:
+    """heat2d's arguments, its scheme's first (a scenario's own ``--scheme ...`` comes later)."""
+    return (*HEAT_SCHEME, *_args(steps, size, every, spares, *extra))
 
 
 def scenarios(scale: float = 1.0, big: int = 512) -> dict[str, Scenario]:
@@ -123,7 +130,7 @@ def scenarios(scale: float = 1.0, big: int = 512) -> dict[str, Scenario]:
         Scenario("recovery", heat, 7, base, "recovery", 2),
         Scenario("node", heat, 10, base, "node", 2, rpn),
         Scenario("dense", heat, 7, _heat(s(800), 96, 1, 2), "single", 2),
-        Scenario("walkers", walk, 7, _heat(s(400), 2000, 5, 2), "single", 2),
+        Scenario("walkers", walk, 7, _args(s(400), 2000, 5, 2), "single", 2),
         Scenario("mirror", heat, 7, (*base, "--scheme", "mirror"), "single", 2),
         # sets of 4 over 4 virtual nodes of 2: a lost node is one loss in each set
         Scenario("rs", heat, 9, (*pair, *RS), "double", 2),

@@ -125,3 +125,33 @@ def test_post_processing_without_exception_exits_0() -> None:
     workers, steps, length = 4, 6, 4  # each step adds the number of workers to every element
     expected = f"done {float(workers * steps * length)}"
     assert rc == 0 and expected in out.splitlines(), f"rc={rc}\n{out}\n{err}"
+
+
+def test_error_of_one_process_inside_a_recovery_ends_it_everywhere_at_once():
+    # worker 2 is killed, no spare is left: the workers continue on fewer, through the
+    # application's hook, which raises on the one that adopts worker 2's state only. That
+    # process's error fails the recovery on every process, at once, with one message (it hung
+    # the others in the next attempt's shrink until the recovery watchdog fired).
+    rc, out, err = run_mpi(
+        "redistribute_raises.py",
+        5,
+        env={"MPICKPT_KILL": "2@7", "MPICKPT_RECOVERY_TIMEOUT": "60"},
+        timeout=50,
+    )
+    assert rc == 3, err
+    assert "result:" not in out
+    assert err.count("the recovery failed: process") == 1, err
+    assert "ValueError: this hook cannot merge states" in err
+    assert "recovery stalled" not in err
+
+
+@pytest.mark.parametrize("rank", [0, 2])
+def test_error_before_joining_on_one_process_never_hangs(rank):
+    # the others saw that process fail (it ends as a failed process does): they recover with
+    # the spare and compute the result; when it is the first process, its code is the job's
+    rc, out, err = run_mpi("start_error_on_one.py", 5, str(rank), timeout=60)
+    assert err.count("ConfigError: a setting that only this process has") <= 1, err
+    if rank == 0:
+        assert rc == 2, err
+    else:
+        assert rc == 0 and "result: 8000.0" in out, err

@@ -15,7 +15,16 @@ from pathlib import Path
 import pytest
 
 import reruns
-from conftest import EXAMPLES, HEAT, _kill_group, checksum, finish, mpiexec_command, run_mpi
+from conftest import (
+    EXAMPLES,
+    HEAT,
+    HEAT_SCHEME,
+    _kill_group,
+    checksum,
+    finish,
+    mpiexec_command,
+    run_mpi,
+)
 
 pytestmark = [pytest.mark.mpi, pytest.mark.fault]
 
@@ -198,7 +207,13 @@ def kill_from_outside(
     return rc, out, err, killed
 
 
-LONG = ["--steps", "15000", "--size", "48"]  # 3-6 s on 2 cores: long enough to be hit mid-run
+LONG = [
+    "--steps",
+    "15000",
+    "--size",
+    "48",
+    *HEAT_SCHEME,
+]  # 3-6 s on 2 cores: long enough to be hit mid-run
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from mpickpt.layout import (
     by_backup,
     choose_backups,
     domain_order,
-    domains_lost,
     owners_of,
     parity_pieces,
     placement_domains,
@@ -237,7 +236,3 @@ def test_choose_backups_equal_domains_always_placed(ndom, per_node, data):
 @given(st.lists(st.integers(0, 4), min_size=1, max_size=20))
 def test_domain_order_is_a_permutation(domains):
     assert sorted(domain_order(domains)) == list(range(len(domains)))
-
-
-def test_domains_lost():
-    assert domains_lost(virtual_nodes(8, 2), [1, 3]) == [2, 3, 6, 7]

@@ -20,7 +20,7 @@ from mpickpt.policies import (
     format_duration,
     parse_duration,
 )
-from mpickpt.schedule import Plan, Schedule, make_schedule
+from mpickpt.schedule import Interval, Schedule, make_schedule
 
 # -- the formulas -----------------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class Job:
         self.step_time = step_time
         self.cost = cost  # seconds, or a function of the checkpoint's step
         self.reduce = reduce
-        self.plans: list[Plan] = []
+        self.intervals: list[Interval] = []
         self.checkpoint_steps: list[int] = []
         self.disagreements = 0
 
@@ -182,11 +182,11 @@ class Job:
         cost = self.cost(step) if callable(self.cost) else self.cost
         for c in self.clocks:
             c.t = arrived + cost
-        plans = [s.end(step, reduced if self.reduce else None) for s in self.schedules]
-        self.disagreements += len({p.at for p in plans}) > 1
+        intervals = [s.end(step, reduced if self.reduce else None) for s in self.schedules]
+        self.disagreements += len({p.at for p in intervals}) > 1
         if self.reduce:
-            assert all(p == plans[0] for p in plans), plans
-        self.plans.append(plans[0])
+            assert all(p == intervals[0] for p in intervals), intervals
+        self.intervals.append(intervals[0])
         self.checkpoint_steps.append(step)
 
     def run(self, start: int, n: int) -> Job:
@@ -219,10 +219,10 @@ def test_every_checkpoints_at_multiples_also_after_a_resume():
 def test_auto_plans_the_same_step_on_every_worker_and_reaches_daly():
     mtbf, cost = 60.0, 0.02
     job = Job(lambda: Auto(mtbf), 4, uneven, cost).run(0, 20_000)
-    steps = [p.steps for p in job.plans]
+    steps = [p.steps for p in job.intervals]
     # a probe of one step, then growth capped at GROW-fold, then Daly's interval
     assert steps[0] == 1 and all(b <= GROW * a for a, b in zip(steps, steps[1:], strict=False))
-    final = job.plans[-2]  # the last one is planned after the last step
+    final = job.intervals[-2]  # the last one is planned after the last step
     slowest = max(sum(uneven(w, s) for s in range(1000)) / 1000 for w in range(4))
     assert final.est.checkpoint == pytest.approx(cost, rel=1e-9)  # the last arrival's view
     assert final.est.step == pytest.approx(slowest, rel=0.05)  # the slowest worker's pace
@@ -248,8 +248,8 @@ def test_every_seconds_follows_a_change_of_pace():
         return 1e-3 if step < 2000 else 4e-3  # steps become 4 times slower
 
     job = Job(lambda: EverySeconds(0.1), 2, pace, 0.005, smoothing=1.0).run(0, 4000)
-    before = [p for p in job.plans if 500 < p.start < 2000]
-    after = [p for p in job.plans if p.start > 2500]
+    before = [p for p in job.intervals if 500 < p.start < 2000]
+    after = [p for p in job.intervals if p.start > 2500]
     assert before and all(p.steps == 100 for p in before)
     assert after and all(p.steps == 25 for p in after)
     # in seconds of computation the interval stays what was asked for
@@ -262,14 +262,14 @@ def test_auto_follows_a_change_of_checkpoint_cost_smoothly():
         return 0.01 if step < 30_000 else 0.04  # e.g. the state grew
 
     job = Job(lambda: Auto(30.0), 2, lambda w, s: 1e-3, cost).run(0, 90_000)
-    early = [p for p in job.plans if 10_000 < p.start < 30_000]
-    late = [p for p in job.plans if p.start > 75_000]
+    early = [p for p in job.intervals if 10_000 < p.start < 30_000]
+    late = [p for p in job.intervals if p.start > 75_000]
     assert early and late
     assert early[-1].steps == pytest.approx(daly_interval(0.01, 30.0) / 1e-3, abs=1)
     # C 4x larger: the interval about 2x longer (sqrt), reached gradually (smoothed)
     assert late[-1].est.checkpoint == pytest.approx(0.04, rel=0.02)
     assert late[-1].steps == pytest.approx(daly_interval(0.04, 30.0) / 1e-3, rel=0.01)
-    first_after = next(p for p in job.plans if p.start > 30_000)
+    first_after = next(p for p in job.intervals if p.start > 30_000)
     assert first_after.est.checkpoint < 0.04  # one costly checkpoint does not swing it all
 
 
@@ -285,9 +285,9 @@ def test_a_promoted_spare_adopts_the_survivors_estimates():
     job.schedules = [*survivors, spare]
     job.clocks = [*job.clocks[:2], spare_clock]
     before = survivors[0].est
-    done = len(job.plans)
+    done = len(job.intervals)
     job.run(4990, 9000)  # resumed at the last committed step; plans checked equal inside
-    first = job.plans[done]
+    first = job.intervals[done]
     assert first.start == 4990 and not first.probe  # no new probe: the estimates carried over
     assert first.est.checkpoint == pytest.approx(before.checkpoint, rel=1e-9)
     assert first.est.step == before.step
@@ -302,13 +302,13 @@ def test_stop_checks_between_checkpoints():
     probe.resume()
     probe.begin(0)
     probe.end(0, None)
-    assert probe.plan.stop_stride is None
+    assert probe.interval.stop_stride is None
     assert [s for s in range(100) if probe.stop_check_due(s)] == [0, 1, 3, 7, 15, 31, 63]
     assert probe.stop_checks == 7
     # known pace: every stop_seconds (2 s) = 2000 steps of 1 ms
-    assert first.plan.stop_stride == 2000
+    assert first.interval.stop_stride == 2000
     job = Job(lambda: Every(10_000), 2, lambda w, s: 1e-3, 0.01, stop_seconds=0.5).run(0, 20)
-    plan = job.schedules[1].plan
+    plan = job.schedules[1].interval
     assert plan.stop_stride == 500
     checks = [s for s in range(20, 3000) if job.schedules[1].stop_check_due(s)]
     assert checks == [519, 1019, 1519, 2019, 2519]
@@ -325,7 +325,7 @@ def test_changed_reports_new_intervals_not_wobbles():
     s = Schedule(EverySeconds(1.0), clock=Clock())
     plans = []
     for n in (100, 105, 95, 130, 131, 50):
-        s.plan = Plan(0, n, None, s.est, "p")
+        s.interval = Interval(0, n, None, s.est, "p")
         plans.append(s.changed())
     assert plans == [True, False, False, True, False, True]
 

@@ -13,13 +13,13 @@ import time
 import pytest
 
 import reruns
-from conftest import EXAMPLES, HEAT, checksum, finish, mpiexec_command, run_mpi
+from conftest import EXAMPLES, HEAT, HEAT_SCHEME, checksum, finish, mpiexec_command, run_mpi
 from mpickpt import spill
 from test_faults import assert_recovered, kill_from_outside
 
 pytestmark = [pytest.mark.mpi, pytest.mark.fault]
 
-BASE = HEAT[:4]  # --steps 40 --size 48, without --every
+BASE = [*HEAT[:4], *HEAT_SCHEME]  # --steps 40 --size 48, without --every
 # checkpoints of a few ms on steps of a few ms: a short MTBF gives intervals of tens of steps
 AUTO = ["--every", "auto", "--mtbf", "3s"]
 SECONDS = ["--every-seconds", "0.05"]
@@ -66,8 +66,8 @@ def test_one_worker_killed(heat_reference, policy, kill):
     }
 
 
-LONG = ["--steps", "15000", "--size", "48"]
-STOPPED = ["--steps", "6000", "--size", "48"]
+LONG = ["--steps", "15000", "--size", "48", *HEAT_SCHEME]
+STOPPED = ["--steps", "6000", "--size", "48", *HEAT_SCHEME]
 
 
 def plain(args: list[str]) -> str:

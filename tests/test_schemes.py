@@ -7,9 +7,12 @@ copies; stripe: none). A loss of backups decodes exactly when every stripe survi
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 from collections import Counter
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +30,15 @@ from mpickpt import (
     UnknownSchemeError,
     get_scheme,
 )
+from mpickpt.cli import main
+from mpickpt.schemes import registry
+from mpickpt.schemes.options import (
+    add_scheme_options,
+    describe_default,
+    scheme_defaults,
+    scheme_params,
+)
+from reference import encode
 
 # lengths around the 8-byte alignment and the subsegment boundaries, plus empty and tiny
 LENGTHS = [0, 1, 7, 8, 9, 63, 100, 1001, 4099]
@@ -101,7 +113,7 @@ def check_every_loss(scheme: Scheme, lengths=LENGTHS) -> None:
     failed_at = set()
     for n in lengths:
         data = payload(n)
-        pieces = scheme.encode(data)
+        pieces = encode(scheme, data)
         assert set(pieces) == {p.name for p in scheme.pieces()}
         assert {b.size for b in pieces.values()} == {scheme.piece_size(n)}
         for k in range(scheme.backups + 1):
@@ -166,7 +178,7 @@ def test_random_config_length_and_loss(data):
         scheme = Stripe(backups, subsegments=data.draw(st.integers(backups, 3 * backups)))
     payload_bytes = data.draw(st.binary(max_size=3000), label="segment")
     lost = tuple(sorted(data.draw(st.sets(st.integers(0, scheme.backups - 1)), label="lost")))
-    ok = check_loss(scheme, scheme.encode(payload_bytes), payload_bytes, lost)
+    ok = check_loss(scheme, encode(scheme, payload_bytes), payload_bytes, lost)
     assert ok == survives(scheme, lost)
 
 
@@ -179,9 +191,9 @@ def test_random_config_length_and_loss(data):
 def test_encode_and_decode_accept_every_buffer_type(scheme):
     arr = np.random.default_rng(1).random(125)  # 1000 bytes of float64
     raw = arr.tobytes()
-    expected = scheme.encode(raw)
+    expected = encode(scheme, raw)
     for buf in (bytearray(raw), memoryview(raw), np.frombuffer(raw, np.uint8), arr):
-        got = scheme.encode(buf)
+        got = encode(scheme, buf)
         assert {k: v.tobytes() for k, v in got.items()} == {
             k: v.tobytes() for k, v in expected.items()
         }
@@ -192,14 +204,14 @@ def test_encode_and_decode_accept_every_buffer_type(scheme):
 
 def test_encode_does_not_alias_the_segment():
     seg = bytearray(payload(64))
-    pieces = Stripe(1).encode(seg)
+    pieces = encode(Stripe(1), seg)
     seg[:] = bytes(64)
     assert pieces["d0"].tobytes() == payload(64)
 
 
 def test_decode_error_names_missing_subsegments():
     scheme = Parity(3, 4, subsegments=9)
-    pieces = scheme.encode(payload(100))
+    pieces = encode(scheme, payload(100))
     for name in ("d0", "d1"):
         del pieces[name]
     with pytest.raises(DecodeError, match=r"subsegments \[0, 1\] cannot be rebuilt"):
@@ -255,7 +267,7 @@ def test_overhead(scheme, overhead):
 def test_overhead_matches_stored_bytes():
     scheme = Parity(3, 4)
     n = 12 * 800
-    stored = sum(b.size for b in scheme.encode(payload(n)).values())
+    stored = sum(b.size for b in encode(scheme, payload(n)).values())
     assert stored == pytest.approx(scheme.overhead * n)
 
 
@@ -301,3 +313,34 @@ def test_unknown_scheme_lists_known_ids():
     assert isinstance(info.value, ValueError)
     with pytest.raises(UnknownSchemeError, match="known schemes"):
         get_scheme({"group": 2})  # no id at all
+
+
+# -- one set of defaults: the scheme classes', in the library, the command line and the docs --
+
+
+@pytest.mark.parametrize("sid", sorted(registry))
+def test_layout_without_parameters_shows_the_librarys_default_scheme(sid, capsys):
+    assert main(["layout", "--scheme", sid, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"] == get_scheme(sid).get_config()
+
+
+def test_options_given_reach_the_scheme_and_the_others_keep_its_defaults():
+    parser = argparse.ArgumentParser()
+    add_scheme_options(parser)
+    args = parser.parse_args(["--scheme", "rs", "--group", "3", "--copies", "5"])
+    assert scheme_params(args) == {"group": 3}  # --copies is mirror's
+    assert get_scheme("rs", **scheme_params(args)) == ReedSolomon(group=3)
+    assert scheme_params(parser.parse_args([])) == {}
+
+
+def test_the_defaults_table_in_the_docs_is_the_scheme_classes():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "schemes.md").read_text()
+    section = text.split("### Defaults", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \| ([^|]+) \|$", section, re.M)
+    documented = {(sid, name): value.strip() for sid, name, value in rows}
+    expected = {
+        (sid, name): describe_default(sid, name)
+        for sid in registry
+        for name in scheme_defaults(sid)
+    }
+    assert documented == expected

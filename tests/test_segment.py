@@ -10,6 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 from mpickpt import ConfigError, IntegrityError
 from mpickpt.segment import SegmentView, State, read_manifest, restore_value, unpack
+from reference import contiguous
 
 
 def make_arrays() -> dict[str, np.ndarray]:
@@ -38,7 +39,7 @@ def make_state(arrays: dict[str, np.ndarray], objects: dict) -> State:
 
 
 def round_trip(state: State, step: int = 0, meta: dict | None = None):
-    return unpack(state.snapshot(step, meta).tobytes())
+    return unpack(contiguous(state.snapshot(step, meta)))
 
 
 def assert_array_restored(saved: np.ndarray, original: np.ndarray) -> None:
@@ -70,7 +71,7 @@ def test_round_trip_arrays_and_objects():
 
 def test_layout_is_aligned():
     view = make_state(make_arrays(), OBJECTS).snapshot(0)
-    seg = view.tobytes()
+    seg = contiguous(view)
     assert view.nbytes % 8 == 0
     manifest = read_manifest(seg)
     for entry in manifest["entries"]:
@@ -102,7 +103,7 @@ def test_snapshot_references_contiguous_arrays_without_copy():
     view = state.snapshot(0)
     assert any(np.shares_memory(np.frombuffer(mv, np.uint8), arr) for _, mv in view.regions)
     arr[:] = -1.0  # a snapshot is a view: it sees the current values
-    _, values = unpack(view.tobytes())
+    _, values = unpack(contiguous(view))
     np.testing.assert_array_equal(values["a"], arr)
 
 
@@ -207,7 +208,7 @@ def test_read_into_equals_tobytes_slice(arrays, blobs, data):
         {f"a{i}": a for i, a in enumerate(arrays)}, {f"b{i}": b for i, b in enumerate(blobs)}
     )
     view = state.snapshot(3)
-    whole = view.tobytes()
+    whole = contiguous(view)
     assert whole.size == view.nbytes
     offset = data.draw(st.integers(0, view.nbytes + 16), label="offset")
     n = data.draw(st.integers(0, view.nbytes + 16 - offset), label="n")

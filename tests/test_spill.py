@@ -23,6 +23,7 @@ from mpickpt.errors import MpickptError
 from mpickpt.segment import State, unpack
 from mpickpt.spill import SpillError, listing
 from mpickpt.spill.writer import SpillWriter
+from reference import contiguous
 
 NW = 3
 INSTALL_DEBS = Path(__file__).parent / "install-debs.sh"
@@ -43,7 +44,7 @@ def make_segment(rank: int, step: int, n: int = 1000) -> np.ndarray:
     st["labels"] = np.array(["a", "bcd"], dtype="<U3")
     st["params"] = {"dt": 0.1 * step, "name": f"rank{rank}", "list": [1, 2, 3]}
     st["rng"] = rng.bit_generator.state
-    return st.snapshot(step, {"rank": rank}).tobytes()
+    return contiguous(st.snapshot(step, {"rank": rank}))
 
 
 def write_version(
@@ -54,7 +55,7 @@ def write_version(
     try:
         for w, s in zip(writers, segs, strict=True):
             w.submit(version, s)
-        assert all(w.wait(version) for w in writers)
+        assert all(w.job(version).wait() for w in writers)
         if commit:
             writers[0].commit(version, [w.info(version) for w in writers])
     finally:
@@ -261,7 +262,7 @@ def test_empty_or_missing_directory(tmp_path: Path) -> None:
         spill.find_restart(tmp_path / "nope", NW)
     assert cli.main(["verify", str(tmp_path)]) == 2
     assert cli.main(["verify", str(tmp_path / "nope")]) == 2
-    assert spill.next_version(tmp_path) == 0
+    assert spill.directory.present_versions(str(tmp_path)) == []
 
 
 def test_version_without_index_is_not_complete(two_versions: Any) -> None:
@@ -276,7 +277,7 @@ def test_version_without_index_is_not_complete(two_versions: Any) -> None:
         spill.load(d, 3, 0)
     assert spill.verify(d) == []
     assert "incomplete (3 of 3 files, no index)" in listing.inspect(d)
-    assert spill.next_version(d) == 4
+    assert spill.directory.present_versions(str(d))[0] == 3
 
 
 def test_corrupt_index_is_reported(two_versions: Any) -> None:
@@ -304,7 +305,7 @@ def test_rewriting_a_complete_version_uncommits_it_first(two_versions: Any) -> N
     d, _, _ = two_versions
     with SpillWriter(d, 0, NW, SCHEME) as w:
         w.submit(2, make_segment(0, 99))
-        assert w.wait(2)
+        assert w.job(2).wait()
     assert spill.complete_versions(d) == [1]
 
 
@@ -326,7 +327,7 @@ def test_writer_commit_prunes(tmp_path: Path) -> None:
     for v in range(4):
         for w in writers:
             w.submit(v, make_segment(w.rank, v, 100))
-        assert all(w.wait(v, raise_errors=False) for w in writers)
+        assert all(w.job(v).wait(raise_errors=False) for w in writers)
         writers[0].commit(v, [w.info(v) for w in writers])
     for w in writers:
         w.close()
@@ -353,7 +354,7 @@ def test_submit_copies_the_callers_buffer(tmp_path: Path) -> None:
     with SpillWriter(tmp_path, 0, 1, SCHEME) as w:
         w.submit(1, seg)
         seg[:] = 0xFF  # the caller reuses its buffer at once
-        assert w.wait(1)
+        assert w.job(1).wait()
         spill.commit_index(tmp_path, 1, 1, 5, SCHEME, [w.info(1)])
     assert spill.load(tmp_path, 1, 0).tobytes() == want.tobytes()
 
@@ -375,11 +376,11 @@ def test_submit_accepts_segment_view(tmp_path: Path) -> None:
     st = State()
     st["x"] = np.arange(10.0)
     view = st.snapshot(3)
-    want = view.tobytes()
+    want = contiguous(view)
     with SpillWriter(tmp_path, 0, 1, SCHEME) as w:
         w.submit(4, view)
         st["x"][:] = -1
-        assert w.wait(4)
+        assert w.job(4).wait()
         spill.commit_index(tmp_path, 4, 1, 3, SCHEME, [w.info(4)])
     assert spill.load(tmp_path, 4, 0).tobytes() == want.tobytes()
 
@@ -390,7 +391,7 @@ def test_write_happens_in_background(tmp_path: Path) -> None:
     with SpillWriter(tmp_path, 0, 1, SCHEME) as w:
         job = w.submit(1, seg)
         finished_at_submit = job.done()
-        assert job.wait() and w.wait(1) and w.flush()
+        assert job.wait() and w.job(1).wait() and w.flush()
         assert os.path.exists(path) and not os.path.exists(path + ".tmp")
     # on any sane disk, 40 MB plus fsync take longer than returning from submit
     assert not finished_at_submit
@@ -401,15 +402,15 @@ def test_writer_error_is_raised_on_wait(tmp_path: Path) -> None:
     blocker.write_text("a file where the version directory should be")
     with SpillWriter(tmp_path, 0, 1, SCHEME) as w:
         w.submit(1, make_segment(0, 1, 100))
-        assert w.wait(1, raise_errors=False) is False
+        assert w.job(1).wait(raise_errors=False) is False
         with pytest.raises(SpillError, match="spill of version 1"):
-            w.wait(1)
+            w.job(1).wait()
         # the writer keeps working for later versions; flush reports each error once
         w.submit(2, make_segment(0, 2, 100))
         assert w.flush()
-        assert w.wait(2)
+        assert w.job(2).wait()
     with pytest.raises(SpillError, match="not submitted"):
-        w.wait(3)
+        w.job(3).wait()
     with pytest.raises(SpillError, match="closed"):
         w.submit(3, make_segment(0, 3, 100))
 
@@ -424,10 +425,10 @@ def test_writer_process_killed_fails_its_writes_and_a_new_one_takes_over(tmp_pat
         seg = make_segment(0, 2, 100)
         w.submit(2, seg)  # before anyone looked at version 1: starts a new helper
         assert w._proc.pid != helper.pid
-        assert w.wait(1, raise_errors=False) is False
+        assert w.job(1).wait(raise_errors=False) is False
         with pytest.raises(SpillError, match="spill writer process exited"):
-            w.wait(1)
-        assert w.wait(2)
+            w.job(1).wait()
+        assert w.job(2).wait()
         spill.commit_index(tmp_path, 2, 1, 2, SCHEME, [w.info(2)])
     assert spill.load(tmp_path, 2, 0).tobytes() == seg.tobytes()
     assert w._proc.poll() == 0  # close() ended it
@@ -460,7 +461,7 @@ CHILD = textwrap.dedent(
             st = State()
             st["x"] = np.full(n, float(v + w.rank))
             w.submit(v, st.snapshot(v))
-        assert all(w.wait(v) for w in writers)
+        assert all(w.job(v).wait() for w in writers)
         writers[0].commit(v, [w.info(v) for w in writers])
         print("committed", v, flush=True)
     """
@@ -508,13 +509,12 @@ def test_kill_during_spill_never_leaves_a_false_complete_version(tmp_path: Path)
             proc.kill()
             proc.wait()
     complete = spill.complete_versions(tmp_path)
-    assert complete and complete[0] == spill.directory._versions(str(tmp_path))[0] - 1
+    assert complete and complete[0] == spill.directory.present_versions(str(tmp_path))[0] - 1
     in_flight = spill.version_dir(tmp_path, complete[0] + 1)
     assert not os.path.exists(os.path.join(in_flight, "INDEX.json"))
     # every version that looks complete is complete; the interrupted one is never used
     assert spill.verify(tmp_path) == []
     assert spill.find_restart(tmp_path, NW).version == complete[0]
-    assert spill.next_version(tmp_path) == complete[0] + 2
     assert "incomplete" in listing.inspect(tmp_path)
 
 
@@ -536,7 +536,7 @@ def test_lent_buffer_is_submitted_without_a_copy_and_never_overwritten_in_flight
         assert not np.shares_memory(a, b)
         b[:] = 0xFF  # the next own copy is written while version 0 is in flight
         os.kill(helper.pid, signal.SIGCONT)
-        assert w.wait(0)
+        assert w.job(0).wait()
         b[:] = segs[1]
         w.submit(1, b)
         for v in (2, 3):  # once the helper is done, the buffers are reused

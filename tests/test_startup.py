@@ -14,6 +14,7 @@ from conftest import run_mpi
 from mpickpt import startup
 from mpickpt.config import Config
 from mpickpt.errors import EXIT_LOST_AT_START, ConfigError
+from mpickpt.launch import launched_rank
 
 SCRIPT = Path(__file__).parent / "mpi_scripts" / "lost_in_init.py"
 MESSAGE = "MPI_Init did not complete within"
@@ -27,9 +28,12 @@ def test_deadlines_grow_with_the_rank_up_to_a_cap():
 
 
 def test_rank_comes_from_the_launcher():
-    assert startup.launched_rank({}) is None
-    assert startup.launched_rank({"OMPI_COMM_WORLD_RANK": "3"}) == 3
-    assert startup.launched_rank({"PMIX_RANK": "5"}) == 5
+    assert launched_rank({}) is None
+    assert launched_rank({"OMPI_COMM_WORLD_RANK": "3"}) == 3
+    assert launched_rank({"PMIX_RANK": "5"}) == 5
+    assert launched_rank({"SLURM_PROCID": "2"}) == 2
+    assert launched_rank({"PMIX_RANK": "x", "PMI_RANK": "1"}) == 1  # a malformed one is skipped
+    assert launched_rank({"OMPI_COMM_WORLD_RANK": "4", "SLURM_PROCID": "0"}) == 4  # mpirun in srun
 
 
 def test_init_timeout_setting():

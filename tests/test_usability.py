@@ -22,6 +22,7 @@ from mpickpt.log import Timeline, logger, parse_timelines
 from mpickpt.segment import State, describe, fingerprint_diff
 from mpickpt.spill import find_restart, read_index
 from mpickpt.spill.directory import commit, set_aside, write_version_file
+from reference import contiguous
 
 # -- protect ----------------------------------------------------------------------------------
 
@@ -75,7 +76,7 @@ def test_fingerprint_difference_names_every_entry() -> None:
 def spill(directory: Path, version: int = 0, tag: str | None = None, nworkers: int = 2) -> None:
     state = State()
     state["u"] = np.arange(5.0)
-    seg = state.snapshot(7).tobytes()
+    seg = contiguous(state.snapshot(7))
     infos = [
         write_version_file(
             directory, version, r, seg, nworkers=nworkers, scheme_config={"id": "mirror"}
@@ -180,10 +181,12 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_default_log_output_and_warnings_without_source_lines() -> None:
     code = (
         "import warnings\n"
-        "from mpickpt.log import MpickptWarning, logger\n"
+        "from mpickpt.log import logger, warn\n"
+        "show = warnings.showwarning\n"
         "logger().info('one line')\n"
         "logger().debug('hidden')\n"
-        "warnings.warn('careful', MpickptWarning)\n"
+        "warn('careful')\n"
+        "assert warnings.showwarning is show\n"
     )
     proc = run_python(code, OMPI_COMM_WORLD_RANK="3")
     assert proc.stderr.splitlines() == [

@@ -198,3 +198,15 @@ def test_demo_json() -> None:
     assert events[-1] == "re-protected; resuming at step 20", events
     times = [t for t, _ in data["timeline"]]
     assert times == sorted(times) and 0 < times[-1] < 30, times
+
+
+def test_the_stop_signals_are_taken_for_the_run_only(tmp_path: Path) -> None:
+    """With a spill, SIGTERM asks for a spill and a stop during the run; after it, the
+    process's own handler (here the default) is back."""
+    rc, out, err = usability(3, "--steps", "8", "--spill", str(tmp_path / "ckpt"))
+    assert rc == 0, err
+    assert out.count("sigterm during the run: mpickpt") == 3, out
+    assert out.count("sigterm after the run: default") == 3, out
+    rc, out, err = usability(3, "--steps", "8")  # without a spill: never taken
+    assert rc == 0, err
+    assert out.count("sigterm during the run: default") == 3, out

@@ -9,17 +9,9 @@ import numpy as np
 import pytest
 
 from mpickpt import ConfigError, DecodeError, UnrecoverableError, XorSet, get_scheme
-from mpickpt.planning import Report, rebuild_sources
-from mpickpt.schemes.xorset import (
-    chunk_size,
-    contribution,
-    decode_member,
-    encode_set,
-    form_sets,
-    holder,
-    parity_name,
-    parity_sources,
-)
+from mpickpt.planning import ProcessState, rebuild_sources
+from mpickpt.schemes.xorset import chunk_size, decode_member, form_sets, holder, parity_name
+from reference import contribution, encode_set, parity_sources
 
 
 def segments(sizes: list[int], seed: int = 0) -> list[np.ndarray]:
@@ -61,16 +53,16 @@ def test_memory_is_one_over_k_minus_one():
         assert XorSet(k).overhead == pytest.approx(1 / (k - 1))
 
 
-def _reports(n: int, sets: list[list[int]], version: int = 0) -> list[Report]:
-    """What each worker reports after a commit: its parity chunk under every other member of
+def _states(n: int, sets: list[list[int]], version: int = 0) -> list[ProcessState]:
+    """What each worker states after a commit: its parity chunk under every other member of
     its set, and its own committed copy (``local_version``)."""
-    reports = []
+    states = []
     for w in range(n):
         s = next(s for s in sets if w in s)
         k, pos = len(s), s.index(w)
         held = {o: (100 + o, {parity_name(pos, k): 1000 + w}) for o in s if o != w}
-        reports.append(Report(w, w, version, version, {version: held}))
-    return reports
+        states.append(ProcessState(w, w, version, version, {version: held}))
+    return states
 
 
 @pytest.mark.parametrize(("n", "k"), [(4, 4), (8, 4), (9, 3), (7, 3), (6, 2), (5, 4)])
@@ -81,10 +73,10 @@ def test_loss_sweep_over_every_pattern(n, k):
     sets = form_sets(list(range(n)), k)
     assert sorted(r for s in sets for r in s) == list(range(n))
     assert max(map(len, sets)) - min(map(len, sets)) <= 1
-    reports = _reports(n, sets)
+    states = _states(n, sets)
     for r in range(1, n + 1):
         for dead in itertools.combinations(range(n), r):
-            alive = [rep for i, rep in enumerate(reports) if i not in dead]
+            alive = [rep for i, rep in enumerate(states) if i not in dead]
             ok = all(len(set(s) & set(dead)) <= 1 for s in sets)
             if not ok:
                 with pytest.raises(UnrecoverableError, match="one loss per set"):
@@ -101,9 +93,9 @@ def test_loss_sweep_over_every_pattern(n, k):
 
 def test_survivor_without_its_committed_copy_counts_as_lost():
     sets = form_sets(list(range(4)), 4)
-    reports = _reports(4, sets)
-    reports[2] = Report(2, 2, 0, -1, reports[2].holdings)  # missed its own copy
-    alive = [r for r in reports if r.logical != 0]
+    states = _states(4, sets)
+    states[2] = ProcessState(2, 2, 0, -1, states[2].holdings)  # missed its own copy
+    alive = [r for r in states if r.logical != 0]
     with pytest.raises(UnrecoverableError):
         rebuild_sources(alive, [0], 0, XorSet(4), (0,))
 

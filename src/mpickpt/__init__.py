@@ -11,9 +11,11 @@ import sys
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-# These take effect only if mpickpt is imported before mpi4py.MPI (examples import it first):
+# What this import changes in the process, and why, is listed in one place: docs/usage.md,
+# "What import mpickpt changes in the process":
 # - MPI_Finalize can hang after a failure (open-mpi/ompi#11404): skip it then (imported after
-#   mpi4py.MPI, a process that saw a failure ends in mpickpt's exit handler instead).
+#   mpi4py.MPI, a process that saw a failure ends in mpickpt's exit handler instead); this
+#   needs mpickpt imported before mpi4py.MPI (the examples import it first)
 from . import startup as _startup
 
 _startup.take_over_finalize()

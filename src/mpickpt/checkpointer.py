@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 from mpi4py import MPI
@@ -13,13 +13,13 @@ from mpi4py import MPI
 from . import faults
 from .checksum import checksum
 from .layout import backup_layout
-from .memstore import Held, MemStore
-from .planning import Report, rebuild_sources
+from .memstore import MemStore, StoredPiece
+from .planning import ProcessState, rebuild_sources
 from .schemes import Scheme, XorSet, get_scheme
 from .segment import State, restore_value, unpack
 from .setstream import SetStream
 from .stream import Stream, new_stats
-from .transport import CHUNK, fetch_segment, uniformly
+from .transport import CHUNK, fetch_segment, run_and_agree
 
 T = TypeVar("T")
 
@@ -157,11 +157,11 @@ class Checkpointer:
             return spilled, exchanged
 
         self.stats["agreements"] += 1  # the commit point: ProcessFailure everywhere, or commit
-        spilled, exchanged = uniformly(self.comm, stream, f"checkpoint of version {version}")
+        spilled, exchanged = run_and_agree(self.comm, stream, f"checkpoint of version {version}")
         self.exchanged = exchanged
         dropped = self.store.commit(version)
         if self.stream is not None:  # their buffers receive the next version
-            self.stream.give(dropped)
+            self.stream.recycle_buffers(dropped)
         self.store.keep_local(version, seg, self.disk.buffer(seg.nbytes) if self.disk else None)
         self.step = step
         self.stats["checkpoints"] += 1
@@ -172,7 +172,7 @@ class Checkpointer:
         faults.maybe_kill("commit", step)
         return version
 
-    def protect_again(self, step: int) -> None:
+    def reprotect(self, step: int) -> None:
         """After a recovery: send only the missing pieces (``Stream.reprotect``; ``xorset``
         computes its sets' parity again, ``SetStream.reprotect``)."""
         if self.comm.Get_size() < 2 or self.stream is None or self.store.local is None:
@@ -188,7 +188,7 @@ class Checkpointer:
         if self.disk is not None:
             disk = self.disk
             for _ in range(disk.in_flight):
-                spilled = uniformly(self.comm, lambda: disk.collect(self.comm, True), "spill")
+                spilled = run_and_agree(self.comm, lambda: disk.collect(self.comm, True), "spill")
                 disk.on_commit(self.rank, spilled)
 
     # -- rebuild ----------------------------------------------------------------------------
@@ -204,10 +204,10 @@ class Checkpointer:
         size = self.comm.Get_size()
         owners = sorted(set(lost)) if lost is not None else list(range(size))
         gone = set(owners) if lost is not None else set()
-        reports = self.comm.allgather(report(self.store, logical=self.rank))
+        states = self.comm.allgather(process_state(self.store, logical=self.rank))
         alive = [
-            r if i not in gone else Report(r.logical, r.domain, r.committed, -1)
-            for i, r in enumerate(reports)
+            r if i not in gone else ProcessState(r.logical, r.domain, r.committed, -1)
+            for i, r in enumerate(states)
         ]
         sources = rebuild_sources(alive, owners, self.version, self.scheme, tuple(owners))
         got = fetch_segment(
@@ -240,7 +240,7 @@ class Checkpointer:
         self.restored, self.step, self.saved_protected = values or {}, step, None
         self.state = State()
 
-    def adopt(self, version: int, values: dict[str, Any], step: int) -> None:
+    def continue_from(self, version: int, values: dict[str, Any], step: int) -> None:
         """Continue from ``values`` made of the segments of ``version`` by the application, at
         ``step``: no piece and no own copy of it is held."""
         self.store.versions, self.store.committed, self.store.local_version = {}, version, -1
@@ -270,13 +270,14 @@ def _stream(
 ) -> tuple[Stream | SetStream, list[list[int]], list[list[int]]]:
     """The checkpoint stream of this rank for a membership, with every rank's backups and
     owners (none for xorset, whose ranks form sets instead)."""
-    if isinstance(scheme, XorSet):
-        return SetStream(comm, scheme, domains, chunk, stats, recycle), [], []
+    if scheme.cross_owner:  # its pieces mix owners: the stream runs over sets
+        sets = cast(XorSet, scheme)
+        return SetStream(comm, sets, domains, chunk, stats, recycle), [], []
     backups, owners = backup_layout(domains, scheme.backups)
     return Stream(comm, scheme, backups, owners, chunk, stats, recycle), backups, owners
 
 
-def report(store: MemStore, logical: int | None = None, domain: int = 0) -> Report:
+def process_state(store: MemStore, logical: int | None = None, domain: int = 0) -> ProcessState:
     """What a rank holds in ``store``, for planning a rebuild (only pieces that pass their
     checksum)."""
     holdings: dict[int, dict[int, tuple[int, dict[str, int]]]] = {}
@@ -285,8 +286,8 @@ def report(store: MemStore, logical: int | None = None, domain: int = 0) -> Repo
             good = {n: h.header.checksum for n, h in pieces.items() if _intact(h)}
             nbytes = next(iter(pieces.values())).header.nbytes
             holdings.setdefault(v, {})[owner] = (nbytes, good)
-    return Report(logical, domain, store.committed, store.local_version, holdings)
+    return ProcessState(logical, domain, store.committed, store.local_version, holdings)
 
 
-def _intact(h: Held) -> bool:
+def _intact(h: StoredPiece) -> bool:
     return checksum(h.data) == h.header.checksum

@@ -15,46 +15,14 @@ from typing import Any
 from .errors import ConfigError, SpillError
 from .layout import choose_backups
 from .log import parse_timelines
-from .schemes import XorSet, get_scheme, registry
+from .schemes import XorSet, get_scheme
+from .schemes.options import add_scheme_options, scheme_params
 from .schemes.xorset import form_sets
-
-
-def _scheme_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scheme", default="parity", choices=sorted(registry), help="the scheme")
-    p.add_argument(
-        "--subsegments", type=int, default=None, help="parity/stripe/rs: subsegments per segment"
-    )
-    p.add_argument(
-        "--group", type=int, default=3, help="parity/rs: subsegments per stripe; xorset: set size"
-    )
-    p.add_argument(
-        "--backups",
-        type=int,
-        default=None,
-        help="backups per owner (parity/stripe: 4, rs: group+parity)",
-    )
-    p.add_argument("--copies", type=int, default=2, help="mirror: full copies")
-    p.add_argument("--parity", type=int, default=2, help="rs: coding pieces per stripe")
-
-
-def _scheme(a: argparse.Namespace) -> Any:
-    if a.scheme == "rs":
-        return get_scheme(
-            "rs", group=a.group, parity=a.parity, backups=a.backups, subsegments=a.subsegments
-        )
-    backups = 4 if a.backups is None else a.backups
-    if a.scheme == "parity":
-        return get_scheme("parity", group=a.group, backups=backups, subsegments=a.subsegments)
-    if a.scheme == "stripe":
-        return get_scheme("stripe", backups=backups, subsegments=a.subsegments)
-    if a.scheme == "xorset":
-        return get_scheme("xorset", group=a.group)
-    return get_scheme("mirror", copies=a.copies)
 
 
 def cmd_layout(a: argparse.Namespace) -> int:
     """Which pieces each backup holds; with --ranks, which ranks back up each owner."""
-    scheme = _scheme(a)
+    scheme = get_scheme(a.scheme, **scheme_params(a))
     if isinstance(scheme, XorSet):
         return _layout_sets(scheme, a)
     held = [[p.name for p in pieces] for pieces in scheme.held()]
@@ -153,6 +121,9 @@ def cmd_verify(a: argparse.Namespace) -> int:
 _CHECKSUM = re.compile(r"^checksum: ([0-9a-f]{64})$", re.M)
 
 
+# the demo's scheme: parity(2, 3), which fits its minimum of 4 workers
+DEMO_SCHEME = ["--scheme", "parity", "--group", "2", "--backups", "3"]
+
 # Open MPI can abort a surviving rank as its peer dies (README, "Open MPI faults"); the others
 # then wait for it until the recovery watchdog ends the run.
 OMPI_ABORT = "error after request freed"
@@ -216,6 +187,7 @@ def _demo(a: argparse.Namespace) -> dict[str, Any]:
     say = (lambda *x: None) if a.json else print
     n = a.workers + a.spares
     args = f"--steps {a.steps} --size {a.size} --every {a.every} --spares {a.spares}".split()
+    args += DEMO_SCHEME
     say(
         f"mpickpt demo: heat2d {a.size}x{a.size}, {a.steps} steps, {a.workers} workers + "
         f"{a.spares} spare, parity (group 2, 3 backups), checkpoint every {a.every} steps"
@@ -224,6 +196,33 @@ def _demo(a: argparse.Namespace) -> dict[str, Any]:
     clean, _ = _run_heat(n, args, {}, a.timeout)
     clean_s = time.perf_counter() - t
     say(f"1. failure-free run: {clean_s:.2f} s, checksum {clean[:16]}...")
+    say(f"2. same run, SIGKILL of rank {a.kill_rank} at step {a.kill_step}:")
+    faulty, err, elapsed, killed_at = _killed_run(a, n, args, say)
+    result: dict[str, Any] = {
+        "workers": a.workers,
+        "spares": a.spares,
+        "kill_rank": a.kill_rank,
+        "kill_step": a.kill_step,
+        "clean": {"seconds": round(clean_s, 3), "checksum": clean},
+        "faulty": {"seconds": round(elapsed, 3), "checksum": faulty},
+        "timeline": [],
+        "ok": faulty == clean,
+    }
+    if not _tell_recovery(a, result, err, killed_at, say):
+        return result
+    say(f"   run time {elapsed:.2f} s, checksum {faulty[:16]}...")
+    if result["ok"]:
+        say("OK: the run that lost a rank gives the same checksum as the failure-free run")
+    else:
+        say("FAIL: checksums differ")
+    return result
+
+
+def _killed_run(
+    a: argparse.Namespace, n: int, args: list[str], say: Any
+) -> tuple[str, str, float, float | None]:
+    """The run with a kill (once more if Open MPI aborted a survivor): its checksum, standard
+    error, seconds, and the time of the kill if the killed rank left it."""
     with tempfile.TemporaryDirectory() as piddir:
         env = {
             "MPICKPT_KILL": f"{a.kill_rank}@{a.kill_step}",
@@ -231,7 +230,6 @@ def _demo(a: argparse.Namespace) -> dict[str, Any]:
             "MPICKPT_PIDDIR": piddir,
             "MPICKPT_RECOVERY_TIMEOUT": "30",  # a recovery takes well under a second
         }
-        say(f"2. same run, SIGKILL of rank {a.kill_rank} at step {a.kill_step}:")
         for attempt in (1, 2):
             t = time.perf_counter()
             try:
@@ -247,36 +245,29 @@ def _demo(a: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.perf_counter() - t
         killed = Path(piddir, f"killed-rank{a.kill_rank}.time")
         killed_at = float(killed.read_text()) if killed.exists() else None
-    result: dict[str, Any] = {
-        "workers": a.workers,
-        "spares": a.spares,
-        "kill_rank": a.kill_rank,
-        "kill_step": a.kill_step,
-        "clean": {"seconds": round(clean_s, 3), "checksum": clean},
-        "faulty": {"seconds": round(elapsed, 3), "checksum": faulty},
-        "timeline": [],
-        "ok": faulty == clean,
-    }
+    return faulty, err, elapsed, killed_at
+
+
+def _tell_recovery(
+    a: argparse.Namespace, result: dict[str, Any], err: str, killed_at: float | None, say: Any
+) -> bool:
+    """The recovery's timeline into ``result`` (and told): seconds after the SIGKILL when the
+    killed rank left its time, else after the detection. ``False``: no recovery happened (a
+    failed demo)."""
     timelines = parse_timelines(err)
     if not timelines:
         if not a.json:
             sys.stderr.write(err)
         say("   no recovery happened (was the kill step before the end?)")
         result["ok"] = False
-        return result
-    # seconds after the SIGKILL when the killed rank left its time, else after the detection
+        return False
     t0 = killed_at if killed_at is not None else timelines[0][0][0]
     events = [(0.0, f"rank {a.kill_rank} killed (SIGKILL)")] if killed_at is not None else []
     events += [(t - t0, what) for t, what in timelines[0]]
     result["timeline"] = [[round(t, 6), what] for t, what in events]
     for t, what in events:
         say(f"   +{t:8.3f} s  {what}")
-    say(f"   run time {elapsed:.2f} s, checksum {faulty[:16]}...")
-    if result["ok"]:
-        say("OK: the run that lost a rank gives the same checksum as the failure-free run")
-    else:
-        say("FAIL: checksums differ")
-    return result
+    return True
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -297,7 +288,7 @@ def _parser() -> argparse.ArgumentParser:
     runopts.add_arguments(run)
     run.set_defaults(fn=supervisor.main)
     lay = command("layout", "show how a scheme places pieces on backups")
-    _scheme_args(lay)
+    add_scheme_options(lay)
     lay.add_argument("--ranks", type=int, default=0, help="also place N ranks' backups")
     lay.add_argument(
         "--ranks-per-node", type=int, default=0, help="ranks per failure domain (0: one each)"

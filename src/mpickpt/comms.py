@@ -57,9 +57,9 @@ class Family:
         dup = comm.Dup()
         if not comm.Agree(1):  # pragma: no cover - Agree raises rather than return 0
             raise MPI.Exception(MPI.ERR_PROC_FAILED)
-        return self.adopt(dup)  # type: ignore[return-value]
+        return self.track(dup)  # type: ignore[return-value]
 
-    def adopt(self, comm: MPI.Comm) -> MPI.Comm:
+    def track(self, comm: MPI.Comm) -> MPI.Comm:
         """Record ``comm`` and return it as a recording communicator of the same kind (the
         same MPI handle, no new communicator). ``COMM_NULL`` (e.g. a ``Split`` with
         ``UNDEFINED``) is returned as it is."""
@@ -110,12 +110,12 @@ def _recording(name: str, method: Callable[..., Any], nonblocking: bool) -> Call
     def derive(self: Any, *args: Any, **kwargs: Any) -> Any:
         family: Family | None = getattr(self, "_mpickpt_family", None)
         result = method(self, *args, **kwargs)
-        if family is None:  # an object mpi4py made (e.g. by Dup) before adopt()
+        if family is None:  # an object mpi4py made (e.g. by Dup) before track()
             return result
         if nonblocking:
             comm, request = result
-            return family.adopt(comm), request
-        return family.adopt(result)
+            return family.track(comm), request
+        return family.track(result)
 
     derive.__name__ = derive.__qualname__ = name
     derive.__doc__ = f"{method.__doc__ or name}\n\nThe result is revoked with ``ctx.comm``."

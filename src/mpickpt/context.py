@@ -14,10 +14,10 @@ from .errors import ConfigError, Preempted, ProcessFailure
 from .log import say, verbose
 from .schedule import Schedule
 from .segment import fingerprint_diff
-from .transport import uniformly
+from .transport import run_and_agree
 
 if TYPE_CHECKING:
-    from .recovery.transaction import Runtime
+    from .recovery.transaction import Job
 
 T = TypeVar("T")
 
@@ -55,14 +55,14 @@ class Context:
     (arrays copied in place into the ones given), False when it keeps the values given.
     """
 
-    def __init__(self, runtime: Runtime, role: str, schedule: Schedule) -> None:
-        self.runtime = runtime
-        self.checkpointer = runtime.ckpt
+    def __init__(self, job: Job, role: str, schedule: Schedule) -> None:
+        self.job = job
+        self.checkpointer = job.ckpt
         self.role = role
         self.schedule = schedule  # when to checkpoint (mpickpt.policies)
         # the application's own duplicate (its receives cannot take the library's messages);
         # whatever is derived from it is revoked when a worker leaves for a recovery
-        self.comm: MPI.Intracomm = runtime.comms.root(runtime.ckpt.comm)
+        self.comm: MPI.Intracomm = job.comms.root(job.ckpt.comm)
         self.rank: int = self.comm.Get_rank()
         self.size: int = self.comm.Get_size()
         self.restored: bool = bool(self.checkpointer.restored)
@@ -105,29 +105,29 @@ class Context:
         self._started = True
         if self.role == "restarted":
             self._compare_with_spill()
-            if self.runtime.completed and start >= n:
+            if self.job.completed and start >= n:
                 return  # a finished run: its final state is restored, nothing to compute
         self.schedule.resume()
-        self.beat.begin(start, n, self.runtime.resumed, self.runtime.recoveries)
+        self.beat.begin(start, n, self.job.resumed, self.job.recoveries)
         stop = False
         if self.role in ("survivor", "recovered"):  # the committed version is still held
-            ckpt.protect_again(start)  # but for the pieces lost with the dead: send those
+            ckpt.reprotect(start)  # but for the pieces lost with the dead: send those
             # no reduction ran: plans may differ (a promoted spare has none), so every worker
             # checkpoints after the next step, where they agree on the next plan
-            self.schedule.plan = None
+            self.schedule.interval = None
         else:
             stop = self._checkpoint(start)
         if self.role in ("survivor", "recovered", "shrunk"):
-            self.runtime.timeline.mark(f"re-protected; resuming at step {start}")
-            self.runtime.recovered(self.rank, start)
+            self.job.timeline.mark(f"re-protected; resuming at step {start}")
+            self.job.recovered(self.rank, start)
         for step in range(start, n):
             if stop:
                 ckpt.flush()
-                disk = self.runtime.disk
+                disk = self.job.disk
                 where = disk.directory if disk is not None else "the spill"
                 raise Preempted(f"stopped before step {step} on a signal; saved in {where}")
             faults.maybe_kill("compute", step)
-            self.runtime.at_step = step
+            self.job.at_step = step
             yield step
             if self.schedule.due(step) or step + 1 == n:
                 stop = self._checkpoint(step + 1)
@@ -140,8 +140,8 @@ class Context:
         ckpt.flush()  # a stop asked at the last checkpoint: the run is complete anyway
         self.beat.phase("after")
         if self.rank == 0 and verbose():
-            if self.runtime.disk is not None:
-                say(f"spill: {self.runtime.disk.summary()}")
+            if self.job.disk is not None:
+                say(f"spill: {self.job.disk.summary()}")
             say(f"schedule: {self.schedule.summary()}")
 
     def _checkpoint(self, step: int) -> bool:
@@ -172,11 +172,11 @@ class Context:
         ckpt, comm = self.checkpointer, self.comm
         saved = ckpt.saved_protected
         mine = [] if saved is None else fingerprint_diff(saved, ckpt.state.declared)
-        everyone = uniformly(comm, lambda: comm.allgather(mine), "comparing with the spill")
+        everyone = run_and_agree(comm, lambda: comm.allgather(mine), "comparing with the spill")
         lines = list(dict.fromkeys(f"  - {x}" for part in everyone for x in part))
         if lines:
             more = f"\n  - ... and {len(lines) - 6} more" if len(lines) > 6 else ""
-            disk = self.runtime.disk
+            disk = self.job.disk
             where = disk.directory if disk is not None else "the spill"
             raise ConfigError(
                 f"the state protected now differs from the one saved in {where}:\n"

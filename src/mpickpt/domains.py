@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 from mpi4py import MPI
 
 from .config import config
-from .log import MpickptWarning
+from .log import MpickptWarning, warn
 
 ENV_RANKS_PER_NODE = "MPICKPT_RANKS_PER_NODE"
 
@@ -35,7 +34,7 @@ def failure_domains(world: MPI.Comm) -> list[int]:
     domains = world.allgather(leader)
     if len(set(domains)) == 1 and size > 1:
         if rank == 0:
-            warnings.warn(
+            warn(
                 "all ranks share one node: using one failure domain per rank, so the loss of "
                 f"the whole node is not covered (set {ENV_RANKS_PER_NODE} to declare virtual "
                 "nodes)",
@@ -51,7 +50,7 @@ def warn_if_spread(domains: Sequence[int], used: Sequence[int]) -> None:
     per rank, because the workers' failure ``domains`` are too few or too uneven for it
     (:meth:`~mpickpt.schemes.Scheme.layout_domains`)."""
     if list(used) != list(domains):
-        warnings.warn(
+        warn(
             f"the workers' {len(set(domains))} failure domains (nodes) are too few or too uneven "
             "for the scheme to keep its pieces on other domains: using one failure domain per "
             "rank, so the loss of a whole node is not covered in memory (a relaunch from the "

@@ -6,9 +6,12 @@ Every message says what happened and what to change.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from .launch import launched_rank
 
 
 class MpickptError(Exception):
@@ -102,26 +105,28 @@ def exit_code(error: BaseException) -> int | None:
 
 
 def _first_process() -> bool:
-    """Whether this is the job's first process, from the launcher's environment (no MPI)."""
-    for name in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"):
-        if name in os.environ:
-            return os.environ[name] == "0"
-    return True
+    """Whether this is the job's first process (or the only one), from the launcher's
+    environment (no MPI)."""
+    return launched_rank() in (None, 0)
 
 
 def excepthook(exc_type: Any, exc: BaseException, tb: Any) -> None:
     """Before the job's processes have joined: an mpickpt error here (a bad parameter, a bad
-    environment variable) is the same on every process, so only the first prints it and exits
-    with its code, the others with 0 (mpiexec returns the code; several processes exiting
-    non-zero at once can hang Open MPI's mpiexec). Anything else is Python's usual exit."""
+    environment variable) is usually the same on every process, so only the first prints it
+    and exits with its code. The others end by ``SIGKILL``, as a failed process would: when
+    every process has the error, ``mpiexec`` does not count their deaths (several processes
+    exiting non-zero at once can hang Open MPI's) and returns the first one's code; when only
+    some have it (a setting only their environment has), the others see them fail and recover
+    without them, or end with the exit code of that, never hang waiting for them (they did,
+    when these called ``MPI_Finalize`` and exited with 0). Anything else is Python's usual
+    exit."""
     code = exit_code(exc)
     if code is None:
         sys.__excepthook__(exc_type, exc, tb)
         return
-    if _first_process():
-        print(f"mpickpt: {exc_type.__name__}: {exc}", file=sys.stderr, flush=True)
-    mpi = sys.modules.get("mpi4py.MPI")
-    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
-        mpi.Finalize()
     sys.stdout.flush()
-    os._exit(code if _first_process() else 0)
+    if not _first_process():
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    print(f"mpickpt: {exc_type.__name__}: {exc}", file=sys.stderr, flush=True)
+    os._exit(code)

@@ -23,6 +23,7 @@ from functools import cache
 
 from .config import config
 from .errors import ConfigError
+from .files import write_text
 from .recovery.watchdog import sigkill_self
 
 ENV_KILL = "MPICKPT_KILL"
@@ -96,6 +97,4 @@ def write_pidfile() -> None:
     if d:
         os.makedirs(d, exist_ok=True)
         path = os.path.join(d, f"rank{_world_rank()}.pid")
-        with open(path + ".tmp", "w") as f:  # renamed when complete: readers never see it empty
-            f.write(f"{os.getpid()}\n")
-        os.replace(path + ".tmp", path)
+        write_text(path, f"{os.getpid()}\n")  # readers never see it empty

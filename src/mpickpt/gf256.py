@@ -51,33 +51,6 @@ def inv(a: int) -> int:
     return EXP[ORDER - LOG[a]]
 
 
-def div(a: int, b: int) -> int:
-    """``a / b`` in GF(2^8), ``b != 0``."""
-    return mul(a, inv(b))
-
-
-def mul_table() -> np.ndarray:
-    """The 256x256 multiplication table (uint8): ``T[a, b] = a * b``."""
-    t = np.zeros((256, 256), dtype=np.uint8)
-    for a in range(1, 256):
-        for b in range(1, 256):
-            t[a, b] = EXP[LOG[a] + LOG[b]]
-    return t
-
-
-def mat_mul(a: Matrix, b: Matrix) -> Matrix:
-    """The matrix product ``a @ b`` over GF(2^8)."""
-    out = []
-    for row in a:
-        acc = [0] * len(b[0])
-        for x, brow in zip(row, b, strict=True):
-            if x:
-                for j, y in enumerate(brow):
-                    acc[j] ^= mul(x, y)
-        out.append(acc)
-    return out
-
-
 def mat_inv(a: Matrix) -> Matrix:
     """The inverse of the square matrix ``a`` (Gauss-Jordan elimination).
 
@@ -142,18 +115,6 @@ def coding_matrix(group: int, parity: int) -> Matrix:
 
 
 ONES = [ones(c) for c in range(256)]
-
-
-def decode_matrix(coding: Matrix, rows: Sequence[int]) -> Matrix:
-    """How to get the ``group`` data symbols back from the pieces ``rows`` (``0..group-1``: the
-    data pieces, ``group + i``: coding row ``i``): the inverse of those rows of the
-    systematic generator. Raises :class:`DecodeError` if they are not ``group`` distinct rows.
-    """
-    group = len(coding[0]) if coding else len(rows)
-    if len(rows) != group or len(set(rows)) != group:
-        raise DecodeError(f"need {group} distinct pieces of a stripe, got rows {list(rows)}")
-    gen = [[int(r == j) for j in range(group)] if r < group else coding[r - group] for r in rows]
-    return mat_inv(gen)
 
 
 # -- bulk data: linear combinations of blocks, in bit-matrix form ----------------------------------

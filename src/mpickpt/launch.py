@@ -1,6 +1,6 @@
-"""Launch commands: Open MPI with ULFM for the demo, benchmarks and tests, and the command
-line of ``mpickpt run`` for the MPI that mpi4py uses (Open MPI, MPICH or Intel MPI). No MPI
-here."""
+"""Launch commands: Open MPI with ULFM for the demo, benchmarks and tests, the command line of
+``mpickpt run`` for the MPI that mpi4py uses (Open MPI, MPICH or Intel MPI), and the rank a
+launcher gave this process. No MPI here."""
 
 from __future__ import annotations
 
@@ -8,20 +8,33 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
+# what launchers set to the process's rank in the job: Open MPI's mpiexec, PMIx, PMI, Slurm
+RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
+
 # Byte transport between the ranks of one host: TCP (loopback), not shared memory. Over Open
-# MPI 5.0's shared-memory transport (sm), a rank that dies makes Open MPI abort a surviving
-# rank ("Send error after request freed", never reported failed) in about one run in three
-# when two ranks die close together; over TCP no such abort was seen (benchmarks/chaos.py,
-# benchmarks/README.md). TCP costs here 1.1-2.3x the checkpoint time of sm at 1-16 MB per
-# rank, and nothing measurable at MPI_Init.
+# MPI 5.0's shared-memory transport (sm), a rank that dies can make Open MPI abort a surviving
+# rank ("Send error after request freed", never reported failed) when two ranks die close
+# together; over TCP it does not, at some cost per checkpoint (docs/measurements.md, "Open
+# MPI at a failure and at the end").
 BTL = "self,tcp"
 # keep running after a rank dies; several ranks per core; the transport above
 ULFM_FLAGS = ["--with-ft", "ulfm", "--oversubscribe", "--mca", "btl", BTL]
 # one host: TCP over the loopback interface, which Open MPI leaves out by default (a host
 # without any other interface would have none)
 TCP_LOCAL = ["--mca", "btl_tcp_if_include", "lo"]
+
+
+def launched_rank(env: Mapping[str, str] = os.environ) -> int | None:
+    """This process's rank in the job as its launcher set it (no MPI needed), or ``None``
+    outside a launcher."""
+    for name in RANK_VARIABLES:
+        value = env.get(name)
+        if value is not None and value.strip().isdigit():
+            return int(value)
+    return None
 
 
 def find_mpiexec() -> str:

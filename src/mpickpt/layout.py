@@ -149,12 +149,6 @@ def choose_backups(domains: Sequence[int], backups: int) -> list[list[int]]:
     return result
 
 
-def domains_lost(domains: Sequence[int], lost_domains: Iterable[int]) -> list[int]:
-    """Ranks that live in the given failure domains."""
-    gone = set(lost_domains)
-    return [r for r, d in enumerate(domains) if d in gone]
-
-
 def owners_of(backups: Sequence[Sequence[int]]) -> list[list[int]]:
     """Inverse of :func:`choose_backups`: for each rank, the owners whose pieces it holds,
     with the backup slot (``(owner, slot)``) flattened as owner order."""

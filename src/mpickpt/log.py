@@ -13,7 +13,6 @@ recovery (on the lowest worker), per restart from a spill and per stop on a sign
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 import time
@@ -23,9 +22,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .config import config
+from .launch import launched_rank
 
 NAME = "mpickpt"
-_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
 
 
 class MpickptWarning(UserWarning):
@@ -34,7 +33,8 @@ class MpickptWarning(UserWarning):
 
 def job_rank() -> str:
     """This process's rank in the job, from the launcher's environment (no MPI needed)."""
-    return next((os.environ[v] for v in _RANK_VARIABLES if v in os.environ), "?")
+    rank = launched_rank()
+    return "?" if rank is None else str(rank)
 
 
 class _RankFilter(logging.Filter):
@@ -70,17 +70,15 @@ def say(message: str) -> None:
     print(f"mpickpt: {message}", file=sys.stderr, flush=True)
 
 
-_show_warning = warnings.showwarning
-
-
-def _showwarning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-    if isinstance(category, type) and issubclass(category, MpickptWarning):
-        logger().warning("warning: %s", message)
-    else:
-        _show_warning(message, category, *args, **kwargs)
-
-
-warnings.showwarning = _showwarning
+def warn(
+    message: str, category: type[MpickptWarning] = MpickptWarning, stacklevel: int = 2
+) -> None:
+    """Warn through the :mod:`warnings` filters (``ignore`` and ``error`` work as usual), shown
+    as one log line without a source line; ``warnings.showwarning`` is left alone."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.warn(message, category, stacklevel=stacklevel + 1)
+    for w in caught:
+        logger().warning("warning: %s", w.message)
 
 
 def _utc(t: float) -> str:
@@ -139,12 +137,12 @@ class Timeline:
     def close(self, rank: int, resume: int) -> dict[str, Any]:
         """The recovery is over, the loop resumes at ``resume``: the first worker logs its
         one line (and, verbose, the timeline). Returns the record for the run report."""
-        self.report(rank)
+        self.print_timeline(rank)
         if rank == 0:
             logger().info(self.summary(resume))
         return self.as_dict(resume)
 
-    def report(self, rank: int) -> None:
+    def print_timeline(self, rank: int) -> None:
         if rank == 0 and self.events and verbose():
             t0 = _utc(self.events[0][0])
             say(f"recovery timeline (t0 = {t0}, the failure's detection):\n{self.format()}")

@@ -31,8 +31,8 @@ class PieceHeader:
 
 
 @dataclass
-class Held:
-    """One stored piece."""
+class StoredPiece:
+    """One piece held in RAM: its header and its bytes."""
 
     header: PieceHeader
     data: np.ndarray
@@ -50,18 +50,18 @@ class Held:
 class MemStore:
     """Pieces by version and owner; the committed version and an optional staged one."""
 
-    versions: dict[int, dict[int, dict[str, Held]]] = field(default_factory=dict)
+    versions: dict[int, dict[int, dict[str, StoredPiece]]] = field(default_factory=dict)
     committed: int = -1
     local: np.ndarray | None = None  # this rank's own segment at ``local_version``
     local_version: int = -1
 
-    def stage(self, version: int, pieces: list[Held]) -> None:
+    def stage(self, version: int, pieces: list[StoredPiece]) -> None:
         """Hold ``pieces`` of ``version`` beside the committed one."""
         slot = self.versions.setdefault(version, {})
         for p in pieces:
             slot.setdefault(p.header.owner, {})[p.header.name] = p
 
-    def commit(self, version: int) -> list[Held]:
+    def commit(self, version: int) -> list[StoredPiece]:
         """Make ``version`` the committed one and drop every other; returns the dropped pieces
         (their buffers can be reused)."""
         dropped = [
@@ -88,7 +88,7 @@ class MemStore:
         segment.read_into(0, self.local)
         self.local_version = version
 
-    def pieces(self, version: int, owner: int) -> dict[str, Held]:
+    def pieces(self, version: int, owner: int) -> dict[str, StoredPiece]:
         return self.versions.get(version, {}).get(owner, {})
 
     def nbytes(self) -> int:

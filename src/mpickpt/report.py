@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from .files import write_text
+
 FORMAT = "mpickpt-report"
 FORMAT_VERSION = 1
 
@@ -67,13 +69,7 @@ def build(
 
 def write(path: str | os.PathLike[str], report: Mapping[str, Any]) -> str:
     """Write ``report`` to ``path`` atomically (a ``.tmp`` file renamed); return the path."""
-    final = os.fspath(path)
-    tmp = final + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, final)
-    return final
+    return write_text(os.fspath(path), json.dumps(report, indent=1) + "\n")
 
 
 def _version() -> str:

@@ -3,11 +3,11 @@ roles until it completed on every worker, and end every process with the job's e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import traceback
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from mpi4py import MPI
@@ -17,6 +17,7 @@ from .checkpointer import Checkpointer
 from .config import config
 from .context import Context, stop_requested
 from .errors import (
+    EXIT_CONFIG,
     ApplicationError,
     ConfigError,
     MpickptError,
@@ -27,17 +28,19 @@ from .errors import (
     UnrecoverableError,
     exit_code,
 )
-from .log import MpickptWarning, logger
+from .log import logger, warn
 from .policies import ENV_MTBF, Policy
 from .recovery.ending import current as ending_of_job
 from .recovery.fallback import Redistribute
-from .recovery.transaction import Runtime
+from .recovery.transaction import Job
 from .schedule import make_schedule
 from .schemes import Scheme, get_scheme
 from .spill.tier import DiskTier
 
 T = TypeVar("T")
-# the MPI errors that mean a lost peer; any other is the application's, unless a peer died
+# the MPI errors that mean a lost peer. Any other (MPI_ERR_IN_STATUS from a Waitall among them)
+# is reported to the recovery as an MPI error: a lost peer if one died (the plan tells, the same
+# on every process), the echo of a peer's own error if one raised, else the application's bug
 FAILURE_CLASSES = (MPI.ERR_PROC_FAILED, MPI.ERR_PROC_FAILED_PENDING, MPI.ERR_REVOKED)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -103,24 +106,30 @@ class Runner:
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         """Run ``fn(ctx, *args, **kwargs)`` as described in the class docstring."""
-        if not MPI.Is_initialized():  # a library (Devito) told mpi4py to leave it to others
-            with startup.bounded():
-                MPI.Init_thread()
-        if startup.FINALIZE_ARMED and MPI.COMM_WORLD.Get_rank() == 0:  # the same everywhere
-            warnings.warn(
-                "mpi4py.MPI was imported before mpickpt: after a failure the processes end "
-                "without running the exit handlers registered before the run (mpi4py's "
-                "MPI_Finalize at exit could hang the job); import mpickpt first",
-                MpickptWarning,
-                stacklevel=3,
-            )
+        _start_mpi()
         faults.arm()  # the environment is checked before anything runs
-        if self.spill is not None:
-            for sig in STOP_SIGNALS:  # early: Slurm may signal long before the end
-                signal.signal(sig, stop_requested.set)
+        with self._stop_signals():
+            job = self._join()
+            return self._finish(job, fn, args, kwargs)
+
+    @contextlib.contextmanager
+    def _stop_signals(self) -> Iterator[None]:
+        """With a spill, SIGTERM and SIGUSR1 ask the workers to spill and stop (early: Slurm
+        may signal long before the end); the previous handlers are back after the run."""
+        if self.spill is None:
+            yield
+            return
+        previous = {sig: signal.signal(sig, stop_requested.set) for sig in STOP_SIGNALS}
         try:
-            runtime = Runtime(self._checkpointer, self.spares, self.redistribute)
-            ending = runtime.members.ending
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _join(self) -> Job:
+        """Every process joins the job; a configuration that cannot work ends it (exit 2)."""
+        try:
+            job = Job(self._checkpointer, self.spares, self.redistribute)
         except (ConfigError, SpillError) as e:  # the same on every process
             self._raise_unless_exit(e)
             joined = ending_of_job()
@@ -128,35 +137,42 @@ class Runner:
                 joined.end(exit_code(e) or 1, _describe(e))
             errors.excepthook(type(e), e, None)  # printed once; the job exits with 2
             raise  # pragma: no cover - excepthook exits
-        members = runtime.members
+        ending, members = job.members.ending, job.members
         ending.revoke.append(lambda: members.world.Revoke())
-        ending.revoke.append(lambda: runtime.ckpt.comm.Revoke())
-        ending.revoke.append(runtime.comms.revoke)
+        ending.revoke.append(lambda: job.ckpt.comm.Revoke())
+        ending.revoke.append(job.comms.revoke)
+        return job
+
+    def _finish(self, job: Job, fn: Callable[..., T], args: Any, kwargs: Any) -> T | None:
+        """Run ``fn`` in its roles until the job is finished; the result, or the job's end."""
+        members, ending = job.members, job.members.ending
         try:
-            result = self._roles(fn, runtime, args, kwargs)
+            result = self._roles(fn, job, args, kwargs)
         except (Preempted, SpillError) as e:  # on every worker; the spares are idle
-            self._write_report(runtime, e)
+            self._write_report(job, e)
             self._raise_unless_exit(e)
             code = exit_code(e) or 1
-            members.release_spares(runtime.ckpt.comm, code)
+            members.release_spares(job.ckpt.comm, code)
             ending.end(code, _describe(e))
         except (UnrecoverableError, NoSparesError, ApplicationError, ConfigError) as e:
-            self._write_report(runtime, e)  # the same error on everyone
+            self._write_report(job, e)  # the same error on everyone
             self._raise_unless_exit(e)
             ending.end(exit_code(e) or 1, _describe(e))
-        self._write_report(runtime, None)
+        self._write_report(job, None)
+        if job.disk is not None:
+            job.disk.close()  # its helper process ends here, not at the interpreter's exit
         if members.logical == 0:  # every worker completed: the result is there
             heartbeat.current().phase("done")
         if members.exit_code:  # an idle spare, told how the workers ended the job
             ending.end(members.exit_code)
         return result
 
-    def _write_report(self, runtime: Runtime, error: Exception | None) -> None:
+    def _write_report(self, job: Job, error: Exception | None) -> None:
         """Worker 0 writes the run report, if one was asked for (never fails the job)."""
         path = self.report if self.report is not None else config().report
-        if not path or runtime.members.logical != 0:
+        if not path or job.members.logical != 0:
             return
-        ckpt, disk = runtime.ckpt, runtime.disk
+        ckpt, disk = job.ckpt, job.disk
         spill: dict[str, Any] | None = None
         if disk is not None:
             spill = {
@@ -166,62 +182,93 @@ class Runner:
                 "copying_s": round(disk.copying, 6),
                 "waiting_s": round(disk.waiting, 6),
             }
+        outcome, message = 0, job.spill_problem or ""
+        if job.spill_problem:
+            outcome = EXIT_CONFIG
+        if error is not None:
+            outcome, message = exit_code(error) or 1, _describe(error)
         data = report.build(
-            outcome=exit_code(error) or 1 if error is not None else 0,
-            message=_describe(error) if error is not None else "",
+            outcome=outcome,
+            message=message,
             role=self.role,
             scheme=ckpt.scheme.get_config(),
-            workers=runtime.members.nworkers,
+            workers=job.members.nworkers,
             spares=self.spares,
             step=ckpt.step,
             counters=ckpt.stats,
             spill=spill,
-            recoveries=runtime.history,
-            resumed=runtime.resumed,
+            recoveries=job.history,
+            resumed=job.resumed,
         )
         try:
             report.write(path, data)
         except OSError as e:
             logger().warning(f"cannot write the run report {path}: {e}")
 
-    def _roles(self, fn: Callable[..., T], runtime: Runtime, args: Any, kwargs: Any) -> T | None:
+    def _roles(self, fn: Callable[..., T], job: Job, args: Any, kwargs: Any) -> T | None:
         """Enter ``fn`` in each role this process takes until the job is finished."""
-        role = runtime.enter()
+        role = job.enter()
         result: T | None = None
         while role != "finished":
             try:
                 self.role = role
-                result = fn(Context(runtime, role, self.schedule), *args, **kwargs)
-                role = runtime.finish()
+                result = fn(Context(job, role, self.schedule), *args, **kwargs)
+                role = job.finish()
             except ProcessFailure:  # raised after the workers' decision point
-                role = runtime.recover()
+                role = job.recover()
             except MPI.Exception as e:  # seen in the application's own communication
                 if e.Get_error_class() not in FAILURE_CLASSES:  # e.g. MPI_ERR_TRUNCATE: a bug,
                     # unless a peer did die (after a failure Open MPI may report ERR_OTHER):
                     # the recovery's plan tells, the same on every process
-                    runtime.error = f"MPI error: {e.Get_error_string()}"
-                runtime.leave()
-                role = runtime.recover()
+                    job.raised(f"MPI error: {e.Get_error_string()}", "mpi")
+                job.leave()
+                role = job.recover()
             except ConfigError as e:  # a misuse, the same on every worker that makes it
-                runtime.error = f"{type(e).__name__}: {e}"
-                runtime.leave()
-                role = runtime.recover()
+                job.raised(f"{type(e).__name__}: {e}", "misuse")
+                job.leave()
+                role = job.recover()
             except (MpickptError, Preempted):
                 raise
             except Exception as e:  # a bug, not a failed rank: every rank ends the same way
                 traceback.print_exc()  # where it happened, from this rank only
-                runtime.error = f"{type(e).__name__}: {e}"
-                runtime.leave()
-                role = runtime.recover()
+                job.raised(f"{type(e).__name__}: {e}", "bug")
+                job.leave()
+                role = job.recover()
             if role == "spare":  # pragma: no cover - a worker never becomes a spare
-                role = runtime.wait_as_spare()
-        if runtime.members.logical == 0 and runtime.disk is not None:
-            runtime.disk.done(runtime.ckpt.step)  # every worker agreed it completed
-        return result if runtime.members.is_worker else None
+                role = job.wait_as_spare()
+        if job.members.logical == 0 and job.disk is not None:
+            _finish_spill(job)  # every worker agreed it completed
+        return result if job.members.is_worker else None
 
     def _raise_unless_exit(self, error: Exception) -> None:
         if not self.exit_on_error:
             raise error
+
+
+def _start_mpi() -> None:
+    """``MPI_Init`` if nobody ran it yet (a library such as Devito told mpi4py to leave it to
+    others), bounded as at import; warn once if mpi4py's ``MPI_Finalize`` at exit is armed."""
+    if not MPI.Is_initialized():
+        with startup.bounded():
+            MPI.Init_thread()
+    if startup.FINALIZE_ARMED and MPI.COMM_WORLD.Get_rank() == 0:  # the same everywhere
+        warn(
+            "mpi4py.MPI was imported before mpickpt: after a failure the processes end "
+            "without running the exit handlers registered before the run (mpi4py's "
+            "MPI_Finalize at exit could hang the job); import mpickpt first",
+            stacklevel=4,
+        )
+
+
+def _finish_spill(job: Job) -> None:
+    """Worker 0 marks the spill ``DONE``. If the spill failed at the end, the result is still
+    handed back, and the job's exit code says that the spill failed (the exit-code table)."""
+    assert job.disk is not None
+    problem = job.disk.finish(job.ckpt.step)
+    if problem is not None:
+        job.spill_problem = f"the result was computed, but the spill failed: {problem}"
+        logger().error(f"{job.spill_problem}; the job exits with {EXIT_CONFIG}")
+        job.members.ending.outcome = EXIT_CONFIG
 
 
 def _describe(error: Exception) -> str:

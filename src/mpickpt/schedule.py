@@ -35,7 +35,7 @@ checkpoint checks them for free. Between checkpoints the workers agree on them o
 ``stop_seconds`` (default 2 s, converted to steps with the estimated time per step; before
 any estimate exists, after 1, 2, 4, 8, ... steps), instead of at every step.
 
-**Expected overhead** (what :class:`Plan` reports) is the first-order model
+**Expected overhead** (what :class:`Interval` reports) is the first-order model
 
     H(tau) = C / tau + (tau + C) / (2 M)
 
@@ -71,7 +71,7 @@ from .policies import (
 
 
 @dataclass(frozen=True)
-class Plan:
+class Interval:
     """The decision taken at a checkpoint at step ``start``: the next checkpoint is taken
     before step ``at`` runs (after step ``at - 1``); between them, the workers agree on stop
     requests every ``stop_stride`` steps (``None``: after 1, 2, 4, ... steps)."""
@@ -152,7 +152,7 @@ class Schedule:
         self.smoothing = smoothing
         self.stop_seconds = stop_seconds
         self.est = Estimates()
-        self.plan: Plan | None = None
+        self.interval: Interval | None = None
         self.stop = False  # whether a worker asked to stop, as of the last checkpoint
         self._logged: int | None = None  # the interval last reported by changed()
         # this worker's measurements
@@ -196,7 +196,7 @@ class Schedule:
             1.0 if stop else 0.0,
         ]
 
-    def end(self, step: int, reduced: Sequence[float] | None) -> Plan:
+    def end(self, step: int, reduced: Sequence[float] | None) -> Interval:
         """The checkpoint at ``step`` is committed; ``reduced`` is the element-wise maximum of
         every worker's :meth:`contribution` (``None``: this worker alone, e.g. without a
         reduction). Updates the estimates from it and plans the next checkpoint."""
@@ -216,9 +216,9 @@ class Schedule:
             interval=None if old_n == UNKNOWN else int(old_n),
         )
         self.stop = stop > 0
-        self.plan = self._decide(step)
-        self.est = replace(self.est, interval=self.plan.steps)
-        return self.plan
+        self.interval = self._decide(step)
+        self.est = replace(self.est, interval=self.interval.steps)
+        return self.interval
 
     def _smooth(self, old: float, new: float) -> float | None:
         if new == UNKNOWN:
@@ -227,7 +227,7 @@ class Schedule:
             return new
         return (1 - self.smoothing) * old + self.smoothing * new
 
-    def _decide(self, step: int) -> Plan:
+    def _decide(self, step: int) -> Interval:
         n = self.policy.interval(step, self.est)
         probe = n is None
         if n is None:
@@ -235,20 +235,22 @@ class Schedule:
         stride = None
         if self.est.step is not None:
             stride = max(1, round(self.stop_seconds / max(self.est.step, 1e-9)))
-        return Plan(step, step + max(1, n), stride, self.est, repr(self.policy), self.mtbf, probe)
+        return Interval(
+            step, step + max(1, n), stride, self.est, repr(self.policy), self.mtbf, probe
+        )
 
     # -- between checkpoints ----------------------------------------------------------------
 
     def due(self, step: int) -> bool:
         """Whether to checkpoint once ``step`` is done (before step ``step + 1``)."""
-        return self.plan is None or step + 1 >= self.plan.at
+        return self.interval is None or step + 1 >= self.interval.at
 
     def stop_check_due(self, step: int) -> bool:
         """Whether the workers should agree on stop requests once ``step`` is done."""
-        if self.plan is None:
+        if self.interval is None:
             return True
-        done = step + 1 - self.plan.start
-        stride = self.plan.stop_stride
+        done = step + 1 - self.interval.start
+        stride = self.interval.stop_stride
         due = (done & (done - 1)) == 0 if stride is None else done % stride == 0
         self.stop_checks += due
         return due
@@ -258,9 +260,9 @@ class Schedule:
     def changed(self, tolerance: float = 0.1) -> bool:
         """Whether the planned interval differs by more than ``tolerance`` from the one this
         method last said had changed (for logging the chosen interval, not every wobble)."""
-        if self.plan is None:
+        if self.interval is None:
             return False
-        n = self.plan.steps
+        n = self.interval.steps
         if self._logged is not None and abs(n - self._logged) <= tolerance * self._logged:
             return False
         self._logged = n

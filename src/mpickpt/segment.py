@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,10 +54,6 @@ class SegmentView:
                 return mv[offset - start : offset - start + n]
         return None
 
-    def tobytes(self) -> np.ndarray:
-        """The whole segment as one contiguous array (a copy)."""
-        return self.read_into(0, np.empty(self.nbytes, dtype=np.uint8))
-
 
 class State:
     """The protected objects of one rank, by name, in registration order."""
@@ -87,9 +82,6 @@ class State:
 
     def __setitem__(self, name: str, value: Any) -> None:
         self.entries[name] = value
-
-    def names(self) -> Iterator[str]:
-        return iter(self.entries)
 
     def snapshot(self, step: int, meta: dict[str, Any] | None = None) -> SegmentView:
         """A segment of the current values; arrays are referenced, objects pickled."""

@@ -20,6 +20,7 @@ against its checksum on the way.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from mpi4py import MPI
@@ -27,22 +28,44 @@ from mpi4py import MPI
 from .checksum import hasher
 from .errors import IntegrityError
 from .layout import ALIGN
-from .memstore import Held, MemStore, PieceHeader
-from .planning import Sources
+from .memstore import MemStore, PieceHeader, StoredPiece
+from .planning import RebuildSources
 from .schemes import XorSet, xor_into
 from .schemes.xorset import chunk_size, form_sets, holder, parity_name, parse_name
 from .segment import SegmentView
-from .transport import Counted, keep_on_failure, spans, uniformly, waitall
-
-TAG_SIZE = 0x6D79
-TAG_RING = 0x6D78
-TAG_BUILD = 0x6D7A
+from .tags import TAG_BUILD, TAG_RING, TAG_SIZE
+from .transport import MessageCounter, keep_on_failure, run_and_agree, spans, waitall
 
 
-class SetStream(Counted):
+@dataclass
+class _Ring:
+    """The buffers of one run of the ring: the parity chunk being built, its blocks, the
+    partial parities received in the last wave (``got``, by step), free staging blocks and
+    zero-padded own blocks (by step, for the tail of a segment)."""
+
+    parity: np.ndarray
+    blocks: list[tuple[int, int]]
+    n0: int  # bytes of a staging block
+    got: dict[int, np.ndarray] = field(default_factory=dict)
+    idle: list[np.ndarray] = field(default_factory=list)
+    pads: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def own(self, seg: SegmentView, st: int, off: int, n: int) -> np.ndarray:
+        """Bytes ``[off, off+n)`` of ``seg``: in place, or copied (zero-padded past its end, or
+        across its regions) into the pad of step ``st``."""
+        mv = seg.view(off, n)
+        if mv is not None:
+            return np.frombuffer(mv, np.uint8)
+        pad = self.pads.get(st)
+        if pad is None:
+            pad = self.pads[st] = np.empty(self.n0, np.uint8)
+        return seg.read_into(off, pad[:n])
+
+
+class SetStream(MessageCounter):
     """One rank's part of the ``xorset`` checkpoint over ``comm``, whose ranks live in
     ``domains``; the sets are fixed per membership. Same interface as
-    :class:`~mpickpt.stream.Stream` for the checkpointer (``run``, ``give``, ``nbytes``,
+    :class:`~mpickpt.stream.Stream` for the checkpointer (``run``, ``recycle_buffers``, ``nbytes``,
     ``reprotect``).
 
     ``recycle``: keep the dropped version's parity chunk for the next one (no fresh pages per
@@ -67,7 +90,7 @@ class SetStream(Counted):
         self.free: np.ndarray | None = None  # the parity buffer of the dropped version
         self.stage: list[np.ndarray] = []  # blocks for the partial parities in flight
 
-    def give(self, pieces: Sequence[Held]) -> None:
+    def recycle_buffers(self, pieces: Sequence[StoredPiece]) -> None:
         """The dropped version's parity chunk: the buffer of the next one."""
         if pieces and self.recycle:
             self.free = pieces[0].data
@@ -94,7 +117,7 @@ class SetStream(Counted):
             raise MPI.Exception(MPI.ERR_OTHER)  # completed on a revoked communicator: a lost peer
         return heads[:, 1]
 
-    def run(self, seg: SegmentView, version: int) -> list[Held]:
+    def run(self, seg: SegmentView, version: int) -> list[StoredPiece]:
         """Compute this rank's parity chunk of ``version`` with its set; returns it once per
         other member of the set (the owners whose rebuild it serves), one shared buffer."""
         k, me, members = len(self.members), self.pos, self.members
@@ -106,60 +129,66 @@ class SetStream(Counted):
             self.free if self.free is not None and self.free.size == c else np.empty(c, np.uint8)
         )
         self.free = None
-        # messages of one block (1 MiB): up to 2(k-2) blocks of staging in flight. Messages of
-        # block/(k-1) bytes (the staging of two blocks) cost more CPU and time here (3x the
-        # messages; bench_checkpoint.py at 8 ranks, 16 and 64 MB, alternated runs)
-        blk = self.block
-        blocks = spans(c, blk)
-        n0 = min(blk, c)
-        idle = [buf for buf in self.stage if buf.size >= n0]  # staging, taken as needed
-        self.stage = []  # given back only after a complete run (no request left on them)
-        pads: dict[int, np.ndarray] = {}  # step -> a zero-padded own block (the tail only)
-        left, right = members[(me - 1) % k], members[(me + 1) % k]
-        digest = hasher()
-        got: dict[int, np.ndarray] = {}  # step -> partial parity received in the last wave
-        reqs: list[MPI.Request] = []
-        with keep_on_failure([reqs]):
-            # wave w: step s of block w - s, for every step at once (the blocks in flight are
-            # pipelined along the ring); step s adds own chunk k-2-s to the partial parity of
-            # member me-1-s, and the partial received at step s is used at step s+1
-            for w in range(len(blocks) + k - 2):
-                reqs.clear()
-                done, last, got = None, got, {}
-                for st in range(k - 1):
-                    b = w - st
-                    if not 0 <= b < len(blocks):
-                        continue
-                    a, n = blocks[b]
-                    off = (k - 2 - st) * c + a
-                    mv = seg.view(off, n)
-                    if mv is not None:
-                        own = np.frombuffer(mv, np.uint8)
-                    else:  # past the end of this segment, or across its regions
-                        pad = pads.get(st)
-                        if pad is None:
-                            pad = pads[st] = np.empty(n0, np.uint8)
-                        own = seg.read_into(off, pad[:n])
-                    acc = last.get(st - 1)
-                    out = own if acc is None else xor_into(acc[:n], own)
-                    if st == k - 2:
-                        into, done = parity[a : a + n], (a, n)
-                    else:
-                        got[st] = idle.pop() if idle else np.empty(n0, np.uint8)
-                        into = got[st][:n]
-                    reqs.append(self._recv(into, left, TAG_RING))
-                    reqs.append(self._send(out, right, TAG_RING))
-                MPI.Request.Waitall(reqs)
-                idle += last.values()  # their partials have been sent on
-                if done is not None:  # a block of the parity chunk is complete: checksum it
-                    digest.update(parity[done[0] : done[0] + done[1]])
-        self.stage = idle
-        name, value = parity_name(me, k), int(digest.intdigest())
+        name, value = parity_name(me, k), self._ring(seg, parity)
         return [
-            Held(PieceHeader(o, version, name, me, 0, c, value, int(sizes[q])), parity)
+            StoredPiece(PieceHeader(o, version, name, me, 0, c, value, int(sizes[q])), parity)
             for q, o in enumerate(members)
             if q != me
         ]
+
+    def _ring(self, seg: SegmentView, parity: np.ndarray) -> int:
+        """Build ``parity`` along the set's ring, block by block; return its checksum.
+
+        Wave ``w`` runs step ``s`` of block ``w - s``, for every step at once (the blocks in
+        flight are pipelined along the ring): step ``s`` adds own chunk ``k-2-s`` to the
+        partial parity of member ``me-1-s``, and the partial received at step ``s`` is used at
+        step ``s+1``. Messages are whole blocks: up to ``2(k-2)`` blocks of staging in flight
+        (smaller messages cost more: docs/measurements.md)."""
+        ring = _Ring(parity, spans(parity.size, self.block), min(self.block, parity.size))
+        ring.idle = [buf for buf in self.stage if buf.size >= ring.n0]  # taken as needed
+        self.stage = []  # given back only after a complete run (no request left on them)
+        digest = hasher()
+        reqs: list[MPI.Request] = []
+        with keep_on_failure([reqs]):
+            for w in range(len(ring.blocks) + len(self.members) - 2):
+                reqs.clear()
+                last, ring.got = ring.got, {}
+                done = self._wave(seg, ring, w, last, reqs)
+                MPI.Request.Waitall(reqs)
+                ring.idle += last.values()  # their partials have been sent on
+                if done is not None:  # a block of the parity chunk is complete: checksum it
+                    digest.update(parity[done[0] : done[0] + done[1]])
+        self.stage = ring.idle
+        return int(digest.intdigest())
+
+    def _wave(
+        self,
+        seg: SegmentView,
+        ring: _Ring,
+        w: int,
+        last: dict[int, np.ndarray],
+        reqs: list[MPI.Request],
+    ) -> tuple[int, int] | None:
+        """Post the messages of wave ``w`` into ``reqs``; the block of the parity chunk it
+        completes, if any (``(offset, length)``)."""
+        k, me, c = len(self.members), self.pos, ring.parity.size
+        left, right = self.members[(me - 1) % k], self.members[(me + 1) % k]
+        done = None
+        for st in range(k - 1):
+            if not 0 <= w - st < len(ring.blocks):
+                continue
+            a, n = ring.blocks[w - st]
+            own = ring.own(seg, st, (k - 2 - st) * c + a, n)
+            acc = last.get(st - 1)
+            out = own if acc is None else xor_into(acc[:n], own)
+            if st == k - 2:
+                into, done = ring.parity[a : a + n], (a, n)
+            else:
+                ring.got[st] = ring.idle.pop() if ring.idle else np.empty(ring.n0, np.uint8)
+                into = ring.got[st][:n]
+            reqs.append(self._recv(into, left, TAG_RING))
+            reqs.append(self._send(out, right, TAG_RING))
+        return done
 
     def reprotect(self, store: MemStore) -> None:
         """Collective, after a recovery: make every rank hold the parity chunk of the committed
@@ -172,19 +201,19 @@ class SetStream(Counted):
         mine = self._kept(store, version)
         seg = SegmentView([(0, local.data)], local.size)
 
-        def step() -> list[Held]:
+        def step() -> list[StoredPiece]:
             valid = self.comm.allgather(mine is not None)
             if all(valid[r] for r in self.members):
                 return []  # the set's chunks are all held, for this very set
             return self.run(seg, version)
 
         self.stats["agreements"] += 1
-        got = uniformly(self.comm, step, f"re-protect of {version}")
+        got = run_and_agree(self.comm, step, f"re-protect of {version}")
         store.versions = {version: mine if mine is not None and not got else {}}
         store.stage(version, got)
         self.stats["reprotects"] += 1
 
-    def _kept(self, store: MemStore, version: int) -> dict[int, dict[str, Held]] | None:
+    def _kept(self, store: MemStore, version: int) -> dict[int, dict[str, StoredPiece]] | None:
         """This rank's parity chunk of ``version`` as held for each other member of its set,
         if it has it for every one under its current position and set size (the name says
         both; with every member's position checked so, the set is the same ordered set)."""
@@ -239,7 +268,7 @@ def _contribution_sends(
 
 
 def _gather_xor(
-    comm: MPI.Comm, sources: Sources, k: int, lost: int, version: int, block: int
+    comm: MPI.Comm, sources: RebuildSources, k: int, lost: int, version: int, block: int
 ) -> np.ndarray:
     """Receive the contributions of ``sources``' survivors and XOR them into the segment,
     verifying each survivor's parity chunk (its own slot, unmixed) against its checksum."""
@@ -278,7 +307,7 @@ def fetch_sets(
     comm: MPI.Comm,
     store: MemStore,
     version: int,
-    sources: dict[int, Sources],
+    sources: dict[int, RebuildSources],
     dest: dict[int, int],
     block: int = 1 << 20,
 ) -> dict[int, np.ndarray]:

@@ -37,19 +37,11 @@ from typing import Any
 from . import exittimer
 from .config import config
 from .errors import EXIT_LOST_AT_START, ConfigError
+from .launch import launched_rank
 
 STAGGER = 2.0  # seconds between the deadlines of successive ranks
 STAGGERED_RANKS = 5  # ranks from this one on share the last deadline
 EXIT_DELAY = 0.5  # seconds from the traceback to the exit: the watcher reads it meanwhile
-RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK")
-
-
-def launched_rank(env: Any = os.environ) -> int | None:
-    """This process's rank as its launcher set it, or ``None`` outside a launcher."""
-    for name in RANK_VARIABLES:
-        with contextlib.suppress(KeyError, ValueError):
-            return int(env[name])
-    return None
 
 
 def init_timeout() -> float:

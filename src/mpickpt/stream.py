@@ -26,14 +26,12 @@ from mpi4py import MPI
 
 from .checksum import hasher
 from .layout import Piece
-from .memstore import Held, MemStore, PieceHeader
+from .memstore import MemStore, PieceHeader, StoredPiece
 from .schemes import Scheme
 from .segment import SegmentView
-from .transport import Counted, keep_on_failure, spans, uniformly
+from .tags import TAG_DATA, TAG_HEAD, TAG_SUMS
+from .transport import MessageCounter, keep_on_failure, run_and_agree, spans
 
-TAG_HEAD = 0x6D72
-TAG_DATA = 0x6D70
-TAG_SUMS = 0x6D73
 BLOCK = 256 << 10  # bytes combined and hashed at once: stays in a core's cache
 RING = 3  # rounds of chunks whose sends may be in flight at once
 
@@ -55,7 +53,7 @@ def new_stats() -> dict[str, float]:
     return dict.fromkeys(STAT_KEYS, 0)
 
 
-class _Plan:
+class _Encoding:
     """What to compute for sending the pieces of some backup slots: the coded pieces, and for
     each subsegment whose checksum is needed, where it is taken. Each subsegment is checksummed
     once: in the pass of the first coded piece it is a source of (while its bytes are in
@@ -78,7 +76,7 @@ class _Plan:
         self.subsegments = sorted(wanted | {k for p in self.coded for k in p.sources})
 
 
-class Stream(Counted):
+class Stream(MessageCounter):
     """One rank's checkpoint stream over ``comm`` with the placement ``backups`` (for every
     rank, its backup ranks by slot) and ``owners`` (for every rank, whom it backs up).
 
@@ -99,10 +97,11 @@ class Stream(Counted):
         me = comm.Get_rank()
         self.comm, self.scheme, self.stats, self.recycle = comm, scheme, stats, recycle
         self.chunk = max(scheme.granule, chunk - chunk % scheme.granule)  # whole granules
-        self.dests = list(backups[me]) if backups else []
-        self.sources = [(o, list(backups[o]).index(me)) for o in (owners[me] if owners else [])]
+        self.dests = list(backups[me]) if backups else []  # backup ranks, by slot
+        # (owner, slot) of the pieces this rank receives
+        self.incoming = [(o, list(backups[o]).index(me)) for o in (owners[me] if owners else [])]
         self.held = scheme.held()
-        self.plans: dict[tuple[int, ...], _Plan] = {}
+        self.encodings: dict[tuple[int, ...], _Encoding] = {}
         self.pool: dict[int, list[np.ndarray]] = {}  # free receive buffers by size
         self.ring: dict[tuple[int, str], np.ndarray] = {}  # staging, by (round % RING, key)
 
@@ -112,7 +111,7 @@ class Stream(Counted):
         free = self.pool.get(size)
         return free.pop() if free else np.empty(size, dtype=np.uint8)
 
-    def give(self, pieces: Sequence[Held]) -> None:
+    def recycle_buffers(self, pieces: Sequence[StoredPiece]) -> None:
         """Buffers of a dropped version, for the next receives (if recycling)."""
         if self.recycle:
             for h in pieces:
@@ -138,14 +137,14 @@ class Stream(Counted):
         version: int,
         sends: Sequence[tuple[int, int]] | None = None,
         recvs: Sequence[tuple[int, int]] | None = None,
-    ) -> list[Held]:
+    ) -> list[StoredPiece]:
         """Send this rank's pieces of ``seg`` to its backups and receive its owners' pieces
         of ``version``; returns the received pieces with their checksums. ``sends`` (pairs
         ``(slot, backup rank)``) and ``recvs`` (pairs ``(owner rank, slot)``) restrict it to
         some slots (a re-protect after a recovery); by default all of this rank's."""
-        held, scheme = self.held, self.scheme
+        held = self.held
         sends = list(enumerate(self.dests)) if sends is None else list(sends)
-        recvs = self.sources if recvs is None else list(recvs)
+        recvs = self.incoming if recvs is None else list(recvs)
         heads = [np.full(2, -1, np.int64) for _ in recvs]  # never stale bytes of a past one
         sums = [np.empty(len(held[slot]), np.uint64) for _, slot in recvs]
         small: list[MPI.Request] = []
@@ -159,19 +158,7 @@ class Stream(Counted):
             small += [self._send(head, d, TAG_HEAD) for _, d in sends]
             MPI.Request.Waitall(small[: 2 * len(recvs) : 2])  # sizes first
 
-            received: list[tuple[int, int, Piece, np.ndarray, int]] = []
-            for i, (o, slot) in enumerate(recvs):
-                v, nbytes = (int(x) for x in heads[i])
-                if v != version or nbytes < 0:
-                    # a receive "completed" on a revoked communicator without its data (Open
-                    # MPI may do that after a failure): a lost peer, not a bug of this rank
-                    raise MPI.Exception(MPI.ERR_OTHER)
-                size = scheme.piece_size(nbytes)
-                bufs = [self._take(size) for _ in held[slot]]
-                for a, n in spans(size, self.chunk):
-                    data_in += [self._recv(b[a : a + n], o, TAG_DATA) for b in bufs]
-                received += [(i, o, p, b, nbytes) for p, b in zip(held[slot], bufs, strict=True)]
-            self.pool.clear()  # what was not reused (a size changed) is freed
+            received = self._receive_data(heads, recvs, version, data_in)
 
             digests = self._send_pieces(seg, rounds, sends) if sends else {}
             for slot, dest in sends:
@@ -185,8 +172,32 @@ class Stream(Counted):
         for i, o, p, b, n in received:
             digest = int(sums[i][[q.name for q in held[recvs[i][1]]].index(p.name)])
             header = PieceHeader(o, version, p.name, p.stripe, p.index, b.size, digest, n)
-            result.append(Held(header, b))
+            result.append(StoredPiece(header, b))
         return result
+
+    def _receive_data(
+        self,
+        heads: list[np.ndarray],
+        recvs: Sequence[tuple[int, int]],
+        version: int,
+        data_in: list[MPI.Request],
+    ) -> list[tuple[int, int, Piece, np.ndarray, int]]:
+        """Post the receives of the pieces announced by ``heads`` into ``data_in``: ``(recv
+        index, owner, piece, buffer, segment bytes)`` of each."""
+        received: list[tuple[int, int, Piece, np.ndarray, int]] = []
+        for i, (o, slot) in enumerate(recvs):
+            v, nbytes = (int(x) for x in heads[i])
+            if v != version or nbytes < 0:
+                # a receive "completed" on a revoked communicator without its data (Open
+                # MPI may do that after a failure): a lost peer, not a bug of this rank
+                raise MPI.Exception(MPI.ERR_OTHER)
+            size = self.scheme.piece_size(nbytes)
+            bufs = [self._take(size) for _ in self.held[slot]]
+            for a, n in spans(size, self.chunk):
+                data_in += [self._recv(b[a : a + n], o, TAG_DATA) for b in bufs]
+            received += [(i, o, p, b, nbytes) for p, b in zip(self.held[slot], bufs, strict=True)]
+        self.pool.clear()  # what was not reused (a size changed) is freed
+        return received
 
     def _send_pieces(
         self, seg: SegmentView, rounds: deque[list[MPI.Request]], sends: list[tuple[int, int]]
@@ -194,34 +205,34 @@ class Stream(Counted):
         """Compute and send the pieces of the slots in ``sends`` chunk by chunk; return the
         checksum of every piece sent."""
         key = tuple(sorted({slot for slot, _ in sends}))
-        plan = self.plans.get(key)
-        if plan is None:
-            plan = self.plans[key] = _Plan(self.scheme, key)
+        enc = self.encodings.get(key)
+        if enc is None:
+            enc = self.encodings[key] = _Encoding(self.scheme, key)
         scheme = self.scheme
         size = scheme.piece_size(seg.nbytes)
-        sub_hash = {k: hasher() for k in plan.subsegments}
-        coded_hash = {p.name: hasher() for p in plan.coded}
+        sub_hash = {k: hasher() for k in enc.subsegments}
+        coded_hash = {p.name: hasher() for p in enc.coded}
         for r, (a, n) in enumerate(spans(size, self.chunk)):
             if len(rounds) == RING:  # its staging slot is about to be reused
                 MPI.Request.Waitall(rounds[0])  # kept in ``rounds`` until done (see
                 rounds.popleft()  # transport.keep_on_failure: a freed request must not fail)
             src = {}
-            for k in plan.subsegments:
+            for k in enc.subsegments:
                 mv = seg.view(k * size + a, n)  # in place, unless it straddles regions/padding
                 src[k] = (
                     np.frombuffer(mv, np.uint8)
                     if mv is not None
                     else seg.read_into(k * size + a, self._staging(r, f"s{k}", n))
                 )
-            out = {p.name: self._staging(r, p.name, n) for p in plan.coded}
+            out = {p.name: self._staging(r, p.name, n) for p in enc.coded}
             for b in range(0, n, BLOCK):  # fused: combine and checksum one block at a time
                 e = min(n, b + BLOCK)
-                for p in plan.coded:
-                    for k in plan.hashes_with[p.name]:
+                for p in enc.coded:
+                    for k in enc.hashes_with[p.name]:
                         sub_hash[k].update(src[k][b:e])
                     scheme.combine(p, [src[k][b:e] for k in p.sources], out=out[p.name][b:e])
                     coded_hash[p.name].update(out[p.name][b:e])
-            for k in plan.plain:  # in no coded piece: checksummed on its own
+            for k in enc.plain:  # in no coded piece: checksummed on its own
                 sub_hash[k].update(src[k])
             rounds.append(
                 [
@@ -250,9 +261,9 @@ class Stream(Counted):
         version, local = store.committed, store.local
         assert local is not None and store.local_version == version
         have = store.versions.get(version, {})
-        keep: dict[int, dict[str, Held]] = {}
+        keep: dict[int, dict[str, StoredPiece]] = {}
         missing: list[tuple[int, int]] = []
-        for o, slot in self.sources:
+        for o, slot in self.incoming:
             names = [p.name for p in self.held[slot]]
             if all(n in have.get(o, {}) for n in names):
                 keep[o] = {n: have[o][n] for n in names}
@@ -260,14 +271,14 @@ class Stream(Counted):
                 missing.append((o, slot))
         seg = SegmentView([(0, local.data)], local.size)
 
-        def step() -> list[Held]:
+        def step() -> list[StoredPiece]:
             me = self.comm.Get_rank()
             wanted = self.comm.allgather(missing)
             sends = [(slot, b) for b, lst in enumerate(wanted) for o, slot in lst if o == me]
             return self.run(seg, version, sends, missing)
 
         self.stats["agreements"] += 1
-        got = uniformly(self.comm, step, f"re-protect of version {version}")
+        got = run_and_agree(self.comm, step, f"re-protect of version {version}")
         store.versions = {version: keep}
         store.stage(version, got)
         self.stats["reprotects"] += 1

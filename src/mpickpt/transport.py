@@ -1,4 +1,4 @@
-"""Piece exchange over MPI for a rebuild, the commit agreement (``uniformly``) and request
+"""Piece exchange over MPI for a rebuild, the commit agreement (``run_and_agree``) and request
 bookkeeping; the checkpoint stream itself is in :mod:`mpickpt.stream`. Every function here is
 collective over ``comm`` and raises ``MPI.Exception`` on a peer failure; callers turn that into
 :class:`~mpickpt.errors.ProcessFailure`."""
@@ -13,12 +13,12 @@ import numpy as np
 from mpi4py import MPI
 
 from .errors import ProcessFailure
-from .memstore import Held, MemStore, PieceHeader
-from .planning import Sources
+from .memstore import MemStore, PieceHeader, StoredPiece
+from .planning import RebuildSources
 from .schemes import Scheme
+from .tags import TAG_REBUILD
 
 CHUNK = 1 << 20  # bytes per message: large enough for bandwidth, small enough to bound staging
-TAG_REBUILD = 0x6D71
 T = TypeVar("T")
 
 
@@ -85,7 +85,7 @@ def agree_over_failures(
     return None
 
 
-def uniformly(comm: MPI.Comm, step: Callable[[], T], what: str) -> T:
+def run_and_agree(comm: MPI.Comm, step: Callable[[], T], what: str) -> T:
     """Run ``step()`` then agree over ``comm`` that it succeeded on every rank.
 
     Returns its result when it did. Otherwise every rank raises :class:`ProcessFailure` (a
@@ -115,8 +115,10 @@ def uniformly(comm: MPI.Comm, step: Callable[[], T], what: str) -> T:
 
 
 def send_pieces(
-    comm: MPI.Comm, sends: Sequence[tuple[int, Held]], recvs: Sequence[tuple[int, PieceHeader]]
-) -> list[Held]:
+    comm: MPI.Comm,
+    sends: Sequence[tuple[int, StoredPiece]],
+    recvs: Sequence[tuple[int, PieceHeader]],
+) -> list[StoredPiece]:
     """Point-to-point transfer of whole pieces: ``sends`` are ``(dest, piece)``, ``recvs`` are
     ``(source, header)`` in the order the source sends them. Returns the received pieces."""
     reqs: list[MPI.Request] = []
@@ -125,7 +127,7 @@ def send_pieces(
         for src, h in recvs:
             buf = np.empty(h.length, dtype=np.uint8)
             reqs.append(comm.Irecv([buf, MPI.BYTE], src, TAG_REBUILD))
-            got.append(Held(h, buf))
+            got.append(StoredPiece(h, buf))
         for dest, held in sends:
             reqs.append(comm.Isend([held.data, MPI.BYTE], dest, TAG_REBUILD))
         MPI.Request.Waitall(reqs)
@@ -137,7 +139,7 @@ def fetch_segment(
     store: MemStore,
     scheme: Scheme,
     version: int,
-    sources: dict[int, Sources],
+    sources: dict[int, RebuildSources],
     dest: dict[int, int],
 ) -> dict[int, np.ndarray]:
     """Move the pieces named in ``sources`` to the rank ``dest[owner]`` and decode them there;
@@ -147,7 +149,7 @@ def fetch_segment(
 
         return fetch_sets(comm, store, version, sources, dest)
     me = comm.Get_rank()
-    sends: list[tuple[int, Held]] = []
+    sends: list[tuple[int, StoredPiece]] = []
     recvs: list[tuple[int, PieceHeader]] = []
     for owner, (nbytes, names) in sorted(sources.items()):
         size = scheme.piece_size(nbytes)
@@ -170,7 +172,7 @@ def fetch_segment(
     return out
 
 
-class Counted:
+class MessageCounter:
     """Point-to-point messages of a checkpoint stream on ``comm``, counted in ``stats`` (the
     run report's messages and bytes per rank)."""
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import mpickpt  # noqa: F401 - first, as every mpickpt application: it bounds MPI_Init
-from mpickpt.startup import launched_rank
+from mpickpt.launch import launched_rank
 
 marker = Path(os.environ["LOST_ONCE"])
 if launched_rank() == 1 and not marker.exists():

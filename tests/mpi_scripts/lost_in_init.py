@@ -6,7 +6,7 @@ import os
 import signal
 
 import mpickpt
-from mpickpt.startup import launched_rank
+from mpickpt.launch import launched_rank
 
 if launched_rank() == int(os.environ["LOST_RANK"]):
     os.kill(os.getpid(), signal.SIGKILL)

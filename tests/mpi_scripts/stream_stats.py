@@ -10,7 +10,7 @@ the other ranks' pieces and compared with its owner's copy (pieces and checksums
 The third checkpoint has a larger segment (receive buffers of a new size).
 
 With ``reprotect``, rank 1 then drops every piece it holds (as a spare that took a dead
-rank's place holds none) and all ranks call ``protect_again``: its traffic is printed (with
+rank's place holds none) and all ranks call ``reprotect``: its traffic is printed (with
 the ranks it backs up, or its xorset set), and every segment must again be rebuilt from the
 others' pieces.
 """
@@ -59,7 +59,7 @@ def body(comm: MPI.Comm, checks: Checks) -> None:
         if rank == 1:
             ckpt.store.versions = {ckpt.version: {}}
         before = dict(ckpt.stats)
-        ckpt.protect_again(3)
+        ckpt.reprotect(3)
         delta = {k: ckpt.stats[k] - before[k] for k in ckpt.stats}
         if scheme == "xorset":  # sets instead of owners and backups
             where = {"members": getattr(ckpt.stream, "members", [])}

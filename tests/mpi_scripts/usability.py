@@ -6,13 +6,15 @@ reuse of a spill directory (tag, fingerprint, DONE, fresh) and the run report.
 
 Every incarnation of a worker prints ``incarnation <worker> <role> <restored>``; worker 0
 prints ``result <sum>`` at the end (a number that depends on every step, not on failures).
-Every worker prints ``pooled <worker> <bytes>`` at the end: the receive buffers its checkpoint
+Every process prints who handles SIGTERM during and after the run. Every worker prints
+``pooled <worker> <bytes>`` at the end: the receive buffers its checkpoint
 stream keeps for the next checkpoint (none with ``--no-recycle``).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 
 import numpy as np
 
@@ -42,7 +44,13 @@ def loop(ctx: mpickpt.Context, steps: int, size: int, misuse: str) -> tuple[int,
     stream = ctx.checkpointer.stream
     pooled = sum(b.nbytes for free in stream.pool.values() for b in free) if stream else 0
     print(f"pooled {ctx.rank} {pooled}", flush=True)
+    print(f"sigterm during the run: {_sigterm()}", flush=True)
     return ctx.rank, float(total[0])
+
+
+def _sigterm() -> str:
+    """Who handles SIGTERM in this process: ``default`` or ``mpickpt``."""
+    return "default" if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else "mpickpt"
 
 
 if __name__ == "__main__":
@@ -68,3 +76,4 @@ if __name__ == "__main__":
     result = run(a.steps, a.size, a.misuse)
     if result is not None and result[0] == 0:
         print(f"result {result[1]!r}", flush=True)
+    print(f"sigterm after the run: {_sigterm()}", flush=True)

@@ -25,7 +25,11 @@ from mpi4py import MPI
 
 from mpickpt import Checkpointer
 from mpickpt.domains import ENV_RANKS_PER_NODE, failure_domains
-from mpickpt.layout import domains_lost
+
+
+def ranks_on(domains: list[int], lost: tuple[int, ...]) -> list[int]:
+    """The ranks living in the failure domains ``lost``."""
+    return [r for r, d in enumerate(domains) if d in lost]
 
 
 def body(comm: MPI.Comm, checks: Checks) -> None:
@@ -45,14 +49,14 @@ def body(comm: MPI.Comm, checks: Checks) -> None:
     nodes = sorted(set(domains))
     for k in (1, 2):
         for gone in combinations(nodes, k):
-            lost = domains_lost(domains, gone)
+            lost = ranks_on(domains, gone)
             segment = ckpt.rebuild(lost=lost)
             if rank in lost:
                 checks.check("node-rebuilt", same_bytes(segment, ckpt.store.local), nodes=gone)
             else:
                 checks.check("node-others-get-none", segment is None, nodes=gone)
     for gone in combinations(nodes, 3):
-        unrecoverable_message(ckpt, checks, domains_lost(domains, gone), f"nodes {gone}")
+        unrecoverable_message(ckpt, checks, ranks_on(domains, gone), f"nodes {gone}")
     ckpt.close()
 
 

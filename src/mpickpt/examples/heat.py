@@ -12,6 +12,10 @@ import hashlib
 import numpy as np
 from mpi4py import MPI
 
+from mpickpt.schemes.options import add_scheme_options, scheme_params
+
+__all__ = ["ALPHA", "Grid", "arguments", "scheme_params"]
+
 ALPHA = 0.2  # diffusion number; <= 0.25 keeps the explicit scheme stable
 
 
@@ -29,31 +33,14 @@ def arguments(description: str) -> argparse.Namespace:
     p.add_argument("--spares", type=int, default=1, help="idle spare ranks (the last ones)")
     p.add_argument("--spill", default=None, help="also spill checkpoints to HDF5 in DIR")
     p.add_argument("--spill-every", type=int, default=1, help="spill every K-th checkpoint")
-    p.add_argument(
-        "--scheme", default="parity", choices=["parity", "mirror", "stripe", "rs", "xorset"]
-    )
-    p.add_argument(
-        "--group", type=int, default=2, help="parity/rs: subsegments per stripe; xorset: set size"
-    )
-    p.add_argument("--backups", type=int, default=3, help="parity/stripe/rs: backups per owner")
-    p.add_argument("--copies", type=int, default=2, help="mirror: copies")
-    p.add_argument("--parity", type=int, default=2, help="rs: coding pieces per stripe")
+    p.add_argument("--keep", type=int, default=2, help="spilled versions kept on disk")
+    add_scheme_options(p)  # the library's defaults; parity(3, 4) needs 5 workers
     return p.parse_args()
 
 
 def _every(text: str) -> int | str:
     """``--every``: a number of steps, or ``auto`` (mpickpt checks the value)."""
     return text if text == "auto" else int(text)
-
-
-def scheme_params(args: argparse.Namespace) -> dict:
-    return {
-        "parity": {"group": args.group, "backups": args.backups},
-        "mirror": {"copies": args.copies},
-        "stripe": {"backups": args.backups},
-        "rs": {"group": args.group, "parity": args.parity, "backups": args.backups},
-        "xorset": {"group": args.group},
-    }[args.scheme]
 
 
 class Grid:
@@ -108,7 +95,7 @@ class Grid:
         ):
             buf = np.empty_like(recv)
             # Irecv/Isend, not Sendrecv: Open MPI 5.0's MPI_Sendrecv can crash when the peer
-            # has just died (seen here); the non-blocking pair returns an error instead
+            # has just died; the non-blocking pair returns an error instead
             reqs = [
                 self.comm.Irecv(buf, self.neighbour(-dy, -dx), 7),
                 self.comm.Isend(np.ascontiguousarray(send), self.neighbour(dy, dx), 7),

@@ -35,6 +35,7 @@ def main() -> None:
         mtbf=args.mtbf,
         spill=args.spill,
         spill_every=args.spill_every,
+        keep=args.keep,
         **scheme_params(args),
     )
     checksum = resilient(simulate)(args.steps, args.size)

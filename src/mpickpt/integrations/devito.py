@@ -45,12 +45,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
+from ..tags import TAG_HALO
 from ..transport import waitall
 
 if TYPE_CHECKING:
     from ..api import Context
 
-TAG_HALO = 0x6D64  # + the side the message travels towards (0 left, 1 right)
 _installed: dict[str, Any] = {}
 
 
@@ -69,14 +69,6 @@ def install() -> None:
         )
     _installed["original"] = DiscreteFunction._halo_exchange
     DiscreteFunction._halo_exchange = _halo_exchange
-
-
-def uninstall() -> None:
-    """Put Devito's own halo exchange back."""
-    if _installed:
-        from devito.types.dense import DiscreteFunction
-
-        DiscreteFunction._halo_exchange = _installed.pop("original")
 
 
 def _halo_exchange(f: Any) -> None:
@@ -165,7 +157,7 @@ def apply(ctx: Context, op: Any, **kwargs: Any) -> Any:
                 f"({f.name}={f.name})"
             )
     summary = op.apply(**kwargs)
-    if ctx.runtime.comms.failed():
+    if ctx.job.comms.failed():
         raise MPI.Exception(MPI.ERR_PROC_FAILED)
     return summary
 

@@ -3,7 +3,7 @@ lowest process left exits with the job's code.
 
 Under ``--with-ft ulfm`` mpiexec does not count processes killed by a signal, and when several
 processes exit non-zero at once Open MPI 5.0's mpiexec can hang after every one has gone
-(measured on a loaded host: 4-12 % of runs; none with one). And a process that exits with an
+(never with one: docs/measurements.md). And a process that exits with an
 error is not seen as failed by its peers over shared memory: they would wait for it forever.
 So every process ends in a final agreement (``MPI_Comm_agree`` over a communicator used for
 nothing else, tolerant of dead processes) in which it states its outcome: 0 after a normal
@@ -45,6 +45,7 @@ class Ending:
         self.failures_seen = False
         self.revoke: list[Callable[[], object]] = []  # revoke these communicators on an error
         self.ended = False
+        self.outcome = 0  # what this process states at a normal end (2: its spill failed)
         # the workers once they agreed that the protected function returned everywhere: one
         # lost after that (e.g. worker 0 before it printed the result) fails the job
         self.workers: set[int] = set()
@@ -90,7 +91,7 @@ class Ending:
         if self.ended:
             return
         self.ended = True
-        job, lowest = self.agree(0)
+        job, lowest = self.agree(self.outcome)
         if job:
             if lowest and self.late:
                 say(
@@ -103,8 +104,8 @@ class Ending:
             MPI.Finalize()
         elif self.failures_seen and startup.FINALIZE_ARMED:
             # mpi4py.MPI was imported before mpickpt: mpi4py would call MPI_Finalize once the
-            # interpreter is torn down, and after a failure that can hang the job (over TCP:
-            # 2 jobs in 20). End here; the exit handlers registered earlier do not run.
+            # interpreter is torn down, and after a failure that can hang the job (see
+            # docs/measurements.md). End here; the exit handlers registered earlier do not run.
             self._exit(0, clean=False)
 
     def excepthook(self, exc_type: Any, exc: BaseException, tb: Any) -> None:

@@ -12,11 +12,12 @@ import numpy as np
 from mpi4py import MPI
 
 from ..checkpointer import Checkpointer
+from ..config import config
 from ..domains import warn_if_spread
 from ..errors import ConfigError, MpickptError, NoSparesError, SpillError, UnrecoverableError
-from ..planning import Plan, Report, save_plan
+from ..planning import ProcessState, RecoveryPlan, save_plan
 from ..segment import unpack
-from ..spill.directory import Restart
+from ..spill.restart import Restart
 from ..spill.tier import DiskTier
 from ..transport import fetch_segment
 from .membership import Membership
@@ -37,14 +38,22 @@ class Shrunk:
     domains: list[int]
     segments: dict[int, Any]
     comm: MPI.Comm
-    finish: bool = False
 
 
 def load_spill(
-    disk: DiskTier, world: MPI.Comm, plan: Plan, mine: int | None, nworkers: int, scheme: Any
+    disk: DiskTier,
+    world: MPI.Comm,
+    plan: RecoveryPlan,
+    mine: int | None,
+    nworkers: int,
+    scheme: Any,
 ) -> dict[int, np.ndarray]:
     """Every worker-to-be loads its segment of the newest spilled version all can load; the
-    plan's version becomes that one."""
+    plan's version becomes that one. The writes still in this process's spill helper finish
+    first (bounded by ``MPICKPT_SPILL_TIMEOUT``): an index or a prune in progress does not
+    change the directory while it is read."""
+    if disk.writer is not None:
+        disk.writer.drain(config().spill_timeout)
     try:
         found = disk.restore(world, mine, nworkers)
         why = f"no version in spill directory {disk.directory}"
@@ -65,7 +74,7 @@ def save_all(
     world: MPI.Comm,
     ckpt: Checkpointer,
     logical: int | None,
-    reports: list[Report],
+    states: list[ProcessState],
     nworkers: int,
     error: NoSparesError,
 ) -> MpickptError:
@@ -75,11 +84,11 @@ def save_all(
     if disk is None:  # idle spares take part too: they are in every collective step below
         return error
     try:
-        version, sources, dest = save_plan(reports, nworkers, ckpt.scheme)
+        version, sources, dest = save_plan(states, nworkers, ckpt.scheme)
     except UnrecoverableError as e:
         return (
             NoSparesError(f"{error}; {e}; relaunch from an older spilled version", error.lost)
-            if disk.complete()
+            if disk.has_version(world)
             else e
         )
     segments = fetch_segment(world, ckpt.store, ckpt.scheme, version, sources, dest)
@@ -94,15 +103,19 @@ def save_all(
 
 
 def shrink(
-    world: MPI.Intracomm, ckpt: Checkpointer, logical: int | None, reports: list[Report], n: int
+    world: MPI.Intracomm,
+    ckpt: Checkpointer,
+    logical: int | None,
+    states: list[ProcessState],
+    n: int,
 ) -> Shrunk | None:
     """No spare left but a redistribution hook: continue on the surviving workers, each
     adopting the rebuilt segments of some dead ones. ``None`` if the scheme cannot work on
     that few ranks (then the job saves and stops instead); too few nodes make each rank its
     own failure domain, as at start-up."""
-    version, sources, dest = save_plan(reports, n, ckpt.scheme)
-    alive = sorted(r.logical for r in reports if r.logical is not None)
-    domains = [reports[i].domain for w in alive for i, r in enumerate(reports) if r.logical == w]
+    version, sources, dest = save_plan(states, n, ckpt.scheme)
+    alive = sorted(r.logical for r in states if r.logical is not None)
+    domains = [states[i].domain for w in alive for i, r in enumerate(states) if r.logical == w]
     try:
         ckpt.scheme.layout_domains(domains)
     except ConfigError:
@@ -125,7 +138,7 @@ def adopt(
     :meth:`Checkpointer.protect` then returns what it made of them."""
     mine = dict(unpack(own)[1]) if own is not None else {}
     others = [dict(unpack(seg)[1]) for seg in adopted]
-    ckpt.adopt(version, redistribute(mine, others), step)
+    ckpt.continue_from(version, redistribute(mine, others), step)
 
 
 def restart(
@@ -168,13 +181,13 @@ def switch_shrunk(
     disk: DiskTier | None,
     redistribute: Redistribute,
     plan: Shrunk,
-    reports: list[Report],
+    states: list[ProcessState],
 ) -> str:
     """After the agreement on ``plan``: continue on the surviving workers, renumbered; this
     process's role (``shrunk``, or ``spare`` for an idle spare)."""
     old = members.logical
     members.nworkers = len(plan.alive)
-    members.spare_procs = [i for i, r in enumerate(reports) if r.logical is None]
+    members.spare_procs = [i for i, r in enumerate(states) if r.logical is None]
     if old is None:
         return "spare"
     members.logical = plan.alive.index(old)

@@ -16,11 +16,11 @@ from mpi4py import MPI
 
 from ..domains import failure_domains
 from ..errors import ConfigError, ProcessFailure
-from ..transport import acknowledged, agree_over_failures, keep_on_failure, uniformly
+from ..tags import TAG_RELEASE
+from ..transport import acknowledged, agree_over_failures, keep_on_failure, run_and_agree
 from .ending import install
 
 SPARE_POLL = 0.005  # seconds between tests of an idle spare's receive (~0 CPU while idle)
-TAG_RELEASE = 0x6D72  # workers to idle spares: the job is over, with this exit code
 
 
 class Membership:
@@ -67,7 +67,7 @@ class Membership:
         base: MPI.Intracomm = MPI.COMM_WORLD
         while True:
             try:
-                return uniformly(base, functools.partial(_join, base), "start-up")
+                return run_and_agree(base, functools.partial(_join, base), "start-up")
             except ProcessFailure:
                 self.lost_at_start = True
                 with contextlib.suppress(MPI.Exception):

@@ -1,51 +1,46 @@
-"""The recovery transaction over ULFM, and the :class:`Runtime` that runs it.
+"""The recovery transaction over ULFM, and the :class:`Job` that runs it.
 
-A :class:`Runtime` joins the job's :class:`~.membership.Membership` and the workers'
+A :class:`Job` joins the job's :class:`~.membership.Membership` and the workers'
 :class:`~mpickpt.checkpointer.Checkpointer`. On a failure every surviving process runs
-:meth:`Runtime.recover`: revoke, shrink, report, plan (pure, the same on every process), move
+:meth:`Job.recover`: revoke, shrink, gather states, plan (pure, the same on every process), move
 pieces, decode, agree, and only then switch to the new communicators. Any exception inside
-starts the transaction again on a smaller world.
+starts the transaction again on the world that is left; an error of one process's own fails
+the attempt on every process, and ends the recovery with the same error everywhere unless a
+process was lost meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from mpi4py import MPI
 
 from .. import faults, heartbeat
-from ..checkpointer import Checkpointer, report
+from ..checkpointer import Checkpointer
 from ..comms import Family
-from ..config import config
 from ..domains import warn_if_spread
 from ..errors import (
-    ApplicationError,
-    ConfigError,
-    MpickptError,
-    NoSparesError,
     ProcessFailure,
-    UnrecoverableError,
 )
-from ..log import MpickptWarning, Timeline, logger
-from ..planning import Plan, Report, plan_recovery
+from ..log import MpickptWarning, Timeline, logger, warn
 from ..spill.tier import DiskTier
 from ..stall import diagnose, known_failed
-from ..transport import fetch_segment, uniformly
 from . import fallback
-from .fallback import Redistribute, Shrunk
+from .attempt import Attempt, AttemptFailed
+from .fallback import Redistribute
 from .membership import Membership
 from .watchdog import Watchdog, ulfm_available
+
+T = TypeVar("T")
 
 
 class UlfmWarning(MpickptWarning):
     """The MPI library cannot keep the job alive through a failure."""
 
 
-class Runtime:
+class Job:
     """Workers and spares of one job; survives worker failures while spares and the
     redundancy allow."""
 
@@ -70,6 +65,9 @@ class Runtime:
         self.completed = False  # restarted from the spill of a run that completed (DONE)
         self.error: str | None = None  # what the protected function raised in this process
         self.resumed: dict[str, Any] = {"tier": "start"}  # or a tier's version: see heartbeat
+        self.error_kind = "bug"  # and what kind of error it was (ProcessState.error_kind)
+        self.split: MPI.Comm = MPI.COMM_NULL  # the workers' communicator of the running attempt
+        self.spill_problem: str | None = None  # worker 0: the spill failed at the end
         if m.lost_at_start:
             return  # the first recovery sets the workers up (see enter)
         # Every process checks the workers' layout, spares too: a layout that cannot work fails
@@ -155,28 +153,44 @@ class Runtime:
             self.comms.revoke()
             with contextlib.suppress(MPI.Exception):
                 self.ckpt.comm.Revoke()
+            with contextlib.suppress(MPI.Exception):  # the others wait in it: never skipped
                 self.ckpt.comm.Agree(0)
+
+    def raised(self, error: str, kind: str) -> None:
+        """The protected function raised ``error`` here (``kind``: see :class:`ProcessState`)."""
+        self.error, self.error_kind = error, kind
 
     def recover(self) -> str:
         """The recovery transaction; returns this process's role afterwards (``survivor``,
         ``recovered``, ``shrunk``, ``spare`` or ``finished``). Raises the same
         ``UnrecoverableError`` / ``NoSparesError`` / ``ApplicationError`` on every surviving
-        process when it cannot recover."""
+        process when it cannot recover.
+
+        An attempt that fails starts again on the world that is left. A lost peer fails it
+        everywhere; so does an error of one process's own (an :class:`AttemptFailed`), which
+        that process states in the next attempt: if no process was lost meanwhile, that
+        attempt ends the recovery with the same ``UnrecoverableError`` everywhere."""
         self.members.ending.failures_seen = True
         self.timeline = Timeline(step=self.at_step if self.members.is_worker else None)
         self.timeline.mark("failure detected")
         (heartbeat.current() if self.members.logical == 0 else heartbeat.OFF).phase("recovering")
         faults.maybe_kill("recovery")
+        why: str | None = None  # this process's own error in the attempt before
+        size = self.members.world.Get_size()  # processes in the attempt before
         with self._watchdog() as self.dog:
             self.comms.revoke()  # inside: a revoke may wait for a stopped peer
             while True:
                 with contextlib.suppress(MPI.Exception):
                     self.members.world.Revoke()  # wakes idle spares and anyone on the old world
                 try:
-                    role = self._attempt()
+                    role = Attempt(self, why, size).run()
                     break
                 except (MPI.Exception, ProcessFailure):
-                    self.timeline.mark("failure during recovery: again")
+                    why = None
+                except AttemptFailed as e:
+                    why = str(e)
+                size = self.members.world.Get_size()
+                self.timeline.mark("failure during recovery: again")
         self.comms.forget()  # the next incarnation gets a new ctx.comm
         self.error = None  # recovered: the exception came with a failure, not from a bug
         return role
@@ -185,132 +199,11 @@ class Runtime:
         """The function runs again from ``resume`` after a recovery: record and log it."""
         self.history.append(self.timeline.close(rank, resume))
 
-    def _attempt(self) -> str:
-        m, ckpt = self.members, self.ckpt
-        world: MPI.Intracomm = m.world.Shrink()  # type: ignore[assignment]
-        world.Set_errhandler(MPI.ERRORS_RETURN)
-        m.world = world
-        self.timeline.mark(f"shrunk to {world.Get_size()} processes")
-        me = world.Get_rank()
-
-        def transaction() -> tuple[
-            list[Report], Plan | Shrunk | None, MpickptError | None, dict[int, Any], MPI.Comm
-        ]:
-            own = replace(report(ckpt.store, m.logical, m.domain), error=self.error)
-            reports = world.allgather(own)
-            nothing: dict[int, Any] = {}
-            try:
-                plan = plan_recovery(reports, m.nworkers, ckpt.scheme, self.disk is not None)
-            except NoSparesError as e:
-                shrunk = None
-                if self.redistribute:
-                    shrunk = fallback.shrink(world, ckpt, m.logical, reports, m.nworkers)
-                if shrunk is None:
-                    with self.dog.paused():
-                        saved = fallback.save_all(
-                            self.disk, world, ckpt, m.logical, reports, m.nworkers, e
-                        )
-                    return reports, None, saved, nothing, MPI.COMM_NULL
-                return reports, shrunk, None, nothing, MPI.COMM_NULL
-            except (UnrecoverableError, ApplicationError, ConfigError) as e:
-                return reports, None, e, nothing, MPI.COMM_NULL
-            again = _replayed(plan, self.rollbacks.get(plan.version, 0))
-            if again is not None:
-                return reports, None, again, nothing, MPI.COMM_NULL
-            self.timeline.lost = list(plan.dead)
-            mine = plan.assign.index(me) if me in plan.assign else None
-            if plan.from_disk:
-                assert self.disk is not None
-                with self.dog.paused():
-                    segments = fallback.load_spill(
-                        self.disk, world, plan, mine, m.nworkers, ckpt.scheme
-                    )
-                self.timeline.did(
-                    f"reloaded version {plan.version} from the spill",
-                    f"beyond the RAM tolerance: reloaded version {plan.version}",
-                )
-            else:
-                dest = {owner: plan.assign[owner] for owner in plan.rebuild}
-                segments = fetch_segment(
-                    world, ckpt.store, ckpt.scheme, plan.version, plan.rebuild, dest
-                )
-                self.timeline.did(_rebuilt(plan, short=True), _rebuilt(plan))
-            comm = world.Split(0 if mine is not None else MPI.UNDEFINED, key=mine or 0)
-            return reports, plan, None, segments, comm
-
-        # the transaction commits only if it completed everywhere; else ProcessFailure: again
-        reports, plan, failure, segments, comm = uniformly(world, transaction, "recovery")
-        if failure is not None:
-            raise failure
-        assert plan is not None
-        if isinstance(plan, Shrunk):
-            assert self.redistribute is not None
-            self.recoveries += 1
-            self.timeline.lost = sorted(set(range(m.nworkers)) - set(plan.alive))
-            self.timeline.did(f"continuing on {len(plan.alive)} workers (no spare left)")
-            return fallback.switch_shrunk(m, ckpt, self.disk, self.redistribute, plan, reports)
-        mine = plan.assign.index(me) if me in plan.assign else None
-        _switch(self, plan, reports, mine, comm, segments.get(mine) if mine is not None else None)
-        self.recoveries += 1
-        self.rollbacks[plan.version] = self.rollbacks.get(plan.version, 0) + 1
-        self.timeline.mark("recovered")
-        return plan.role(me, reports)
-
-
-def _switch(
-    runtime: Runtime,
-    plan: Plan,
-    reports: list[Report],
-    logical: int | None,
-    comm: MPI.Comm,
-    segment: Any,
-) -> None:
-    """After the agreement on ``plan``: this process plays worker ``logical`` (None: an idle
-    spare) over ``comm`` and rolls back to the plan's version."""
-    m, ckpt, disk = runtime.members, runtime.ckpt, runtime.disk
-    m.logical = logical
-    m.spare_procs = [p for p in range(len(reports)) if p not in plan.assign]
-    if logical is None:
-        ckpt.close()  # an idle spare holds nothing
-        return
-    ckpt.attach(comm, [reports[p].domain for p in plan.assign])
-    if disk is not None:
-        disk.attach(logical, m.nworkers, ckpt.scheme.get_config())
-    if plan.version < 0:  # nothing was committed: start again from the initial state
-        ckpt.start_over()
-        return
-    if segment is None:  # a survivor with its own copy of that version
-        segment = ckpt.local
-    ckpt.restore_version(plan.version, segment, forget=plan.from_disk)
-
-
-def _replayed(plan: Plan, rollbacks: int) -> UnrecoverableError | None:
-    """The error that stops a job rolled back to one version too often, or None."""
-    if rollbacks < config().max_rollbacks:
-        return None
-    return UnrecoverableError(
-        f"rolled back to version {plan.version} {rollbacks} times and lost a process again "
-        "each time: the same failure keeps coming back (a crash at the same step?); stopping "
-        "(MPICKPT_MAX_ROLLBACKS sets the limit)",
-        lost=plan.dead,
-        version=plan.version,
-    )
-
 
 def _warn_without_ulfm() -> None:
-    warnings.warn(
+    warn(
         "ULFM fault tolerance is not enabled (Open MPI: mpiexec --with-ft ulfm); "
         "checkpoints are taken, but a failed rank ends the job as MPI decides",
         UlfmWarning,
         stacklevel=3,
     )
-
-
-def _rebuilt(plan: Plan, short: bool = False) -> str:
-    if plan.version < 0:
-        return "nothing was committed yet: starting again"
-    nbytes = sum(n for n, _ in plan.rebuild.values())
-    ranks = {h for _, src in plan.rebuild.values() for h, _, _ in src}
-    workers = "" if short else f" for worker(s) {sorted(plan.rebuild)}"
-    size = f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 // 10 else f"{nbytes / 1024:.1f} KiB"
-    return f"rebuilt {size}{workers} from {len(ranks)} rank(s)"

@@ -14,6 +14,9 @@ from mpi4py import MPI
 from ..config import config
 from ..log import say
 
+GRACE = 10.0  # seconds the watchdog's callbacks get before the process ends without them
+FALLBACK_CODE = 3  # the exit code when they fail (EXIT_UNRECOVERABLE: nothing is known)
+
 
 class Watchdog:
     """Ends this process with ``code()`` if a recovery stalls for ``MPICKPT_RECOVERY_TIMEOUT``.
@@ -22,22 +25,43 @@ class Watchdog:
     call when a peer died ("Send error after request freed"), it is stopped, or it is blocked
     where mpickpt cannot wake it. ``about()`` says what this process can tell about the others
     (:mod:`mpickpt.stall`). Use as a context manager around the recovery.
+
+    Nothing stops it from ending the process: ``code()`` and ``about()`` read files and print,
+    and a file system can fail (``ESTALE``, ``EIO``) or block, and standard error can be
+    gone. An error there is printed if it can be, and ends the process with
+    :data:`FALLBACK_CODE`; a callback still running after :data:`GRACE` seconds is left behind
+    and the process ends all the same.
     """
 
     def __init__(self, code: Callable[[], int], about: Callable[[], list[str]]) -> None:
         self.seconds = config().recovery_timeout
         self.code, self.about = code, about
-        self.timer = threading.Timer(self.seconds, self._fire)
-        self.timer.daemon = True
+        self.timer = self._timer()
+
+    def _timer(self) -> threading.Timer:
+        timer = threading.Timer(self.seconds, self._fire)
+        timer.daemon = True
+        return timer
 
     def _fire(self) -> None:
-        code = self.code()
-        say(
-            f"world rank {MPI.COMM_WORLD.Get_rank()}: recovery stalled for {self.seconds:g} s; "
-            f"exiting with {code}. Every process not reported failed must join it:"
-            + "".join(f"\n  {line}" for line in self.about())
-        )
-        os._exit(code)
+        """End this process, whatever the callbacks do."""
+        backstop = threading.Timer(GRACE, os._exit, (FALLBACK_CODE,))
+        backstop.daemon = True
+        backstop.start()
+        code = FALLBACK_CODE
+        try:
+            rank = MPI.COMM_WORLD.Get_rank()
+            say(f"world rank {rank}: recovery stalled for {self.seconds:g} s; ending this process")
+            code = self.code()
+            say(
+                f"world rank {rank}: exiting with {code}. Every process not reported failed must "
+                "join a recovery:" + "".join(f"\n  {line}" for line in self.about())
+            )
+        except BaseException as e:  # noqa: BLE001 - whatever it is, the process must end
+            with contextlib.suppress(BaseException):
+                say(f"exiting with {code}: the watchdog could not say more ({e!r})")
+        finally:
+            os._exit(code)
 
     def __enter__(self) -> Watchdog:
         self.timer.start()
@@ -54,8 +78,7 @@ class Watchdog:
         try:
             yield
         finally:
-            self.timer = threading.Timer(self.seconds, self._fire)
-            self.timer.daemon = True
+            self.timer = self._timer()
             self.timer.start()
 
 

@@ -92,7 +92,7 @@ class Scheme(ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "id")
         return f"{type(self).__name__}({args})"
 
-    # -- whole-segment encode / decode (the chunked transport uses the same pieces) --
+    # -- pieces and their bytes (the checkpoint stream builds them chunk by chunk) --
 
     def piece_size(self, nbytes: int) -> int:
         """Bytes of every piece (and subsegment) of an ``nbytes`` segment."""
@@ -125,19 +125,6 @@ class Scheme(ABC):
         a recovery fetches). Raises :class:`~mpickpt.errors.DecodeError` if none do."""
         steps = decode_plan(self.pieces(), self.subsegments, available)
         return sorted({piece.name for _, piece, _ in steps})
-
-    def encode(self, segment: Buffer) -> dict[str, np.ndarray]:
-        """All pieces of ``segment`` by name."""
-        src = np.frombuffer(segment, dtype=np.uint8)
-        size = self.piece_size(src.size)
-        padded = np.zeros(size * self.subsegments, dtype=np.uint8)
-        padded[: src.size] = src
-        subs = padded.reshape(self.subsegments, size)
-        out = {}
-        for p in self.pieces():
-            buf = self.combine(p, [subs[k] for k in p.sources])
-            out[p.name] = buf.copy() if np.shares_memory(buf, padded) else buf
-        return out
 
     def decode(self, available: Mapping[str, Buffer], nbytes: int) -> np.ndarray:
         """Rebuild an ``nbytes`` segment from the ``available`` pieces.

@@ -75,47 +75,6 @@ def holder(k: int, member: int, chunk: int) -> int:
     return (member + chunk + 1) % k
 
 
-def parity_sources(k: int, j: int) -> list[tuple[int, int]]:
-    """``(member, chunk)`` pairs XORed into the parity chunk of member ``j``."""
-    return [((j - d) % k, d - 1) for d in range(1, k)]
-
-
-def _chunk(seg: np.ndarray, t: int, c: int) -> np.ndarray:
-    """Chunk ``t`` of a segment padded with zeros to ``(k-1) * c`` bytes."""
-    out = np.zeros(c, dtype=np.uint8)
-    part = seg[t * c : (t + 1) * c]
-    out[: part.size] = part
-    return out
-
-
-def encode_set(segments: Sequence[Buffer]) -> list[np.ndarray]:
-    """The parity chunk of every member of a set, given the members' segments in set order."""
-    segs = [np.frombuffer(s, dtype=np.uint8) for s in segments]
-    k = len(segs)
-    c = chunk_size([s.size for s in segs], k)
-    out = []
-    for j in range(k):
-        p = np.zeros(c, dtype=np.uint8)
-        for m, t in parity_sources(k, j):
-            np.bitwise_xor(p, _chunk(segs[m], t, c), out=p)
-        out.append(p)
-    return out
-
-
-def contribution(k: int, me: int, lost: int, segment: Buffer, parity: Buffer) -> np.ndarray:
-    """What survivor ``me`` sends for the rebuild of member ``lost``: ``k - 1`` chunks, slot
-    ``t`` for chunk ``t`` of the lost member (its parity chunk where it holds that chunk, else
-    its own chunk in the same parity)."""
-    seg = np.frombuffer(segment, dtype=np.uint8)
-    p = np.frombuffer(parity, dtype=np.uint8)
-    c = p.size
-    out = np.empty((k - 1) * c, dtype=np.uint8)
-    for t in range(k - 1):
-        j = holder(k, lost, t)
-        out[t * c : (t + 1) * c] = p if j == me else _chunk(seg, (j - me) % k - 1, c)
-    return out
-
-
 def decode_member(contributions: Iterable[Buffer], nbytes: int) -> np.ndarray:
     """The lost member's ``nbytes`` segment: the XOR of the ``k - 1`` survivors'
     contributions."""
@@ -194,10 +153,7 @@ class XorSet(Scheme):
             )
         return names
 
-    def encode(self, segment: Buffer) -> dict[str, np.ndarray]:
-        raise TypeError("xorset encodes a whole set at once: use encode_set")
-
     def decode(self, available: Mapping[str, Buffer], nbytes: int) -> np.ndarray:
         """``available``: the survivors' contributions by parity name (see
-        :func:`contribution`)."""
+        :mod:`mpickpt.setstream`)."""
         return decode_member(available.values(), nbytes)

@@ -1,6 +1,7 @@
 """The HDF5 spill: one rank's file (:mod:`.format`), a directory of versions
-(:mod:`.directory`), the helper process that writes (:mod:`.writer`) and, under MPI, the disk
-tier that owns them all (:mod:`.tier`, imported on its own since it needs MPI).
+(:mod:`.directory`) and the restart search over it (:mod:`.restart`), the helper process that
+writes (:mod:`.writer`) and, under MPI, the disk tier that owns them all (:mod:`.tier`,
+imported on its own since it needs MPI).
 
 The names below need no MPI.
 """
@@ -9,20 +10,18 @@ from ..errors import SpillError
 from .directory import (
     DONE,
     INDEX,
-    Restart,
     commit,
     commit_index,
     complete_versions,
-    find_restart,
     load,
     mark_done,
-    next_version,
     prune,
     read_index,
     write_version_file,
 )
 from .format import rank_file, read_rank_file, version_dir, write_rank_file
 from .listing import verify
+from .restart import Restart, find_restart
 
 __all__ = [
     "DONE",
@@ -35,7 +34,6 @@ __all__ = [
     "find_restart",
     "load",
     "mark_done",
-    "next_version",
     "prune",
     "rank_file",
     "read_index",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .directory import commit, write_version_file
-from .link import _MAX_MESSAGE
+from .link import MAX_MESSAGE
 
 _PR_SET_PDEATHSIG = 1  # prctl: the signal this process gets when its parent dies
 
@@ -55,7 +55,7 @@ class _Client:
 def serve_one(client: _Client) -> bool:
     """Take one request of ``client``, do it and reply; False once the client is gone."""
     try:
-        msg, fds, _, _ = socket.recv_fds(client.sock, _MAX_MESSAGE, 1)
+        msg, fds, _, _ = socket.recv_fds(client.sock, MAX_MESSAGE, 1)
     except OSError:  # the rank was killed: nothing to report to anyone
         return False
     if not msg:
@@ -65,7 +65,9 @@ def serve_one(client: _Client) -> bool:
         if (old := client.maps.pop(ident, None)) is not None:
             old.close()
     if fds:
-        client.maps[req["buffer"]] = mmap.mmap(fds[0], max(req["size"], 1))
+        # read-only: the buffer holds the rank's own committed copy, which a recovery rolls
+        # back to; nothing in the helper may change it
+        client.maps[req["buffer"]] = mmap.mmap(fds[0], max(req["size"], 1), prot=mmap.PROT_READ)
         os.close(fds[0])
     if client.hung_up():
         return False

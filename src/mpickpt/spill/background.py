@@ -27,8 +27,19 @@ from ..log import logger
 from .writer import SpillJob, SpillWriter
 
 IN_FLIGHT = 2  # versions written at once; a checkpoint that finds that many waits for the oldest
-LATER = "later"  # a rank's write is not finished yet
-FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Later:
+    """A rank's write of the oldest version in flight is not finished yet."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A rank's write of the oldest version in flight failed, or took too long."""
+
+    rank: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -52,8 +63,10 @@ class Background:
         self.keep = keep
         self.writer: SpillWriter | None = None
         self.flight: list[tuple[int, float]] = []  # (version, when submitted), oldest first
-        self.count = 0  # committed versions seen, to spill every ``every``-th
         self.indexing: SpillJob | None = None  # worker 0: the index being written (publish)
+        # the newest version that failed to reach the disk and why, until a newer one is
+        # indexed (worker 0 knows both; the end of the run reports it, see DiskTier.finish)
+        self.problem: tuple[int, str] | None = None
         # what the background spill cost the loop (see summary)
         self.submitted = 0
         self.copying = 0.0  # seconds in submit: handing the segment to the writer
@@ -77,23 +90,33 @@ class Background:
         if collected is None:  # no writer
             return
         self.publish(rank, collected.infos, wait=segment is None)
-        if segment is not None:
-            self.count += 1
-            if self.count % self.every == 0:
-                if collected.busy:
-                    if rank == 0:
-                        logger().warning(
-                            f"spill of version {version} skipped: the writer of rank(s) "
-                            f"{collected.busy} is still busy with an older version"
-                        )
-                else:
-                    self.submit(version, segment)
+        if segment is not None and self.due(version):
+            if collected.busy:
+                if rank == 0:
+                    logger().warning(
+                        f"spill of version {version} skipped: the writer of rank(s) "
+                        f"{collected.busy} is still busy with an older version"
+                    )
+            else:
+                self.submit(version, segment)
+
+    def due(self, version: int) -> bool:
+        """Whether committed ``version`` goes to disk: every ``every``-th version number. The
+        number is agreed (the commit's), so every rank decides the same, a spare promoted in
+        a recovery too; a count of the commits each process saw would not be."""
+        return version % self.every == 0
 
     def submit(self, version: int, segment: np.ndarray) -> None:
-        """Queue this rank's segment of a due ``version``."""
+        """Queue this rank's segment of a due ``version``. A writer that cannot take it (its
+        helper could not be started) leaves the version out of this rank's flight only: the
+        next :meth:`collect` sees that the ranks disagree and gives the version up everywhere."""
         if self.writer is not None:
             t = time.perf_counter()
-            self.writer.submit(version, segment)
+            try:
+                self.writer.submit(version, segment)
+            except SpillError as e:
+                logger().warning(f"spill of version {version} could not be queued: {e}")
+                return
             self.copying += time.perf_counter() - t
             self.submitted += 1
             self.flight.append((version, time.monotonic()))
@@ -101,30 +124,42 @@ class Background:
     def collect(self, comm: MPI.Comm, wait: bool = False) -> Collected | None:
         """Collective: whether every rank's file of the oldest version in flight is flushed,
         and which ranks' writers are busy (None without a writer). A wait happens with
-        ``wait``, or when two versions are in flight."""
+        ``wait``, or when two versions are in flight. What is decided comes from the gathered
+        states only, so it is the same on every rank."""
         if self.writer is None:
             return None
-        mine: Any = None
-        if self.flight:
-            mine = self._oldest(comm.Get_rank(), wait)
+        oldest = self.flight[0][0] if self.flight else None
+        mine = self._oldest(comm.Get_rank(), wait) if self.flight else None
         # the busy decision is gathered, never taken alone: a rank that skipped a version the
         # others spill would compare different versions with them from then on
-        states = comm.allgather((mine, self.writer.busy()))
-        infos = [state for state, _ in states]
-        busy = [r for r, (_, b) in enumerate(states) if b]
-        if not self.flight:
-            return Collected(None, busy)
-        if FAILED in infos:
+        states = comm.allgather((oldest, mine, self.writer.busy()))
+        busy = [r for r, (_, _, b) in enumerate(states) if b]
+        versions = {v for v, _, _ in states}
+        infos = [state for _, state, _ in states]
+        if len(versions) > 1:  # not submitted everywhere: give every one of them up
+            self.flight = [(v, t) for v, t in self.flight if v not in versions]
             if comm.Get_rank() == 0:
                 logger().warning(
-                    f"spill of version {self.flight[0][0]} failed on some rank; skipped"
+                    f"spill of version(s) {sorted(v for v in versions if v is not None)} "
+                    "was not queued on every rank; skipped"
                 )
+            return Collected(None, busy)
+        if oldest is None:
+            return Collected(None, busy)
+        if any(isinstance(i, Failed) for i in infos):
+            failed = [i for i in infos if isinstance(i, Failed)]
+            why = f"on rank(s) {[i.rank for i in failed]}: {failed[0].reason}"
+            if comm.Get_rank() == 0:
+                logger().warning(f"spill of version {oldest} failed: {why}; skipped")
+            self.failed(oldest, why)
             return Collected([], busy)
-        return Collected(None if LATER in infos else infos, busy)
+        if any(isinstance(i, Later) for i in infos):
+            return Collected(None, busy)
+        return Collected(infos, busy)
 
-    def _oldest(self, rank: int, wait: bool) -> Any:
-        """This rank's state of the oldest version in flight: its index entry, LATER or FAILED
-        (a failed write, or none within ``MPICKPT_SPILL_TIMEOUT``)."""
+    def _oldest(self, rank: int, wait: bool) -> dict[str, Any] | Later | Failed:
+        """This rank's state of the oldest version in flight: its index entry, :class:`Later`
+        or :class:`Failed` (a failed write, or none within ``MPICKPT_SPILL_TIMEOUT``)."""
         assert self.writer is not None
         version, since = self.flight[0]
         job = self.writer.job(version)
@@ -134,14 +169,16 @@ class Background:
             job.wait(max(0.0, seconds - (time.monotonic() - since)), raise_errors=False)
             self.waiting += time.perf_counter() - t
         if job.done():
-            return self.writer.info(version) if job.error is None else FAILED
+            if job.error is None:
+                return self.writer.info(version)
+            return Failed(rank, str(job.error))
         if time.monotonic() - since > seconds:
             logger().warning(
                 f"rank {rank}: spill of version {version} did not finish in "
                 f"{seconds:g} s (a stalled file system?); the loop goes on without it"
             )
-            return FAILED
-        return LATER
+            return Failed(rank, f"not written within {seconds:g} s")
+        return Later()
 
     def publish(self, rank: int, infos: list[dict[str, Any]] | None, wait: bool = True) -> None:
         """After the agreement: rank 0's helper writes the index of the collected version
@@ -153,9 +190,7 @@ class Background:
                 try:  # after the agreement, on one rank: a failure must not stop the job
                     self.indexing = self.writer.commit_later(version, infos)
                 except SpillError as e:
-                    logger().warning(
-                        f"spill of version {version} could not be indexed ({e}); it is skipped"
-                    )
+                    self.unindexed(version, e)
         self.indexed(wait=wait)
 
     def indexed(self, wait: bool) -> None:
@@ -164,10 +199,19 @@ class Background:
         if job is None or not (wait or job.done()):
             return
         self.indexing = None
-        if not job.wait(raise_errors=False):
-            logger().warning(
-                f"spill of version {job.version} could not be indexed ({job.error}); it is skipped"
-            )
+        if not job.wait(config().spill_timeout, raise_errors=False):  # bounded: a stalled disk
+            self.unindexed(job.version, job.error or "not written in time")
+        elif self.problem is not None and self.problem[0] < job.version:
+            self.problem = None  # a newer version is complete on disk
+
+    def unindexed(self, version: int, error: BaseException | str | None) -> None:
+        logger().warning(f"spill of version {version} could not be indexed ({error}); skipped")
+        self.failed(version, f"its index could not be written: {error}")
+
+    def failed(self, version: int, why: str) -> None:
+        """Remember that ``version`` did not reach the disk."""
+        if self.problem is None or self.problem[0] <= version:
+            self.problem = (version, why)
 
     def summary(self) -> str:
         """What the background spill cost this rank's loop so far."""

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 
-class _Buffer:
+class SharedBuffer:
     """A segment buffer in shared memory (an anonymous ``memfd``), mapped in both processes.
 
     ``lent``: the rank's own copy of its newest segment lives in it (see
@@ -43,15 +43,15 @@ class _Buffer:
             self.map.close()
 
 
-class _BufferPool:
+class BufferPool:
     """Segment buffers for reuse: a warm copy costs far less than one into fresh memory."""
 
     def __init__(self) -> None:
-        self.free: list[_Buffer] = []  # buffers of finished writes
+        self.free: list[SharedBuffer] = []  # buffers of finished writes
         self.forget: list[int] = []  # buffers closed here that the helper still has mapped
         self.last = 0
 
-    def take(self, n: int) -> _Buffer:
+    def take(self, n: int) -> SharedBuffer:
         """A buffer of at least ``n`` bytes: a free one if it is not much larger, else new."""
         fits = [b for b in self.free if n <= b.size <= 2 * n]
         if fits:
@@ -60,9 +60,9 @@ class _BufferPool:
             return buf
         self.close()  # at most queue_size + 2 exist at once (with the lent one)
         self.last += 1
-        return _Buffer(self.last, n)
+        return SharedBuffer(self.last, n)
 
-    def release(self, buf: _Buffer | None) -> None:
+    def release(self, buf: SharedBuffer | None) -> None:
         """The helper is done with ``buf``: free it unless it is lent (or none: a commit)."""
         if buf is not None and not buf.lent:
             self.free.append(buf)

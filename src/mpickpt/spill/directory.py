@@ -20,21 +20,19 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from ..errors import SpillError
+from ..files import fsync_dir, write_text
 from .format import (
     CHECKSUM_ALGORITHM,
     FORMAT,
     FORMAT_VERSION,
-    _fsync_dir,
-    _library_version,
-    _write_text,
+    library_version,
     make_private_dir,
     rank_file,
     read_rank_file,
@@ -49,7 +47,8 @@ _VDIR = re.compile(r"^v(\d{8,})$")
 
 def mark_done(directory: str, step: int) -> str:
     """Record that the run completed (after ``step`` steps): ``DONE`` in the spill directory."""
-    return _write_text(os.path.join(directory, DONE), f"completed after step {step}\n")
+    path = os.path.join(directory, DONE)
+    return write_text(path, f"completed after step {step}\n", private=True, durable=True)
 
 
 def done_step(directory: str) -> int | None:
@@ -79,7 +78,7 @@ def set_aside(directory: str | os.PathLike[str]) -> str | None:
     os.mkdir(old, 0o700)
     for name in names:
         os.replace(os.path.join(d, name), os.path.join(old, name))
-    _fsync_dir(d)
+    fsync_dir(d)
     return old
 
 
@@ -103,10 +102,10 @@ def write_version_file(
     if not os.path.isdir(vdir):
         make_private_dir(directory)
         make_private_dir(vdir)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(vdir, INDEX))
-        _fsync_dir(vdir)
+        fsync_dir(vdir)
     return write_rank_file(
         rank_file(directory, version, rank),
         segment,
@@ -183,17 +182,18 @@ def commit_index(
         "nworkers": nworkers,
         "scheme": dict(scheme_config),
         "tag": tag,
-        "mpickpt_version": _library_version(),
+        "mpickpt_version": library_version(),
         "time": now,
         "time_iso": datetime.fromtimestamp(now, timezone.utc).isoformat(),
         "checksum_algorithm": CHECKSUM_ALGORITHM,
         "total_size": sum(int(i["size"]) for i in files),
         "files": files,
     }
-    return _write_text(os.path.join(vdir, INDEX), json.dumps(index, indent=1))
+    index_text = json.dumps(index, indent=1)
+    return write_text(os.path.join(vdir, INDEX), index_text, private=True, durable=True)
 
 
-def _versions(directory: str) -> list[int]:
+def present_versions(directory: str) -> list[int]:
     """Every version directory present (complete or not), newest first."""
     try:
         names = os.listdir(directory)
@@ -234,21 +234,11 @@ def read_index(directory: str | os.PathLike[str], version: int) -> dict[str, Any
 def complete_versions(directory: str | os.PathLike[str]) -> list[int]:
     """Versions with a valid ``INDEX.json``, newest first (their files are not read)."""
     out = []
-    for v in _versions(os.fspath(directory)):
+    for v in present_versions(os.fspath(directory)):
         with contextlib.suppress(SpillError):
             read_index(directory, v)
             out.append(v)
     return out
-
-
-def next_version(directory: str | os.PathLike[str]) -> int:
-    """A version number above every version directory present (0 for an empty spill).
-
-    After a restart from disk, number new versions from here so that they sort after the
-    old ones (and are not pruned as old).
-    """
-    found = _versions(os.fspath(directory))
-    return found[0] + 1 if found else 0
 
 
 def prune(directory: str | os.PathLike[str], keep: int) -> list[int]:
@@ -265,15 +255,15 @@ def prune(directory: str | os.PathLike[str], keep: int) -> list[int]:
     if not complete:
         return []
     kept = set(complete[:keep])
-    gone = [v for v in _versions(d) if v not in kept and v < complete[0]]
+    gone = [v for v in present_versions(d) if v not in kept and v < complete[0]]
     for v in gone:
         vdir = version_dir(d, v)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(vdir, INDEX))
-            _fsync_dir(vdir)
+            fsync_dir(vdir)
         shutil.rmtree(vdir, ignore_errors=True)
     if gone:
-        _fsync_dir(d)
+        fsync_dir(d)
     return gone
 
 
@@ -289,92 +279,3 @@ def load(directory: str | os.PathLike[str], version: int, rank: int) -> np.ndarr
     info = next(i for i in index["files"] if int(i["rank"]) == rank)
     path = os.path.join(version_dir(directory, version), str(info["file"]))
     return read_rank_file(path, info)
-
-
-@dataclass
-class Restart:
-    """A spilled version to restart from: how many workers wrote it, its step, this process's
-    ``segments`` of it (old worker id -> segment bytes), and the damage met on newer ones."""
-
-    version: int
-    written_by: int
-    step: int
-    segments: dict[int, np.ndarray] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    done: int | None = None  # the run that wrote it completed after this step (DONE)
-
-
-def _everyone(problems: list[str]) -> list[str]:
-    return problems
-
-
-def find_restart(
-    directory: str | os.PathLike[str],
-    nworkers: int,
-    ranks: Callable[[int], Iterable[int]] | None = None,
-    *,
-    adapt: bool = False,
-    agree: Callable[[list[str]], list[str]] = _everyone,
-    tag: str | None = None,
-) -> Restart:
-    """The newest complete version whose files all load and verify: the one restart search.
-
-    Damaged versions are skipped and each damage is described in ``problems``. ``ranks(n)``
-    names the ranks whose files this process loads from a version written by ``n`` workers
-    (default: all of them). Under MPI each process loads its own, and ``agree`` (collective)
-    turns this process's problems into everyone's, so that all pick the same version.
-
-    Raises :class:`SpillError` if the newest complete version was written by a different number
-    of workers (unless ``adapt``: then the application redistributes) or by a run with another
-    ``tag``, or if no version is usable (the message lists the bad files).
-    """
-    d = os.fspath(directory)
-    if not os.path.isdir(d):
-        raise SpillError(f"no spill directory {d}")
-    problems: list[str] = []
-    bad: list[str] = []
-    shape: int | None = None  # the number of workers of the newest complete version
-    for v in _versions(d):
-        try:
-            index = read_index(d, v)
-            n = int(index["nworkers"])
-        except SpillError as e:
-            if os.path.exists(os.path.join(version_dir(d, v), INDEX)):
-                problems.append(str(e))
-                bad += e.paths
-            continue  # no index: an interrupted spill, not a version
-        if shape is None and index.get("tag") != tag:
-            raise SpillError(
-                f"spill version {v} in {d} was written by a run tagged {index.get('tag')!r}, "
-                f"but this run's tag is {tag!r}: it belongs to another computation; use "
-                "another directory, or fresh=True (MPICKPT_FRESH=1) to start over (the old "
-                "versions are moved aside)"
-            )
-        expected = shape if shape is not None else None if adapt else nworkers
-        if expected is not None and n != expected:
-            if shape is None:
-                raise SpillError(
-                    f"spill version {v} in {d} was written by {n} workers, but this job has "
-                    f"{nworkers}; relaunch with {n} workers (plus spares), or use another "
-                    f"spill directory to start afresh"
-                )
-            # older versions of another run shape are not mixed in
-            problems.append(f"spill version {v} in {d} was written by {n} workers, not {shape}")
-            continue
-        shape = n
-        segments: dict[int, np.ndarray] = {}
-        mine: list[str] = []
-        for r in ranks(n) if ranks is not None else range(n):
-            try:
-                segments[r] = load(d, v, r)
-            except SpillError as e:
-                mine.append(str(e))
-                bad += e.paths
-        found = agree(mine)
-        if not found:
-            return Restart(v, n, int(index["step"]), segments, problems, done_step(d))
-        problems += found
-    if not bad and not problems:
-        raise SpillError(f"no complete version in spill directory {d}")
-    listing = "\n".join(f"  - {p}" for p in problems)
-    raise SpillError(f"no usable version in spill directory {d}:\n{listing}", bad)

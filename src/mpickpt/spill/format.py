@@ -13,9 +13,9 @@ No MPI here: the writes run in a helper process (:mod:`mpickpt.spill.writer`).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
+import socket
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -26,6 +26,7 @@ import numpy as np
 
 from ..checksum import checksum
 from ..errors import SpillError
+from ..files import publish
 from ..segment import read_manifest
 
 FORMAT = "mpickpt-spill"
@@ -53,7 +54,7 @@ def _hex(value: int) -> str:
     return format(value, "016x")
 
 
-def _library_version() -> str:
+def library_version() -> str:
     from .. import __version__
 
     return __version__
@@ -67,50 +68,21 @@ def _key(name: str) -> str:
     return key
 
 
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError as e:  # pragma: no cover - some file systems refuse directory fsync
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def make_private_dir(path: str) -> None:
     """Create ``path`` (and missing parents) if needed, readable by this user only (0700):
-    a spill holds the job's state, and restarting unpickles it."""
+    a spill holds the job's state, and restarting unpickles it. Then check that a file can be
+    created in it: a directory that exists but cannot be written (a read-only mount, a full
+    disk) must be refused before the job computes, not found out at its end."""
     if not os.path.isdir(path):
         os.makedirs(path, mode=0o700, exist_ok=True)
         os.chmod(path, 0o700)  # whatever the umask
-
-
-def _publish(tmp: str, final: str) -> None:
-    """Make ``tmp`` private (0600), fsync it, rename it to ``final``, fsync the directory."""
-    os.chmod(tmp, 0o600)
-    _fsync_file(tmp)
-    os.replace(tmp, final)
-    _fsync_dir(os.path.dirname(final))
-
-
-def _write_text(final: str, text: str) -> str:
-    """Write ``text`` to ``final`` atomically (through a fsynced ``.tmp``); return ``final``."""
-    with open(final + ".tmp", "w") as f:
-        f.write(text)
-    _publish(final + ".tmp", final)
-    return final
+    probe = os.path.join(path, f".probe-{socket.gethostname()}-{os.getpid()}")
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"mpickpt")
+    finally:
+        os.close(fd)
+        os.unlink(probe)
 
 
 def _scheme_json(scheme_config: Mapping[str, Any]) -> str:
@@ -138,53 +110,17 @@ def write_rank_file(
     seg = np.frombuffer(segment, dtype=np.uint8)
     manifest = read_manifest(seg)
     entries = manifest["entries"]
-    head = min((e["offset"] for e in entries), default=seg.size)
     digest = checksum(seg)
-    now = time.time()
     tmp = path + ".tmp"
     try:
         with h5py.File(tmp, "w", libver=("v108", "latest")) as f:
-            a = f.attrs
-            a["format"] = FORMAT
-            a["format_version"] = FORMAT_VERSION
-            a["version"] = version
-            a["step"] = int(manifest["step"])
-            a["rank"] = rank
-            a["nworkers"] = nworkers
-            a["scheme"] = _scheme_json(scheme_config)
-            a["mpickpt_version"] = _library_version()
-            a["time"] = now
-            a["time_iso"] = datetime.fromtimestamp(now, timezone.utc).isoformat()
-            a["segment_nbytes"] = seg.size
-            a["segment_checksum"] = _hex(digest)
-            a["checksum_algorithm"] = CHECKSUM_ALGORITHM
-            a["manifest"] = json.dumps(manifest)
-            hdr = f.create_dataset("segment_header", data=seg[:head])
-            hdr.attrs["description"] = "segment bytes before the first entry (magic, manifest)"
-            hdr.attrs["checksum"] = _hex(checksum(seg[:head]))
-            arrays = f.create_group("arrays")
-            objects = f.create_group("objects")
+            about = {"version": version, "rank": rank, "nworkers": nworkers}
+            _write_attrs(f.attrs, manifest, seg.size, digest, about, scheme_config)
+            _write_header(f, seg[: min((e["offset"] for e in entries), default=seg.size)])
+            arrays, objects = f.create_group("arrays"), f.create_group("objects")
             for e in entries:
-                raw = seg[e["offset"] : e["offset"] + e["nbytes"]]
-                if e["kind"] == "array":
-                    dt = np.dtype(e["dtype"])
-                    typed = dt.fields is None and (
-                        dt.itemsize in _TYPED_KINDS.get(dt.kind, ()) or dt.kind == "S"
-                    )
-                    data = raw.view(dt).reshape(e["shape"]) if typed else raw
-                    ds = arrays.create_dataset(_key(e["name"]), data=data)
-                    ds.attrs["dtype"] = e["dtype"]
-                    ds.attrs["shape"] = np.asarray(e["shape"], dtype=np.int64)
-                    ds.attrs["storage"] = "typed" if typed else "raw"
-                else:
-                    ds = objects.create_dataset(_key(e["name"]), data=raw)
-                    ds.attrs["encoding"] = "pickle"
-                ds.attrs["name"] = e["name"]
-                ds.attrs["kind"] = e["kind"]
-                ds.attrs["offset"] = e["offset"]
-                ds.attrs["nbytes"] = e["nbytes"]
-                ds.attrs["checksum"] = _hex(checksum(raw))
-        _publish(tmp, path)
+                _write_entry(arrays, objects, e, seg[e["offset"] : e["offset"] + e["nbytes"]])
+        publish(tmp, path, private=True, durable=True)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -197,6 +133,62 @@ def write_rank_file(
         "segment_nbytes": int(seg.size),
         "segment_checksum": _hex(digest),
     }
+
+
+def _write_attrs(
+    a: Any,
+    manifest: Mapping[str, Any],
+    nbytes: int,
+    digest: int,
+    about: Mapping[str, int],
+    scheme_config: Mapping[str, Any],
+) -> None:
+    """The file's attributes: format, which version of which rank, the segment's checksum."""
+    now = time.time()
+    a["format"] = FORMAT
+    a["format_version"] = FORMAT_VERSION
+    a["version"] = about["version"]
+    a["step"] = int(manifest["step"])
+    a["rank"] = about["rank"]
+    a["nworkers"] = about["nworkers"]
+    a["scheme"] = _scheme_json(scheme_config)
+    a["mpickpt_version"] = library_version()
+    a["time"] = now
+    a["time_iso"] = datetime.fromtimestamp(now, timezone.utc).isoformat()
+    a["segment_nbytes"] = nbytes
+    a["segment_checksum"] = _hex(digest)
+    a["checksum_algorithm"] = CHECKSUM_ALGORITHM
+    a["manifest"] = json.dumps(manifest)
+
+
+def _write_header(f: Any, head: np.ndarray) -> None:
+    """The segment's bytes before its first entry, as they are."""
+    hdr = f.create_dataset("segment_header", data=head)
+    hdr.attrs["description"] = "segment bytes before the first entry (magic, manifest)"
+    hdr.attrs["checksum"] = _hex(checksum(head))
+
+
+def _write_entry(arrays: Any, objects: Any, e: Mapping[str, Any], raw: np.ndarray) -> None:
+    """One protected value: an array typed as it was when HDF5 keeps it byte for byte (else
+    its raw bytes), an object as its pickle."""
+    if e["kind"] == "array":
+        dt = np.dtype(e["dtype"])
+        typed = dt.fields is None and (
+            dt.itemsize in _TYPED_KINDS.get(dt.kind, ()) or dt.kind == "S"
+        )
+        data = raw.view(dt).reshape(e["shape"]) if typed else raw
+        ds = arrays.create_dataset(_key(e["name"]), data=data)
+        ds.attrs["dtype"] = e["dtype"]
+        ds.attrs["shape"] = np.asarray(e["shape"], dtype=np.int64)
+        ds.attrs["storage"] = "typed" if typed else "raw"
+    else:
+        ds = objects.create_dataset(_key(e["name"]), data=raw)
+        ds.attrs["encoding"] = "pickle"
+    ds.attrs["name"] = e["name"]
+    ds.attrs["kind"] = e["kind"]
+    ds.attrs["offset"] = e["offset"]
+    ds.attrs["nbytes"] = e["nbytes"]
+    ds.attrs["checksum"] = _hex(checksum(raw))
 
 
 def _attr_str(attrs: Any, name: str) -> str:

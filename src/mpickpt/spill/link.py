@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-_MAX_MESSAGE = 1 << 16
+MAX_MESSAGE = 1 << 16
 # the helper does no linear algebra: no BLAS thread pool (it halves its start-up CPU time)
 _ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # the helper's command: argv = socket fd, the rank's pid, the directory holding mpickpt,
@@ -119,7 +119,7 @@ class HelperLink:
         if not ready:
             return None
         try:
-            return self.sock.recv(_MAX_MESSAGE)
+            return self.sock.recv(MAX_MESSAGE)
         except OSError:
             return b""
 

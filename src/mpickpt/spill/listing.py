@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 
 from ..errors import SpillError
-from .directory import INDEX, _versions, done_step, load, read_index
+from .directory import INDEX, done_step, load, present_versions, read_index
 from .format import version_dir
 
 _RANKFILE = re.compile(r"^rank(\d{5,})\.h5$")
@@ -57,7 +57,7 @@ def versions(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not os.path.isdir(d):
         raise SpillError(f"no spill directory {d}")
     out = []
-    for v in _versions(d):
+    for v in present_versions(d):
         vdir = version_dir(d, v)
         names = sorted(n for n in os.listdir(vdir) if _RANKFILE.match(n))
         files: list[dict[str, Any]] = [
@@ -154,7 +154,7 @@ def verify(directory: str | os.PathLike[str]) -> list[str]:
     if not os.path.isdir(d):
         raise SpillError(f"no spill directory {d}")
     bad: list[str] = []
-    for v in _versions(d):
+    for v in present_versions(d):
         if not os.path.exists(os.path.join(version_dir(d, v), INDEX)):
             continue
         try:

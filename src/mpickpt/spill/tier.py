@@ -8,7 +8,8 @@ The file format and the directory need no MPI: :mod:`.format` and :mod:`.directo
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from mpi4py import MPI
@@ -16,17 +17,28 @@ from mpi4py import MPI
 from ..config import config
 from ..errors import SpillError
 from ..log import logger
-from ..transport import uniformly
+from ..transport import run_and_agree
 from .background import IN_FLIGHT, Background
-from .directory import (
-    Restart,
-    complete_versions,
-    find_restart,
-    mark_done,
-    set_aside,
-    write_version_file,
-)
+from .directory import complete_versions, mark_done, set_aside, write_version_file
+from .restart import Restart, Survey, find_restart, survey
 from .writer import SpillWriter
+
+T = TypeVar("T")
+
+
+def decided(comm: MPI.Comm, read: Callable[[], T]) -> T:
+    """Collective: ``read()`` on rank 0, its result (or the error it raised) on every rank.
+    For what the ranks then act on together: a local read on each could differ."""
+    outcome: tuple[T | None, BaseException | None] = (None, None)
+    if comm.Get_rank() == 0:
+        try:
+            outcome = (read(), None)
+        except (SpillError, OSError) as e:
+            outcome = (None, e if isinstance(e, SpillError) else SpillError(str(e)))
+    result, error = comm.bcast(outcome, root=0)
+    if error is not None:
+        raise error
+    return result
 
 
 class DiskTier(Background):
@@ -103,7 +115,7 @@ class DiskTier(Background):
             except SpillError as e:
                 return str(e), None
 
-        problem, found = uniformly(comm, step, "opening the spill")
+        problem, found = run_and_agree(comm, step, "opening the spill")
         self.fresh = False  # once per job: a retry after a failure must not move new versions
         if problem is not None:
             raise SpillError(problem)
@@ -118,10 +130,10 @@ class DiskTier(Background):
         With the same number of workers a rank loads its own segment. With another number,
         and ``adapt``, worker ``i`` loads those of old workers ``i, i + nworkers, ...`` (for
         the application to redistribute); without ``adapt`` that is a :class:`SpillError`,
-        the same on every rank. A damaged version is reported and an older one tried.
+        the same on every rank. A damaged version is reported and an older one tried. Which
+        versions exist is read by rank 0 alone and broadcast (a listing of each rank's own
+        could differ), so that every rank tries the same ones.
         """
-        if not self.complete():
-            return None
 
         def mine(n: int) -> range:
             return range(0) if logical is None else range(logical, n, nworkers)
@@ -129,11 +141,25 @@ class DiskTier(Background):
         def agree(problems: list[str]) -> list[str]:
             return [p for part in comm.allgather(problems) for p in part]
 
-        found = find_restart(self.directory, nworkers, mine, adapt=adapt, agree=agree, tag=self.tag)
+        def read() -> Survey | None:
+            if not self.complete():
+                return None
+            return survey(self.directory, nworkers, adapt=adapt, tag=self.tag)
+
+        surveyed = decided(comm, read)
+        if surveyed is None:
+            return None
+        found = find_restart(
+            self.directory, nworkers, mine, adapt=adapt, agree=agree, surveyed=surveyed
+        )
         self.written_by = found.written_by
         if found.problems and comm.Get_rank() == 0:
             logger().warning("skipped damaged spill versions:\n  " + "\n  ".join(found.problems))
         return found
+
+    def has_version(self, comm: MPI.Comm) -> bool:
+        """Collective: whether the directory holds a complete version (rank 0 looks)."""
+        return decided(comm, self.complete)
 
     def save(self, world: MPI.Comm, version: int, segments: dict[int, np.ndarray]) -> None:
         """Collective over ``world``: write ``segments`` (worker -> segment of ``version``) now,
@@ -142,7 +168,7 @@ class DiskTier(Background):
         infos = []
         if segments:
             assert self.writer is not None
-            self.writer.flush(raise_errors=False)
+            self.writer.drain(config().spill_timeout)  # bounded: the watchdog is paused
             w = self.writer
             for rank, seg in sorted(segments.items()):
                 infos.append(
@@ -158,15 +184,28 @@ class DiskTier(Background):
         everyone = [i for part in world.allgather(infos) for i in part]
         if world.Get_rank() == 0:
             assert self.writer is not None
-            self.writer.flush(raise_errors=False)  # an index the helper may still write
+            self.writer.drain(config().spill_timeout)  # an index the helper may still write
             self.indexed(wait=True)
             self.writer.commit(version, sorted(everyone, key=lambda i: int(i["rank"])))
 
-    def done(self, step: int) -> None:
-        """Record that the run completed (one worker, after every worker agreed it did)."""
-        mark_done(self.directory, step)
+    def finish(self, step: int) -> str | None:
+        """Worker 0, once every worker agreed that the run completed: mark it ``DONE``.
+        Returns what went wrong with the spill at the end (the newest version that failed to
+        reach the disk, or the mark itself), or None: the result is computed either way, so
+        a failure here is reported, never raised."""
+        problem = None
+        if self.problem is not None:
+            version, why = self.problem
+            problem = f"version {version} is not on disk ({why})"
+        try:
+            mark_done(self.directory, step)
+        except OSError as e:
+            problem = f"{problem}; " if problem else ""
+            problem += f"the run could not be marked DONE in {self.directory} ({e})"
+        return problem
 
     def close(self) -> None:
+        """Stop this rank's spill helper (its pending writes get ``MPICKPT_SPILL_TIMEOUT``)."""
         if self.writer is not None:
-            self.writer.close()
+            self.writer.close(config().spill_timeout)
             self.writer = None

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import SpillError
 from ..segment import SegmentView
-from .buffers import _Buffer, _BufferPool
+from .buffers import BufferPool, SharedBuffer
 from .directory import commit
 from .format import make_private_dir, rank_file
 from .link import HelperLink
@@ -82,9 +82,9 @@ class _HelperQueue:
     def __init__(self, directory: str, rank: int, queue_size: int, helper: str) -> None:
         self.directory, self.rank = directory, rank
         self.queue_size, self.helper = queue_size, helper
-        self._pending: deque[tuple[SpillJob, _Buffer | None]] = deque()
-        self._pool = _BufferPool()
-        self._lent: _Buffer | None = None  # see buffer()
+        self._pending: deque[tuple[SpillJob, SharedBuffer | None]] = deque()
+        self._pool = BufferPool()
+        self._lent: SharedBuffer | None = None  # see buffer()
         self._closed = False
         self._start()
 
@@ -131,7 +131,7 @@ class _HelperQueue:
         job._finish(reply.get("info"), error)
         return True
 
-    def _send(self, job: SpillJob, buf: _Buffer | None, request: dict[str, Any]) -> None:
+    def _send(self, job: SpillJob, buf: SharedBuffer | None, request: dict[str, Any]) -> None:
         fds = [] if buf is None or buf.ident in self._known else [buf.fd]
         request["forget"] = [i for i in self._pool.forget if i in self._known]
         self._known.difference_update(self._pool.forget)
@@ -295,16 +295,11 @@ class SpillWriter(_HelperQueue):
         except KeyError:
             raise SpillError(f"version {version} was not submitted to this spill writer") from None
 
-    def wait(
-        self, version: int, timeout: float | None = None, *, raise_errors: bool = True
-    ) -> bool:
-        """Wait until ``version`` is written and flushed; see :meth:`SpillJob.wait`."""
-        return self.job(version).wait(timeout, raise_errors=raise_errors)
-
     def flush(self, *, raise_errors: bool = True) -> bool:
         """Wait for every submitted write and commit; True if all succeeded.
 
-        Writes whose result was already collected by :meth:`wait` are not reported again.
+        Writes whose result was already collected by :meth:`SpillJob.wait` are not reported
+        again.
         """
         while self._pending:
             self._collect(None)
@@ -325,13 +320,17 @@ class SpillWriter(_HelperQueue):
         shape = (self.nworkers, self.scheme_config)
         commit(self.directory, version, *shape, files_info, self.keep, self.tag)
 
-    def close(self) -> None:
-        """Finish pending writes and stop the helper (errors are left in the jobs)."""
+    def close(self, timeout: float | None = None) -> None:
+        """Finish pending writes (for at most ``timeout`` seconds) and stop the helper (errors
+        are left in the jobs)."""
         if self._closed:
             return
         self._closed = True
-        while self._pending:
-            self._collect(None)
+        if timeout is None:
+            while self._pending:
+                self._collect(None)
+        else:
+            self.drain(timeout)
         self._link.close()
         if self._lent is not None:
             self._lent.lent = False

@@ -1,0 +1,54 @@
+"""Files written whole or not at all: the content goes to ``<path>.tmp``, which is renamed
+over ``<path>``, so a reader (or a crash) sees the old file or the new one, never a part of
+one. No MPI here."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+
+def fsync_dir(path: str) -> None:
+    """Make the entries of directory ``path`` (a rename, a new file) durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:  # pragma: no cover - some file systems refuse directory fsync
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str) -> None:
+    """Make the content of file ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: str, final: str, *, private: bool = False, durable: bool = False) -> None:
+    """Rename the complete file ``tmp`` to ``final``. ``private``: readable by this user only
+    (0600) first; ``durable``: fsync the file before and its directory after."""
+    if private:
+        os.chmod(tmp, 0o600)
+    if durable:
+        fsync_file(tmp)
+    os.replace(tmp, final)
+    if durable:
+        fsync_dir(os.path.dirname(final) or ".")
+
+
+def write_text(final: str, text: str, *, private: bool = False, durable: bool = False) -> str:
+    """Write ``text`` to ``final`` through ``final.tmp`` (see :func:`publish`); return
+    ``final``."""
+    tmp = final + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    publish(tmp, final, private=private, durable=durable)
+    return final
