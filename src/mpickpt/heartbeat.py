@@ -8,7 +8,8 @@ recoveries so far, where this launch resumed from (``resumed``: ``{"tier": "star
 tier, version and step it restored), the mean seconds per step and the longest gap between two
 steps (a checkpoint and its spill wait included), from which the supervisor derives how long
 no progress means a hang (:class:`Watch`). Written atomically (a temporary file renamed) at
-most every :data:`INTERVAL` seconds, and at once when the phase changes or a version commits.
+most every :data:`INTERVAL` seconds, and at once after the first step of each entry into the
+loop, when the phase changes, or when a version commits.
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ class Heartbeat:
             self.state["longest_gap_s"] = max(self.state["longest_gap_s"], round(gap, 6))
         if self.first is not None and step + 1 > self.first[0]:
             self.state["step_s"] = round((now - self.first[1]) / (step + 1 - self.first[0]), 6)
+        first = self.first is not None and step == self.first[0]  # the incarnation's first
         self.last_step = (step + 1, now)
         self.state["step"] = step + 1
-        if now - self.written >= INTERVAL or self.state["version"] != self.version_written:
+        if first or now - self.written >= INTERVAL or self.state["version"] != self.version_written:
             self._write(now)
 
     def committed(self, version: int) -> None:

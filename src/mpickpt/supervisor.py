@@ -300,7 +300,8 @@ def _where(resumed: dict[str, Any] | None) -> str:
     40)``, ..."""
     if not resumed or resumed.get("tier") == "start":
         return "the start"
-    return f"the {resumed['tier']}, version {resumed.get('version')} (step {resumed.get('step')})"
+    version = f", version {resumed['version']}" if resumed.get("version") is not None else ""
+    return f"the {resumed['tier']}{version} (step {resumed.get('step')})"
 
 
 def supervise(opts: Options) -> int:
