@@ -1,7 +1,7 @@
 """2-D diffusion with Devito that survives rank failures (compare with
 devito_diffusion_plain.py; needs ``pip install mpickpt[devito]``).
 
-    mpiexec --with-ft ulfm -n 5 python examples/devito_diffusion.py --steps 50 --spares 1
+    mpickpt run -n 5 -- python examples/devito_diffusion.py --steps 50 --spares 1
 
 Kill any worker at any time (or set MPICKPT_KILL=RANK@STEP): a spare takes its place and the
 printed checksum is the same as without the failure, and as on one rank.

@@ -1,6 +1,6 @@
 """2-D heat equation that survives rank failures (compare with heat2d_plain.py).
 
-    mpiexec --with-ft ulfm -n 9 python examples/heat2d.py --steps 200 --size 256 --spares 1
+    mpickpt run -n 9 -- python examples/heat2d.py --steps 200 --size 256 --spares 1
 
 The code is in ``src/mpickpt/examples/heat2d.py``, shipped inside the package so that
 ``mpickpt demo`` runs from an installed wheel; this script runs it, with the same options

@@ -1,6 +1,6 @@
 """Monte Carlo random walkers that survive rank failures (compare with walkers_plain.py).
 
-    mpiexec --with-ft ulfm -n 9 python examples/walkers_resilient.py --steps 200 --spares 1
+    mpickpt run -n 9 -- python examples/walkers_resilient.py --steps 200 --spares 1
 
 The protected state is an array that changes length, a random generator and a dict.
 """

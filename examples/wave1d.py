@@ -1,6 +1,6 @@
 """A 1-D wave equation that survives rank failures: the tutorial's example (docs/tutorial.md).
 
-    mpiexec --with-ft ulfm -n 5 python examples/wave1d.py --steps 2000 --spares 1
+    mpickpt run -n 5 -- python examples/wave1d.py --steps 2000 --spares 1
 
 The string of ``--size`` points is cut into one block per worker. Protected state: two float
 arrays (the displacement now and one step ago), an int32 array (how often each point crossed

@@ -7,7 +7,7 @@ result, hang, exit 0 without a result, or stall a recovery without an Open MPI a
 explain it. A clean non-zero exit (e.g. Open MPI aborting a survivor, then mpickpt's watchdog
 ending the job with 3 or 75) is allowed and shows in the output. In the start-up scenarios (a
 kill during import or ``MPI_Init``, or as soon as the pidfile appears) a job either recovers
-or, where MPI cannot go on (a process lost before ``MPI_Init`` completed), exits 1 with
+or, where MPI cannot go on (a process lost before ``MPI_Init`` completed), exits 74 with
 mpickpt's message, within the start-up guard's deadline.
 """
 
@@ -17,6 +17,7 @@ import pytest
 
 import chaos_campaign as chaos
 import reruns
+from mpickpt.errors import EXIT_LOST_AT_START
 
 pytestmark = [pytest.mark.mpi, pytest.mark.fault]
 
@@ -48,9 +49,9 @@ def check(trials: list[chaos.Trial], startup: bool = False) -> None:
     trials = [t for t in trials if t.rerun_of is not None or t.index not in repeated]
     bad = [t for t in trials if t.outcome in BAD]
     bad += [t for t in trials if "watchdog" in t.tags and "ompi-abort" not in t.tags]
-    if startup:  # only a loss inside MPI_Init may end the job: exit 1 with mpickpt's message
+    if startup:  # only a loss inside MPI_Init may end the job: exit 74 with mpickpt's message
         ended = [t for t in trials if t.outcome not in ("ok", "missed", *BAD)]
-        bad += [t for t in ended if t.outcome != "exit1" or not t.clear]
+        bad += [t for t in ended if t.outcome != f"exit{EXIT_LOST_AT_START}" or not t.clear]
     assert not bad, "\n\n".join(f"{chaos.line(t)}\n{t.log}" for t in bad)
 
 

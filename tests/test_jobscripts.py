@@ -1,6 +1,7 @@
 """The job scripts without Slurm: syntax, the header example against the #SBATCH lines, and
-resilient.sbatch run by bash on this host (it then launches mpirun locally), which shows how it
-derives the number of workers from the tasks. The Slurm tests (test_slurm.py) run it for real.
+resilient.sbatch run by bash on this host (its mpickpt run then launches mpirun locally), which
+shows how it derives the number of workers from the tasks. The Slurm tests (test_slurm.py) run
+it for real.
 """
 
 from __future__ import annotations
@@ -78,8 +79,10 @@ def test_workers_are_the_tasks_less_the_spares(tmp_path: Path) -> None:
     proc = run_script(env, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "3 workers + 1 spares" in proc.stdout, proc.stdout
-    assert re.search(r"launch 1: \S*mpirun --with-ft ulfm .* -n 4 ", proc.stdout), proc.stdout
-    assert "relaunching from the spill" in proc.stdout and "outcome: done" in proc.stdout
+    assert re.search(r"running: mpickpt run -n 4 ", proc.stdout), proc.stdout
+    assert re.search(r"launch 1: \S*mpiexec .*--with-ft ulfm .* -n 4 ", proc.stderr), proc.stderr
+    assert "relaunch 1 after workers lost and no spare left (exit 75)" in proc.stderr
+    assert "resumed from the spill" in proc.stderr and "outcome: done" in proc.stdout
     assert (tmp_path / "ckpt.state").read_text().strip() == "done"
 
 
@@ -113,7 +116,7 @@ def test_a_process_lost_in_mpi_init_is_launched_again(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "lost").exists()  # the first launch did lose a process
     assert "MPI_Init did not complete" in proc.stderr, proc.stderr
-    assert "lost as the job started (in MPI_Init): launching again" in proc.stdout, proc.stdout
-    assert "launch 2:" in proc.stdout and "outcome: done" in proc.stdout, proc.stdout
+    assert "relaunch 1 after a process was lost as the job started (exit 74)" in proc.stderr
+    assert "launch 2:" in proc.stderr and "outcome: done" in proc.stdout, proc.stdout
     found = CHECKSUM.findall(proc.stdout)
     assert found and found[-1] == reference, proc.stdout

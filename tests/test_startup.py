@@ -1,8 +1,9 @@
 """The bound on ``MPI_Init`` (``mpickpt.startup``): a process lost before MPI is initialised
-ends the job with 1 and one clear message, instead of hanging it."""
+ends the job with 74 (relaunch) and one clear message, instead of hanging it."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from conftest import run_mpi
 from mpickpt import startup
 from mpickpt.config import Config
-from mpickpt.errors import ConfigError
+from mpickpt.errors import EXIT_LOST_AT_START, ConfigError
 from mpickpt.launch import launched_rank
 
 SCRIPT = Path(__file__).parent / "mpi_scripts" / "lost_in_init.py"
@@ -44,6 +45,28 @@ def test_init_timeout_setting():
             Config.from_env({"MPICKPT_INIT_TIMEOUT": bad})
 
 
+def test_the_exit_timer_ends_a_process_that_holds_the_interpreter_lock():
+    """The exit comes from a thread of the C library: a C call that never lets Python run (as
+    MPI_Init under mpi4py) does not delay it."""
+    code = (
+        "import hashlib; from mpickpt import exittimer\n"
+        "assert exittimer.start(0.3, 74) is not None\n"
+        "while True: hashlib.sha256(bytes(200_000_000)).digest()\n"
+    )
+    t = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert proc.returncode == 74
+    assert time.monotonic() - t < 30
+
+
+def test_a_cancelled_exit_timer_does_not_fire():
+    code = (
+        "import time; from mpickpt import exittimer\n"
+        "exittimer.start(0.2, 74).cancel(); time.sleep(0.6)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
 def test_no_guard_outside_a_launcher_or_once_mpi_is_imported():
     # this process was not started by mpiexec (pytest runs it), and it may have MPI loaded
     assert startup.guard_mpi_init() is False
@@ -59,7 +82,7 @@ def test_process_lost_before_mpi_init_ends_the_job_with_one_message(lost):
         SCRIPT, 4, env={"LOST_RANK": str(lost), "MPICKPT_INIT_TIMEOUT": str(timeout)}, timeout=90
     )
     seconds = time.monotonic() - t
-    assert rc == 1, f"{out}\n{err}"
+    assert rc == EXIT_LOST_AT_START, f"{out}\n{err}"
     assert "initialised" not in out
     assert err.count(MESSAGE) == 1, err  # one host here: one message
     first = 1 if lost == 0 else 0  # the lowest process left speaks first

@@ -1,4 +1,4 @@
-"""``mpickpt layout | demo | inspect | verify | plan`` (and ``mpickpt --version``)."""
+"""``mpickpt run | layout | demo | inspect | verify | plan`` (and ``mpickpt --version``)."""
 
 from __future__ import annotations
 
@@ -137,18 +137,23 @@ class HeatFailed(RuntimeError):
 
 
 def _run_heat(n: int, args: list[str], env: dict[str, str], timeout: float) -> tuple[str, str]:
+    """heat2d launched as a user would: through ``mpickpt run`` (no relaunch: the demo shows
+    the online recovery)."""
     import os
 
-    from .launch import examples_dir, mpiexec_command
+    from .launch import examples_dir
 
-    cmd = mpiexec_command(n, sys.executable, str(examples_dir() / "heat2d.py"), *args)
-    proc = subprocess.run(
-        cmd,
-        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    with tempfile.TemporaryDirectory() as run_dir:
+        cmd = [sys.executable, "-m", "mpickpt", "run", "-n", str(n), "--relaunches", "0",
+               "--run-dir", run_dir, "--", sys.executable, str(examples_dir() / "heat2d.py"),
+               *args]  # fmt: skip
+        proc = subprocess.run(
+            cmd,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     m = _CHECKSUM.search(proc.stdout)
     if proc.returncode != 0 or m is None:
         sys.stderr.write(proc.stdout + proc.stderr)
@@ -278,6 +283,11 @@ def _parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=fmt)
 
     as_json = "print one JSON document instead of text"
+    from . import runopts, supervisor
+
+    run = command("run", "launch a protected job, watch it, relaunch it when it dies")
+    runopts.add_arguments(run)
+    run.set_defaults(fn=supervisor.main)
     lay = command("layout", "show how a scheme places pieces on backups")
     add_scheme_options(lay)
     lay.add_argument("--ranks", type=int, default=0, help="also place N ranks' backups")

@@ -23,7 +23,9 @@
 - ``MPICKPT_REPORT`` (:mod:`.report`): write the run report (JSON) to this path (as
   ``report=``).
 - ``MPICKPT_INIT_TIMEOUT`` (:mod:`.startup`): seconds a process may wait in ``MPI_Init``
-  before it ends the job with 1 (default 40; 0: wait forever).
+  before it ends the job with 74 (default 40; 0: wait forever).
+- ``MPICKPT_RUN_DIR`` (:mod:`.heartbeat`): worker 0 keeps its heartbeat there (set by
+  ``mpickpt run``, which watches it).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Config:
     fresh: bool = False
     report: str = ""
     init_timeout: float = 40.0
+    run_dir: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -96,6 +99,7 @@ class Config:
             fresh=env.get(PREFIX + "FRESH", "0") not in ("", "0"),
             report=env.get(PREFIX + "REPORT", ""),
             init_timeout=number("INIT_TIMEOUT", float, 40.0, zero=True),
+            run_dir=env.get(PREFIX + "RUN_DIR", ""),
         )
 
 

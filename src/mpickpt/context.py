@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from mpi4py import MPI
 
-from . import faults
+from . import faults, heartbeat
 from .errors import ConfigError, Preempted, ProcessFailure
 from .log import say, verbose
 from .schedule import Schedule
@@ -67,6 +67,7 @@ class Context:
         self.size: int = self.comm.Get_size()
         self.restored: bool = bool(self.checkpointer.restored)
         self._started = False  # the first checkpoint of this incarnation was taken
+        self.beat = heartbeat.current() if self.rank == 0 else heartbeat.OFF
 
     def track(self, comm: MPI.Comm) -> MPI.Comm:
         """Put ``comm`` (made by a library, or from ``COMM_WORLD``) into ``ctx.comm``'s
@@ -115,6 +116,7 @@ class Context:
             if self.job.completed and start >= n:
                 return  # a finished run: its final state is restored, nothing to compute
         self.schedule.resume()
+        self.beat.begin(start, n, self.job.resumed, self.job.recoveries)
         stop = False
         if self.role in ("survivor", "recovered"):  # the committed version is still held
             ckpt.reprotect(start)  # but for the pieces lost with the dead: send those
@@ -142,7 +144,9 @@ class Context:
             ):
                 self._checkpoint(step + 1)
                 stop = True
+            self.beat.step(step)
         ckpt.flush()  # a stop asked at the last checkpoint: the run is complete anyway
+        self.beat.phase("after")
         if self.rank == 0 and verbose():
             if self.job.disk is not None:
                 say(f"spill: {self.job.disk.summary()}")
@@ -164,6 +168,7 @@ class Context:
         ckpt.exchange = reduce
         schedule.begin(step)
         ckpt.checkpoint(step)
+        self.beat.committed(ckpt.version)
         plan = schedule.end(step, ckpt.exchanged)
         if self.rank == 0 and verbose() and schedule.changed():
             say(f"checkpoint at step {step}; {plan.describe()}")

@@ -81,6 +81,7 @@ class Preempted(MpickptError):
 EXIT_OK = 0  # done (with a spill, DIR/DONE says so)
 EXIT_APPLICATION = 1  # the protected function raised an exception (ApplicationError)
 EXIT_CONFIG = 2  # bad configuration or spill (the message says what to change)
+EXIT_LOST_AT_START = 74  # a process was lost before MPI_Init completed; nothing ran: relaunch
 EXIT_UNRECOVERABLE = 3  # the loss is beyond the redundancy and there is no spill to fall back to
 EXIT_NO_SPARES = 75  # workers were lost and no spare was left: relaunch (from the spill)
 EXIT_PREEMPTED = 76  # stopped on SIGTERM/SIGUSR1 after a final spill: requeue to continue

@@ -4,7 +4,8 @@
 It holds the job's outcome, its shape, what its checkpoints cost on worker 0 (from the
 checkpointer's counters, :attr:`mpickpt.Checkpointer.stats`: every counter there is copied,
 so new ones appear without a change here), what the spill did, and every recovery worker 0
-took part in, with its timeline (seconds after the failure's detection).
+took part in, with its timeline (seconds after the failure's detection), and where this launch
+resumed from (``resumed``: ``{"tier": "start"}``, or the tier, version and step restored).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def build(
     counters: Mapping[str, float],
     spill: Mapping[str, Any] | None,
     recoveries: Sequence[Mapping[str, Any]],
+    resumed: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report as a dict (see the module docstring)."""
     now = time.time()
@@ -61,6 +63,7 @@ def build(
         "checkpoints": checkpoint_section(counters),
         "spill": dict(spill) if spill is not None else None,
         "recoveries": [dict(r) for r in recoveries],
+        "resumed": dict(resumed) if resumed is not None else {"tier": "start"},
     }
 
 

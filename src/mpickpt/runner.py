@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from mpi4py import MPI
 
-from . import errors, faults, report, startup
+from . import errors, faults, heartbeat, report, startup
 from .checkpointer import Checkpointer
 from .config import config
 from .context import Context, stop_requested
@@ -162,6 +162,8 @@ class Runner:
         self._write_report(job, None)
         if job.disk is not None:
             job.disk.close()  # its helper process ends here, not at the interpreter's exit
+        if members.logical == 0:  # every worker completed: the result is there
+            heartbeat.current().phase("done")
         if members.exit_code:  # an idle spare, told how the workers ended the job
             ending.end(members.exit_code)
         return result
@@ -197,6 +199,7 @@ class Runner:
             counters=ckpt.stats,
             spill=spill,
             recoveries=job.history,
+            resumed=job.resumed,
         )
         try:
             report.write(path, data)

@@ -4,10 +4,13 @@ ULFM tolerates failures only once MPI is initialised. A process killed earlier (
 imports, or inside ``MPI_Init``) leaves the others waiting forever in ``MPI_Init``'s exchange
 of addresses, and mpiexec never ends the job. No Python code can run meanwhile (mpi4py holds
 the interpreter lock in ``MPI_Init``), so the guard is :func:`faulthandler.dump_traceback_later`,
-whose timer is a C thread: past the deadline it exits the process with 1, which mpiexec turns
-into the job's exit code. Its traceback goes into a pipe to a small watcher process forked
-before ``MPI_Init``, which then prints one clear line instead: the first watcher of the job
-on each host (a file in the launcher's session directory decides), so not one per process.
+whose timer is a C thread: past the deadline it writes the traceback into a pipe to a small
+watcher process forked before ``MPI_Init``, which then prints one clear line instead: the first
+watcher of the job on each host (a file in the launcher's session directory decides), so not one
+per process. Half a second later a timer of the C library (:mod:`.exittimer`) exits the process
+with :data:`~.errors.EXIT_LOST_AT_START` (74), which mpiexec turns into the job's exit code, so
+that a launcher relaunches the job (faulthandler's own exit, with 1, where that timer is
+missing).
 The deadline grows with the rank (2 s per rank, up to rank 5), so that processes do not exit
 non-zero all at once (that can hang Open MPI's mpiexec).
 
@@ -31,12 +34,14 @@ from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
+from . import exittimer
 from .config import config
-from .errors import ConfigError
+from .errors import EXIT_LOST_AT_START, ConfigError
 from .launch import launched_rank
 
 STAGGER = 2.0  # seconds between the deadlines of successive ranks
 STAGGERED_RANKS = 5  # ranks from this one on share the last deadline
+EXIT_DELAY = 0.5  # seconds from the traceback to the exit: the watcher reads it meanwhile
 
 
 def init_timeout() -> float:
@@ -57,8 +62,8 @@ def message(rank: int, seconds: float) -> str:
     return (
         f"mpickpt: world rank {rank}: MPI_Init did not complete within {seconds:g} s: a process "
         "of this job died (or hung) as the job started, before MPI could tolerate its loss; "
-        "nothing was computed. Relaunch the job. If MPI start-up is merely slow here, raise "
-        "MPICKPT_INIT_TIMEOUT (seconds; 0 turns this guard off).\n"
+        f"nothing was computed (exit {EXIT_LOST_AT_START}). Relaunch the job. If MPI start-up is "
+        "merely slow here, raise MPICKPT_INIT_TIMEOUT (seconds; 0 turns this guard off).\n"
     )
 
 
@@ -85,6 +90,7 @@ class Guard:
         self.rank, self.seconds = rank, deadline(rank, timeout)
         self.watcher = 0
         self.pipe = -1
+        self.exit: exittimer.ExitTimer | None = None
 
     def arm(self) -> None:
         read, self.pipe = os.pipe()
@@ -99,10 +105,14 @@ class Guard:
             finally:
                 os._exit(0)
         os.close(read)
-        faulthandler.dump_traceback_later(self.seconds, exit=True, file=self.pipe)
+        self.exit = exittimer.start(self.seconds + EXIT_DELAY, EXIT_LOST_AT_START)
+        faulthandler.dump_traceback_later(self.seconds, exit=self.exit is None, file=self.pipe)
 
     def disarm(self) -> None:
         faulthandler.cancel_dump_traceback_later()
+        if self.exit is not None:
+            self.exit.cancel()
+            self.exit = None
         if self.pipe >= 0:
             os.close(self.pipe)  # the watcher reads the end of the pipe and exits quietly
             self.pipe = -1

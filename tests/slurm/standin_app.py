@@ -1,4 +1,4 @@
-"""Stand-in for examples/heat2d.py when checking the job scripts (no mpickpt needed).
+"""Stand-in for examples/heat2d.py when checking the job scripts (only mpickpt's heartbeat).
 
 Same command line and exit-code contract as the real example:
 
@@ -14,6 +14,9 @@ Same command line and exit-code contract as the real example:
   75, up to the ``STANDIN_EXIT0``-th (default none), stop halfway with exit 0 and no ``DONE``:
   what mpirun does when it loses a node without saying so.
 
+Rank 0 keeps mpickpt's heartbeat (:mod:`mpickpt.heartbeat`, a file of no MPI) in
+``MPICKPT_RUN_DIR`` when ``mpickpt run`` sets it: the steps, where it resumed, ``done`` at the
+end (the supervisor's proof that the result was produced).
 State lives in ``DIR/standin.json`` (written by rank 0 every ``every * spill_every`` steps and on
 stopping; the real app spills per-rank files).
 ``STANDIN_STEP_SECONDS`` (default 0.02) is the time per step.
@@ -31,6 +34,8 @@ import time
 from collections.abc import Callable
 
 import mpi4py
+
+from mpickpt.heartbeat import Heartbeat
 
 mpi4py.rc.finalize = False  # Finalize may hang after failures (open-mpi/ompi#11404)
 from mpi4py import MPI  # noqa: E402
@@ -100,8 +105,11 @@ def run(
     it stops early with code ``fail[1]``."""
     fail_at, fail_code = fail
     dt = float(os.environ.get("STANDIN_STEP_SECONDS", "0.02"))
+    beat = Heartbeat(os.environ.get("MPICKPT_RUN_DIR") if comm.rank == 0 else None)
+    beat.begin(start, a.steps, {"tier": "spill", "step": start} if start else {"tier": "start"}, 0)
     for step in range(start, a.steps):
         time.sleep(dt)
+        beat.step(step)
         stop = comm.allreduce(1 if got_signal else 0, op=MPI.MAX)  # a uniform decision
         if stop:
             spill(step)
@@ -119,6 +127,7 @@ def run(
     if comm.rank == 0:
         with open(os.path.join(a.spill, "DONE"), "w") as f:  # as mpickpt does on completion
             f.write(f"completed after step {a.steps}\n")
+    beat.phase("done")
     if comm.rank == 0:
         digest = hashlib.sha256(f"{a.steps}:{a.size}".encode()).hexdigest()[:16]
         print(f"checksum: {digest}", flush=True)

@@ -1,6 +1,6 @@
 """2-D heat equation that survives rank failures (compare with examples/heat2d_plain.py).
 
-    mpiexec --with-ft ulfm -n 9 python -m mpickpt.examples.heat2d --steps 200 --size 256
+    mpickpt run -n 9 -- python -m mpickpt.examples.heat2d --steps 200 --size 256
 
 It ships inside the package so that ``mpickpt demo`` runs from an installed wheel;
 ``examples/heat2d.py`` of a checkout runs this module.

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from mpi4py import MPI
 
-from .. import faults
+from .. import faults, heartbeat
 from ..checkpointer import Checkpointer
 from ..comms import Family
 from ..domains import warn_if_spread
@@ -64,6 +64,7 @@ class Job:
         self.at_step: int | None = None  # the step the protected function is at
         self.completed = False  # restarted from the spill of a run that completed (DONE)
         self.error: str | None = None  # what the protected function raised in this process
+        self.resumed: dict[str, Any] = {"tier": "start"}  # or a tier's version: see heartbeat
         self.error_kind = "bug"  # and what kind of error it was (ProcessState.error_kind)
         self.split: MPI.Comm = MPI.COMM_NULL  # the workers' communicator of the running attempt
         self.spill_problem: str | None = None  # worker 0: the spill failed at the end
@@ -111,6 +112,7 @@ class Job:
         if found is None:
             return "initial"
         self.completed = fallback.restart(self.ckpt, self.redistribute, found, logical, m.nworkers)
+        self.resumed = {"tier": "spill", "version": found.version, "step": self.ckpt.step}
         if logical == 0:
             logger().info(fallback.restarted(found, self.ckpt.step, disk.directory, self.completed))
         return "restarted"
@@ -171,6 +173,7 @@ class Job:
         self.members.ending.failures_seen = True
         self.timeline = Timeline(step=self.at_step if self.members.is_worker else None)
         self.timeline.mark("failure detected")
+        (heartbeat.current() if self.members.logical == 0 else heartbeat.OFF).phase("recovering")
         faults.maybe_kill("recovery")
         why: str | None = None  # this process's own error in the attempt before
         size = self.members.world.Get_size()  # processes in the attempt before
