@@ -20,22 +20,32 @@ def _mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True, capture_output=True)
 
 
-@pytest.fixture
-def bind_mount(tmp_path: Path) -> Iterator[Path]:
-    """A bind mount of a fresh directory, that a test (or its job) can remount read-only."""
+def _mounted(dst: Path, *args: str) -> Iterator[Path]:
+    """Mount with ``args`` on ``dst`` (root only; skipped where it cannot be), then unmount."""
     if os.geteuid() != 0:
-        pytest.skip("read-only mounts need root (as in CI)")
-    src, dst = tmp_path / "src", tmp_path / "spill"
-    src.mkdir()
+        pytest.skip("mounting needs root (as in CI)")
     dst.mkdir()
     try:
-        _mount("--bind", str(src), str(dst))
+        _mount(*args, str(dst))
     except (OSError, subprocess.CalledProcessError) as e:
-        pytest.skip(f"cannot bind-mount here: {e}")
+        pytest.skip(f"cannot mount here: {e}")
     try:
         yield dst
     finally:
         subprocess.run(["umount", "-l", str(dst)], check=False)
+
+
+@pytest.fixture
+def bind_mount(tmp_path: Path) -> Iterator[Path]:
+    """A bind mount of a fresh directory, that a test (or its job) can remount read-only."""
+    (tmp_path / "src").mkdir()
+    yield from _mounted(tmp_path / "spill", "--bind", str(tmp_path / "src"))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: a file system that a test's job can fill up."""
+    yield from _mounted(tmp_path / "spill", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs")
 
 
 def test_read_only_spill_directory_is_refused_before_any_step(bind_mount):
@@ -49,25 +59,9 @@ def test_read_only_spill_directory_is_refused_before_any_step(bind_mount):
     assert f"cannot use spill directory {bind_mount}" in err
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs: a file system that a test's job can fill up."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (as in CI)")
-    dst = tmp_path / "spill"
-    dst.mkdir()
-    try:
-        _mount("-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(dst))
-    except (OSError, subprocess.CalledProcessError) as e:
-        pytest.skip(f"cannot mount a tmpfs here: {e}")
-    try:
-        yield dst
-    finally:
-        subprocess.run(["umount", "-l", str(dst)], check=False)
-
-
 def test_disk_filling_up_during_the_run_keeps_the_result(small_disk):
-    rc, out, err = run_mpi("spill_disk_fills_up.py", 4, str(small_disk), "7", timeout=90)
+    # the disk fills up before the last step: the final version cannot be written
+    rc, out, err = run_mpi("spill_disk_fills_up.py", 4, str(small_disk), "19", timeout=90)
     nworkers, steps = 4, 20
     expected = sum((r + steps) * 10_000 for r in range(nworkers))
     assert f"result: {expected:.1f}" in out, err  # the result, computed and handed back

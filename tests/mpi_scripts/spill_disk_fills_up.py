@@ -3,7 +3,7 @@ filled by worker 0): the job still computes its result and hands it back; it exi
 spill's code.
 
 Usage: ``mpiexec -n N python spill_disk_fills_up.py DIR STEP``: worker 0 fills the file
-system of ``DIR`` before step ``STEP``; worker 0 prints ``result: ...``.
+system of ``DIR`` before step ``STEP`` and keeps it full; worker 0 prints ``result: ...``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import threading
+import time
 
 import numpy as np
 
@@ -18,8 +20,11 @@ import mpickpt
 
 
 def fill(path: str) -> None:
-    """Write ``path`` until the file system has not a byte left."""
-    with open(path, "wb", buffering=0) as f:
+    """Write ``path`` until the file system has not a byte left, and keep it so: a write that
+    fails frees what it had written, which is taken again at once (until the process ends)."""
+    f = open(path, "wb", buffering=0)  # noqa: SIM115 - kept open by the thread below
+
+    def take_all() -> None:
         for size in (1 << 16, 1 << 12, 1):
             try:
                 while True:
@@ -27,6 +32,14 @@ def fill(path: str) -> None:
             except OSError as e:
                 if e.errno != errno.ENOSPC:
                     raise
+
+    def keep_full() -> None:
+        while True:
+            take_all()
+            time.sleep(0.0005)
+
+    take_all()
+    threading.Thread(target=keep_full, daemon=True).start()
 
 
 def simulate(ctx: mpickpt.Context, steps: int, turn: int) -> float | None:

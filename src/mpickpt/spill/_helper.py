@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
+import io
 import json
 import mmap
 import os
@@ -97,30 +99,38 @@ def serve(first: socket.socket | None, listener: socket.socket | None = None) ->
 
 def handle(req: dict[str, Any], maps: dict[int, mmap.mmap]) -> dict[str, Any]:
     """Do one request: write a version file from a mapped buffer, or commit a version (its
-    index, then the pruning of old versions: deleting files takes time too)."""
-    try:
-        if req.get("op") == "commit":
-            commit(
-                req["directory"],
-                req["version"],
-                req["nworkers"],
-                req["scheme"],
-                req["files"],
-                req["keep"],
-                req["tag"],
-            )
-            return {"info": {}}
-        info = write_version_file(
+    index, then the pruning of old versions: deleting files takes time too). A failure is
+    handed to the rank, which decides what it means; what h5py prints while it cleans up a
+    file that failed (a full disk: a traceback per object) is not shown."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return {"info": _do(req, maps)}
+        except Exception as e:
+            return {"error": f"{type(e).__name__}: {e}"[:4000]}
+        finally:
+            gc.collect()  # the failed file's objects, while their noise is not shown
+
+
+def _do(req: dict[str, Any], maps: dict[int, mmap.mmap]) -> dict[str, Any]:
+    if req.get("op") == "commit":
+        commit(
             req["directory"],
             req["version"],
-            req["rank"],
-            np.frombuffer(maps[req["buffer"]], dtype=np.uint8, count=req["nbytes"]),
-            nworkers=req["nworkers"],
-            scheme_config=req["scheme"],
+            req["nworkers"],
+            req["scheme"],
+            req["files"],
+            req["keep"],
+            req["tag"],
         )
-        return {"info": info}
-    except Exception as e:  # handed to the rank, which decides what a failure means
-        return {"error": f"{type(e).__name__}: {e}"[:4000]}
+        return {}
+    return write_version_file(
+        req["directory"],
+        req["version"],
+        req["rank"],
+        np.frombuffer(maps[req["buffer"]], dtype=np.uint8, count=req["nbytes"]),
+        nworkers=req["nworkers"],
+        scheme_config=req["scheme"],
+    )
 
 
 def main(fd: int, parent: int, mode: str = "pair") -> None:
