@@ -68,7 +68,9 @@ def cmd_layout(a: argparse.Namespace) -> int:
     if a.ranks:
         per = a.ranks_per_node or 1
         domains = [r // per for r in range(a.ranks)]
-        out["owners"] = {str(o): b for o, b in enumerate(choose_backups(domains, scheme.backups))}
+        used = scheme.layout_domains(domains)  # as the library places them
+        out["owners"] = {str(o): b for o, b in enumerate(choose_backups(used, scheme.backups))}
+        out["node_loss_covered"] = used == domains
     if a.json:
         print(json.dumps(out))
         return 0
@@ -80,6 +82,9 @@ def cmd_layout(a: argparse.Namespace) -> int:
         print(f"  backup {i}: {', '.join(names)}")
     for o, b in out.get("owners", {}).items():
         print(f"  rank {o} -> backups {b}")
+    if not out.get("node_loss_covered", True):
+        print("  (too few or too uneven nodes: placed as if each rank were a node, as a job")
+        print("   would be, so the loss of a whole node is not covered)")
     return 0
 
 

@@ -119,7 +119,8 @@ class Runner:
             for sig in STOP_SIGNALS:  # early: Slurm may signal long before the end
                 signal.signal(sig, stop_requested.set)
         try:
-            runtime = Runtime(self._checkpointer, self.spares, self.redistribute)
+            workers = get_scheme(self.scheme, **self.params).min_workers
+            runtime = Runtime(self._checkpointer, self.spares, self.redistribute, workers)
             ending = runtime.members.ending
         except (ConfigError, SpillError) as e:  # the same on every process
             self._raise_unless_exit(e)

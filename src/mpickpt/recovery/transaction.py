@@ -54,9 +54,10 @@ class Runtime:
         make_checkpointer: Callable[[], Checkpointer],
         spares: int = 0,
         redistribute: Redistribute | None = None,
+        min_workers: int = 2,
     ) -> None:
         self.redistribute = redistribute
-        self.members = m = Membership(spares)
+        self.members = m = Membership(spares, min_workers)
         if not ulfm_available() and m.world.Get_rank() == 0:
             _warn_without_ulfm()
         self.ckpt = make_checkpointer()
