@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import metadata
 
 project = "mpickpt"
@@ -30,3 +31,20 @@ except ImportError:
     html_theme = "alabaster"
 html_static_path = ["_static"]
 html_title = f"mpickpt {release}"
+
+
+# A page shows an example's function as a plain code block, readable on a forge, after a
+# comment naming it: ``<!-- examples/wave1d.py: simulate -->``. The HTML includes the function
+# from the file itself (tests/test_docs.py checks that the copy on the page is equal to it).
+INCLUDED = re.compile(r"<!-- (examples/[\w/]+\.py): (\w+) -->\n```python\n.*?\n```", re.S)
+
+
+def include_from_the_file(app: object, docname: str, source: list[str]) -> None:
+    source[0] = INCLUDED.sub(
+        lambda m: f"```{{literalinclude}} ../{m[1]}\n:language: python\n:pyobject: {m[2]}\n```",
+        source[0],
+    )
+
+
+def setup(app: object) -> None:
+    app.connect("source-read", include_from_the_file)  # type: ignore[attr-defined]

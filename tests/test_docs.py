@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 import subprocess
@@ -138,3 +139,26 @@ def test_the_heading_check_sees_a_broken_fence() -> None:
     broken = "## A\n\n```console\n$ ls\n``` text after the fence\n\n## B\n"
     assert markdown_headings(broken) == ["A", "B"]
     assert markdown_headings("```\n## not a heading\n```\n") == []
+
+
+def test_the_code_shown_on_a_page_is_the_example_itself() -> None:
+    """A page shows an example's function in a plain code block (readable on a forge); the
+    HTML includes the file (docs/conf.py). The copy must be the function, character for
+    character."""
+    spec = importlib.util.spec_from_file_location("docs_conf", DOCS / "conf.py")
+    assert spec and spec.loader
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    shown = 0
+    for page in DOCS.glob("*.md"):
+        for match in conf.INCLUDED.finditer(page.read_text()):
+            source = (ROOT / match[1]).read_text()
+            functions = {
+                node.name: ast.get_source_segment(source, node)
+                for node in ast.parse(source).body
+                if isinstance(node, ast.FunctionDef)
+            }
+            block = match[0].split("```python\n", 1)[1].removesuffix("\n```")
+            assert block == functions[match[2]], f"{page.name}: {match[2]} differs from {match[1]}"
+            shown += 1
+    assert shown >= 3, "the tutorial shows simulate, exchange and main"
