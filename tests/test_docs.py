@@ -162,3 +162,17 @@ def test_the_code_shown_on_a_page_is_the_example_itself() -> None:
             assert block == functions[match[2]], f"{page.name}: {match[2]} differs from {match[1]}"
             shown += 1
     assert shown >= 3, "the tutorial shows simulate, exchange and main"
+
+
+def test_the_fewest_workers_of_the_scheme_guide() -> None:
+    from mpickpt.schemes import get_scheme
+
+    rows = re.findall(
+        r"^\| `(\w+)\(([^)]*)\)`[^|]*\|(?:[^|]*\|){4} (\d+) \|$",
+        (DOCS / "choosing.md").read_text(),
+        re.M,
+    )
+    assert len(rows) == 5, rows
+    for sid, params, fewest in rows:
+        kwargs = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", params)}
+        assert get_scheme(sid, **kwargs).min_workers == int(fewest), (sid, params)
