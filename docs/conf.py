@@ -13,7 +13,7 @@ version = release
 
 extensions = ["myst_parser", "sphinx.ext.autodoc"]
 source_suffix = {".md": "markdown"}
-exclude_patterns = ["_build", "make_figures.py"]
+exclude_patterns = ["_build", "make_figures.py", "make_architecture.py"]
 myst_heading_anchors = 3  # links such as recovery.md#beyond-the-tolerance
 myst_enable_extensions = ["colon_fence"]
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,11 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
 
-def test_figure3_is_what_make_figures_draws():
-    spec = importlib.util.spec_from_file_location("make_figures", DOCS / "make_figures.py")
+def docs_script(name: str) -> Any:
+    """A Python file of docs/ (a script or conf.py), loaded as a module."""
+    spec = importlib.util.spec_from_file_location(Path(name).stem, DOCS / name)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_figure3_is_what_make_figures_draws():
+    module = docs_script("make_figures.py")
     svg = module.figure3_svg()
     assert (DOCS / "_static" / "figure3.svg").read_text() == svg, (
         "docs/_static/figure3.svg is stale: run python docs/make_figures.py"
@@ -145,10 +152,7 @@ def test_the_code_shown_on_a_page_is_the_example_itself() -> None:
     """A page shows an example's function in a plain code block (readable on a forge); the
     HTML includes the file (docs/conf.py). The copy must be the function, character for
     character."""
-    spec = importlib.util.spec_from_file_location("docs_conf", DOCS / "conf.py")
-    assert spec and spec.loader
-    conf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conf)
+    conf = docs_script("conf.py")
     shown = 0
     for page in DOCS.glob("*.md"):
         for match in conf.INCLUDED.finditer(page.read_text()):
@@ -176,3 +180,45 @@ def test_the_fewest_workers_of_the_scheme_guide() -> None:
     for sid, params, fewest in rows:
         kwargs = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", params)}
         assert get_scheme(sid, **kwargs).min_workers == int(fewest), (sid, params)
+
+
+def _make_architecture():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(
+        "make_architecture", DOCS / "make_architecture.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_architecture_page_is_generated_from_the_code() -> None:
+    make = _make_architecture()
+    page = (DOCS / "architecture.md").read_text()
+    assert make.render(page) == page, (
+        "docs/architecture.md is stale: python docs/make_architecture.py"
+    )
+
+
+def test_the_architecture_page_states_the_limits_the_test_enforces() -> None:
+    import test_architecture as arch
+
+    page = " ".join((DOCS / "architecture.md").read_text().split())
+    assert f"past {arch.MAX_MODULE_LINES} lines and no class past {arch.MAX_CLASS_LINES}" in page
+    found = _make_architecture().modules()
+    mpi = _make_architecture().loads_mpi({m: deps for m, (_, deps) in found.items()})
+    assert not mpi & set(arch.PURE), "the table marks a module the test checks as pure"
+    assert "mpickpt.faults" in mpi and "mpickpt.config" not in mpi
+
+
+def test_every_setting_is_in_the_environment_table() -> None:
+    import dataclasses
+
+    from mpickpt.config import Config
+
+    make = _make_architecture()
+    meanings = make.meanings(make._config()[1])
+    for field in dataclasses.fields(Config):
+        name = "MPICKPT_" + field.name.upper()
+        assert meanings.get(name), f"config.py's docstring does not say what {name} means"
+        assert make.readers(field.name), f"no module reads config().{field.name}"

@@ -292,3 +292,14 @@ def test_demo_without_spares_is_a_clear_message() -> None:
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("mpickpt demo: --spares 0 leaves no spare rank"), proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_config_parses_kill_and_mtbf() -> None:
+    c = Config.from_env({"MPICKPT_KILL": "1@5, 2@7:commit,3@recovery", "MPICKPT_MTBF": "6h"})
+    assert c.kill == ((1, 5, "compute"), (2, 7, "commit"), (3, -1, "recovery"))
+    assert c.mtbf == 6 * 3600
+    assert Config.from_env({}).kill == () and Config.from_env({}).mtbf is None
+    with pytest.raises(ConfigError, match="bad MPICKPT_KILL entry '1@@x'"):
+        Config.from_env({"MPICKPT_KILL": "1@@x"})
+    with pytest.raises(ConfigError, match="^MPICKPT_MTBF must be a positive duration"):
+        Config.from_env({"MPICKPT_MTBF": "soon"})

@@ -28,7 +28,7 @@ from .errors import (
     exit_code,
 )
 from .log import MpickptWarning, logger
-from .policies import ENV_MTBF, Policy
+from .policies import Policy
 from .recovery.ending import current as ending_of_job
 from .recovery.fallback import Redistribute
 from .recovery.transaction import Runtime
@@ -84,7 +84,8 @@ class Runner:
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"{name} must be a whole number >= {least}, got {value!r}")
         get_scheme(scheme, **params)  # a bad scheme or parameter fails here, where it is written
-        self.schedule = make_schedule(every, every_seconds, mtbf, {ENV_MTBF: config().mtbf})
+        mtbf = config().mtbf if mtbf is None else mtbf  # the argument wins over MPICKPT_MTBF
+        self.schedule = make_schedule(every, every_seconds, mtbf)
         self.scheme, self.params = scheme, params
         self.spares, self.redistribute = spares, redistribute
         self.spill, self.spill_every, self.keep = spill, spill_every, keep
