@@ -29,6 +29,7 @@ class Report:
     # version -> owner -> (segment nbytes, {name: checksum} of the intact pieces held)
     holdings: dict[int, dict[int, tuple[int, dict[str, int]]]] = field(default_factory=dict)
     error: str | None = None  # the exception the protected function raised here, if any
+    step: int | None = None  # the step its protected function was at (None: an idle spare)
 
 
 @dataclass

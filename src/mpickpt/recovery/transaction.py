@@ -190,12 +190,15 @@ class Runtime:
         m.world = world
         self.timeline.mark(f"shrunk to {world.Get_size()} processes")
         me = world.Get_rank()
+        at = self.at_step if m.is_worker else None
 
         def transaction() -> tuple[
             list[Report], Plan | Shrunk | None, MpickptError | None, dict[int, Any], MPI.Comm
         ]:
-            own = replace(report(ckpt.store, m.logical, m.domain), error=self.error)
+            own = replace(report(ckpt.store, m.logical, m.domain), error=self.error, step=at)
             reports = world.allgather(own)
+            # the step the failure hit, the same everywhere (a promoted spare was at none)
+            self.timeline.step = max((r.step for r in reports if r.step is not None), default=None)
             nothing: dict[int, Any] = {}
             try:
                 plan = plan_recovery(reports, m.nworkers, ckpt.scheme, self.disk is not None)
