@@ -218,3 +218,12 @@ def test_demo_json() -> None:
     assert events[-1] == "re-protected; resuming at step 20", events
     times = [t for t, _ in data["timeline"]]
     assert times == sorted(times) and 0 < times[-1] < 30, times
+
+
+def test_pid_files_are_removed_at_a_normal_end(tmp_path: Path) -> None:
+    piddir = tmp_path / "pids"
+    env = {"MPICKPT_PIDDIR": str(piddir), "MPICKPT_KILL": "1@6"}
+    rc, out, err = usability(4, "--spares", "1", "--steps", "12", env=env)
+    assert rc == 0, f"rc={rc}\n{out}\n{err}"
+    # the killed rank left its pid and the time of its kill; the others removed theirs
+    assert sorted(p.name for p in piddir.iterdir()) == ["killed-rank1.time", "rank1.pid"]

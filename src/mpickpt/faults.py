@@ -16,6 +16,8 @@ it from outside at any time.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import signal
 import time
@@ -63,7 +65,8 @@ def maybe_kill(phase: str, step: int = -1) -> None:
 
 
 def write_pidfile() -> None:
-    """Write ``$MPICKPT_PIDDIR/rank<N>.pid`` if asked to."""
+    """Write ``$MPICKPT_PIDDIR/rank<N>.pid`` if asked to; a normal exit removes it (a process
+    killed or ended by an error leaves it, with the record of its kill)."""
     d = config().piddir
     if d:
         os.makedirs(d, exist_ok=True)
@@ -71,3 +74,9 @@ def write_pidfile() -> None:
         with open(path + ".tmp", "w") as f:  # renamed when complete: readers never see it empty
             f.write(f"{os.getpid()}\n")
         os.replace(path + ".tmp", path)
+        atexit.register(_remove, path)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
