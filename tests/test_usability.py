@@ -303,3 +303,37 @@ def test_config_parses_kill_and_mtbf() -> None:
         Config.from_env({"MPICKPT_KILL": "1@@x"})
     with pytest.raises(ConfigError, match="^MPICKPT_MTBF must be a positive duration"):
         Config.from_env({"MPICKPT_MTBF": "soon"})
+
+
+def mpickpt_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mpickpt.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_demo_with_too_few_workers_is_a_json_error_that_says_the_minimum() -> None:
+    done = mpickpt_cli("demo", "--workers", "3", "--json")
+    assert done.returncode == 2, done.stderr
+    error = json.loads(done.stdout)
+    assert error["exit_code"] == 2 and "4 or more workers" in error["error"], error
+    assert "worker ranks (at least 4)" in mpickpt_cli("demo", "--help").stdout
+
+
+def test_help_has_no_rest_markup() -> None:
+    for args in [("--help",), *((c, "--help") for c in ("layout", "demo", "inspect", "verify"))]:
+        assert "``" not in mpickpt_cli(*args).stdout, args
+
+
+def test_a_closed_pipe_ends_inspect_without_a_traceback(tmp_path: Path) -> None:
+    spill(tmp_path / "ckpt")  # something to list
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mpickpt.cli", "inspect", "--json", str(tmp_path / "ckpt")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # as `| head` does once it has read enough
+    assert proc.wait(timeout=60) == 1
+    err = proc.stderr.read()
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

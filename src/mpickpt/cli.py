@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from .errors import ConfigError, SpillError
 from .layout import choose_backups
 from .log import parse_timelines
 from .schemes import XorSet, get_scheme, registry
+from .schemes.base import describe
 from .schemes.xorset import form_sets
 
 
@@ -155,6 +157,8 @@ def cmd_verify(a: argparse.Namespace) -> int:
     return 0
 
 
+# the demo's scheme, passed to heat2d whatever its defaults
+DEMO_SCHEME = get_scheme("parity", group=2, backups=3)
 _CHECKSUM = re.compile(r"^checksum: ([0-9a-f]{64})$", re.M)
 
 
@@ -170,8 +174,6 @@ class HeatFailed(RuntimeError):
 
 
 def _run_heat(n: int, args: list[str], env: dict[str, str], timeout: float) -> tuple[str, str]:
-    import os
-
     from .launch import examples_dir, mpiexec_command
 
     cmd = mpiexec_command(n, sys.executable, str(examples_dir() / "heat2d.py"), *args)
@@ -196,6 +198,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
             f"--spares {a.spares} leaves no spare rank to take the killed rank's place, so the "
             "second run could not recover; use --spares 1 or more"
         )
+    if a.workers < DEMO_SCHEME.min_workers:
+        raise ConfigError(
+            f"--workers {a.workers}: the demo's {describe(DEMO_SCHEME)} needs "
+            f"{DEMO_SCHEME.min_workers} or more workers; use --workers {DEMO_SCHEME.min_workers}"
+        )
     if not 0 <= a.kill_rank < a.workers or not 0 <= a.kill_step < a.steps:
         raise ConfigError(
             f"--kill-rank {a.kill_rank} --kill-step {a.kill_step}: kill a worker "
@@ -205,6 +212,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
         result = _demo(a)
     except HeatFailed as e:
         print(f"mpickpt demo: {e}", file=sys.stderr)
+        if a.json:
+            print(json.dumps({"error": str(e), "exit_code": 1}))
         return 1
     if a.json:
         print(json.dumps(result))
@@ -216,9 +225,10 @@ def _demo(a: argparse.Namespace) -> dict[str, Any]:
     say = (lambda *x: None) if a.json else print
     n = a.workers + a.spares
     args = f"--steps {a.steps} --size {a.size} --every {a.every} --spares {a.spares}".split()
+    args += [f"--{k}={v}" for k, v in DEMO_SCHEME.get_config().items() if k != "subsegments"]
     say(
         f"mpickpt demo: heat2d {a.size}x{a.size}, {a.steps} steps, {a.workers} workers + "
-        f"{a.spares} spare, parity (group 2, 3 backups), checkpoint every {a.every} steps"
+        f"{a.spares} spare, {describe(DEMO_SCHEME)}, checkpoint every {a.every} steps"
     )
     t = time.perf_counter()
     clean, _ = _run_heat(n, args, {}, a.timeout)
@@ -283,7 +293,8 @@ def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(prog="mpickpt", description=__doc__, formatter_class=fmt)
+    about = (__doc__ or "").replace("``", "")  # the docstring's reST quotes, not for a terminal
+    p = argparse.ArgumentParser(prog="mpickpt", description=about, formatter_class=fmt)
     p.add_argument("--version", action="version", version=f"mpickpt {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -300,7 +311,8 @@ def _parser() -> argparse.ArgumentParser:
     lay.add_argument("--json", action="store_true", help=as_json)
     lay.set_defaults(fn=cmd_layout)
     demo = command("demo", "kill a rank of a running job and watch it recover")
-    demo.add_argument("--workers", type=int, default=8, help="worker ranks")
+    workers = f"worker ranks (at least {DEMO_SCHEME.min_workers})"
+    demo.add_argument("--workers", type=int, default=8, help=workers)
     demo.add_argument("--spares", type=int, default=1, help="spare ranks (at least 1)")
     demo.add_argument("--steps", type=int, default=300, help="time steps")
     demo.add_argument("--size", type=int, default=1024, help="grid points per side")
@@ -325,10 +337,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     try:
-        return int(a.fn(a))
+        code = int(a.fn(a))
+        sys.stdout.flush()  # here, where a closed pipe can be handled
+        return code
     except (ConfigError, SpillError) as e:
         print(f"mpickpt {a.command}: {e}", file=sys.stderr)
+        if getattr(a, "json", False):  # --json: a JSON document, also for an error
+            print(json.dumps({"error": f"{type(e).__name__}: {e}", "exit_code": 2}))
         return 2
+    except BrokenPipeError:  # `mpickpt inspect --json | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 1
 
 
 if __name__ == "__main__":
