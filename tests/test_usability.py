@@ -4,12 +4,14 @@ the command line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -337,3 +339,36 @@ def test_a_closed_pipe_ends_inspect_without_a_traceback(tmp_path: Path) -> None:
     assert proc.wait(timeout=60) == 1
     err = proc.stderr.read()
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+WRITE_BIG = """
+import sys, numpy as np
+from mpickpt.segment import State
+from mpickpt.spill.format import write_rank_file
+state = State()
+state["u"] = np.ones(8 << 20)  # 64 MB: long enough to be killed while writing
+seg = np.frombuffer(state.snapshot(1).tobytes(), dtype=np.uint8)
+while True:
+    write_rank_file(sys.argv[1], seg, version=0, rank=0, nworkers=1, scheme_config={"id": "mirror"})
+"""
+
+
+def test_a_file_killed_mid_write_is_private_from_its_creation(tmp_path: Path) -> None:
+    final = tmp_path / "rank00000.h5"
+    tmp = tmp_path / "rank00000.h5.tmp"
+    os.umask(umask := os.umask(0o022))  # the usual umask: files 0644 unless made private
+    proc = subprocess.Popen([sys.executable, "-c", WRITE_BIG, str(final)])
+    try:
+        seen = set()
+        deadline = time.monotonic() + 60
+        while len(seen) < 3 and time.monotonic() < deadline:  # the .tmp of several writes
+            with contextlib.suppress(FileNotFoundError):
+                seen.add((tmp.stat().st_ino, stat.S_IMODE(tmp.stat().st_mode)))
+            assert proc.poll() is None, "the writer failed"
+            time.sleep(0.001)
+    finally:
+        proc.kill()  # SIGKILL, mid-write or between writes
+        proc.wait(timeout=30)
+    assert seen and {mode for _, mode in seen} == {0o600}, (oct(umask), seen)
+    if tmp.exists():
+        assert stat.S_IMODE(tmp.stat().st_mode) == 0o600

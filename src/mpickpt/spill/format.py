@@ -97,9 +97,19 @@ def make_private_dir(path: str) -> None:
         os.chmod(path, 0o700)  # whatever the umask
 
 
+def _private_file(path: str) -> str:
+    """Create ``path`` empty and private (0600) before anything is written to it, so that a
+    job killed mid-write leaves no readable ``.tmp`` either; returns ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    finally:
+        os.close(fd)
+    return path
+
+
 def _publish(tmp: str, final: str) -> None:
-    """Make ``tmp`` private (0600), fsync it, rename it to ``final``, fsync the directory."""
-    os.chmod(tmp, 0o600)
+    """fsync ``tmp`` (private from its creation), rename it to ``final``, fsync the directory."""
     _fsync_file(tmp)
     os.replace(tmp, final)
     _fsync_dir(os.path.dirname(final))
@@ -107,7 +117,7 @@ def _publish(tmp: str, final: str) -> None:
 
 def _write_text(final: str, text: str) -> str:
     """Write ``text`` to ``final`` atomically (through a fsynced ``.tmp``); return ``final``."""
-    with open(final + ".tmp", "w") as f:
+    with open(_private_file(final + ".tmp"), "w") as f:
         f.write(text)
     _publish(final + ".tmp", final)
     return final
@@ -143,7 +153,7 @@ def write_rank_file(
     now = time.time()
     tmp = path + ".tmp"
     try:
-        with h5py.File(tmp, "w", libver=("v108", "latest")) as f:
+        with h5py.File(_private_file(tmp), "w", libver=("v108", "latest")) as f:
             a = f.attrs
             a["format"] = FORMAT
             a["format_version"] = FORMAT_VERSION
