@@ -227,3 +227,18 @@ def test_pid_files_are_removed_at_a_normal_end(tmp_path: Path) -> None:
     assert rc == 0, f"rc={rc}\n{out}\n{err}"
     # the killed rank left its pid and the time of its kill; the others removed theirs
     assert sorted(p.name for p in piddir.iterdir()) == ["killed-rank1.time", "rank1.pid"]
+
+
+def test_a_single_worker_is_warned_once_that_nothing_is_redundant() -> None:
+    alone = "a single worker has no other rank to hold its checkpoint"
+    done = subprocess.run(  # a plain `python`: one process, one worker
+        [sys.executable, str(SCRIPTS / "usability.py"), "--steps", "6"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, **ENV},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(alone) == 1, done.stderr
+    rc, out, err = usability(2, "--steps", "6")
+    assert rc == 0 and alone not in err, err
