@@ -242,3 +242,20 @@ def test_a_single_worker_is_warned_once_that_nothing_is_redundant() -> None:
     assert done.stderr.count(alone) == 1, done.stderr
     rc, out, err = usability(2, "--steps", "6")
     assert rc == 0 and alone not in err, err
+
+
+REPLACED = "the protected array 'u' is referenced by nothing but mpickpt"
+
+
+def test_a_replaced_protected_array_is_warned_about_once_per_process() -> None:
+    rc, out, err = usability(3, "--misuse", "rebind", "--steps", "12")
+    assert rc == 0, err
+    assert err.count(REPLACED) == 3, err  # each worker, at its first checkpoint in the loop
+    # what it warns about: killed and recovered, the result differs from the run without a kill
+    rc, clean, err = usability(3, "--spares", "1", "--steps", "12")
+    assert rc == 0 and REPLACED not in err, err
+    rc, stale, err = usability(
+        3, "--misuse", "rebind", "--spares", "1", "--steps", "12", env={"MPICKPT_KILL": "1@6"}
+    )
+    assert rc == 0 and REPLACED in err, err
+    assert printed_result(stale) != printed_result(clean)
