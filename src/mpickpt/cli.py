@@ -225,7 +225,8 @@ def _demo(a: argparse.Namespace) -> dict[str, Any]:
     say = (lambda *x: None) if a.json else print
     n = a.workers + a.spares
     args = f"--steps {a.steps} --size {a.size} --every {a.every} --spares {a.spares}".split()
-    args += [f"--{k}={v}" for k, v in DEMO_SCHEME.get_config().items() if k != "subsegments"]
+    scheme = {k: v for k, v in DEMO_SCHEME.get_config().items() if k != "subsegments"}
+    args += [f"--{'scheme' if k == 'id' else k}={v}" for k, v in scheme.items()]
     say(
         f"mpickpt demo: heat2d {a.size}x{a.size}, {a.steps} steps, {a.workers} workers + "
         f"{a.spares} spare, {describe(DEMO_SCHEME)}, checkpoint every {a.every} steps"
