@@ -199,8 +199,10 @@ class Runtime:
         ]:
             own = replace(report(ckpt.store, m.logical, m.domain), error=self.error, step=at)
             reports = world.allgather(own)
-            # the step the failure hit, the same everywhere (a promoted spare was at none)
-            self.timeline.step = max((r.step for r in reports if r.step is not None), default=None)
+            # the step the failure hit, the same everywhere: the lowest surviving worker's, as
+            # before a loss of worker 0 (the spare promoted in its place was at none)
+            at_steps = sorted((r.logical, r.step) for r in reports if r.step is not None)
+            self.timeline.step = at_steps[0][1] if at_steps else None
             nothing: dict[int, Any] = {}
             try:
                 plan = plan_recovery(reports, m.nworkers, ckpt.scheme, self.disk is not None)
