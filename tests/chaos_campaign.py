@@ -205,7 +205,7 @@ def _pids(piddir: Path) -> dict[int, int]:
     for p in piddir.glob("rank*.pid"):
         try:
             pids[int(p.stem[4:])] = int(p.read_text())
-        except ValueError:  # being written
+        except (OSError, ValueError):  # removed at the rank's normal end
             continue
     return pids
 

@@ -62,9 +62,10 @@ def test_killed_from_outside(tmp_path):
     deadline = time.monotonic() + 30
     while not pidfile.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
+    pid = int(pidfile.read_text())  # now: a rank that ends normally removes its pid file
     time.sleep(1.0)
     assert proc.poll() is None, "the run ended before the kill: make it longer"
-    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
     try:
         out, err = proc.communicate(timeout=90)
     except Exception:

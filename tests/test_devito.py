@@ -84,9 +84,10 @@ def test_killed_from_outside_at_a_random_time(tmp_path):
         pidfile = piddir / f"rank{rank}.pid"
         while not pidfile.exists() and time.monotonic() - t0 < TIMEOUT:
             time.sleep(0.01)
+        pid = int(pidfile.read_text())  # now: a rank that ends normally removes its pid file
         time.sleep(max(0.0, t0 + delay - time.monotonic()))
         if proc.poll() is None:
-            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
             break
         proc.communicate()
     else:

@@ -17,13 +17,13 @@ pytestmark = pytest.mark.mpi
 @pytest.mark.parametrize(
     ("n", "args", "message"),
     [
-        # 2 workers + 1 spare: parity's 3 backups need 3 other failure domains. Only the
-        # workers build the layout, so a spare that did not check it would wait for them.
-        (3, [], r"needs 3 backups on 3 other failure domains.*use fewer backups \(at most 1\)"),
+        # 2 workers + 1 spare: parity's 3 backups need 3 other workers. Every process checks
+        # it, so a spare does not wait for workers that quit (test_advice follows the advice)
+        (3, [], r"1 spare\(s\) need 4 or more workers .* launch mpiexec -n 5 or more$"),
         (4, ["--group", "0"], r"parity needs group >= 1, got 0"),
-        (4, ["--spares", "4"], r"4 spare\(s\) leave no worker among 4 processes"),
+        (4, ["--spares", "4"], r"4 spare\(s\) need 4 or more workers .* has 4 process\(es\)"),
         # 1 worker + 1 spare: nothing could be rebuilt for the spare
-        (2, ["--spares", "1"], r"a single worker has no other rank to hold its checkpoint"),
+        (2, ["--spares", "1"], r"a spare is rebuilt from the pieces on the other workers"),
         # parameters are checked where they are written, before MPI does anything
         (4, ["--every", "0"], r"every must be a positive number of steps, got 0"),
         (4, ["--spill-every", "-1", "--spill", "x"], r"spill_every must be a whole number"),

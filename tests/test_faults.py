@@ -199,10 +199,11 @@ def kill_from_outside(
     deadline = time.monotonic() + 30
     while not pidfile.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
+    pid = int(pidfile.read_text())  # now: a rank that ends normally removes its pid file
     time.sleep(delay)
     killed = proc.poll() is None
     if killed:
-        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
     rc, out, err = finish(proc, "hung after an outside kill")
     return rc, out, err, killed
 

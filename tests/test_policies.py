@@ -104,7 +104,7 @@ def test_bad_every_is_a_config_error_naming_every(every):
 
 def test_auto_without_mtbf_names_mtbf_and_the_environment_variable():
     with pytest.raises(ConfigError, match=f"every='auto' needs .* mtbf=.* {ENV_MTBF}"):
-        make_schedule("auto", env={})
+        make_schedule("auto")
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,6 @@ def test_auto_without_mtbf_names_mtbf_and_the_environment_variable():
         ({"every_seconds": 0}, "every_seconds"),
         ({"every_seconds": "-2min"}, "every_seconds"),
         ({"every": "auto", "mtbf": -1}, "mtbf"),
-        ({"every": "auto", "env": {ENV_MTBF: "soon"}}, ENV_MTBF),
         ({"every": 10, "mtbf": "0h"}, "mtbf"),
     ],
 )
@@ -133,11 +132,9 @@ def test_what_make_schedule_builds():
     s = make_schedule(every_seconds="10min")
     assert isinstance(s.policy, EverySeconds) and s.policy.seconds == 600
     assert s.mtbf is None
-    s = make_schedule("auto", env={ENV_MTBF: "1h"})
+    s = make_schedule("auto", mtbf="1h")
     assert isinstance(s.policy, Auto) and s.policy.mtbf == 3600 and s.mtbf == 3600
-    s = make_schedule("AUTO", mtbf="30min", env={ENV_MTBF: "1h"})  # the argument wins
-    assert s.mtbf == 1800
-    s = make_schedule(20, env={ENV_MTBF: "2h"})  # an MTBF without auto: for the report
+    s = make_schedule(20, mtbf="2h")  # an MTBF without auto: for the report
     assert s.policy.n == 20 and s.mtbf == 7200
     mine = EverySeconds.minutes(5)
     assert make_schedule(mine).policy is mine and mine.seconds == 300

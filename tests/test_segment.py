@@ -232,3 +232,25 @@ def test_view_across_regions_is_none():
     assert bytes(view.view(2, 4)) == b"cdef"
     assert view.view(6, 4) is None
     assert view.read_into(6, np.empty(4, np.uint8)).tobytes() == b"ghij"
+
+
+def test_unreferenced_finds_the_arrays_only_the_state_holds() -> None:
+    state = State()
+    held = state["held"] = np.zeros(3)
+    state["alone"] = np.zeros(3)  # protected, then never referred to
+    base = np.zeros(10)
+    state["view"] = base[2:]  # a view: its memory is the base's
+    state["object"] = {"a": 1}  # objects are pickled at each checkpoint: never stale
+
+    def simulate():  # the mistake: rebinding a protected array to a new one
+        u = state["u"] = np.zeros(3)
+        yield
+        u = u + 1  # noqa: F841 - the old array is left to the state
+        yield
+
+    steps = simulate()
+    next(steps)
+    assert state.unreferenced() == ["alone"]
+    next(steps)
+    assert state.unreferenced() == ["alone", "u"]
+    assert held is state["held"]

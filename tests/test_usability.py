@@ -4,12 +4,14 @@ the command line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +297,81 @@ def test_demo_without_spares_is_a_clear_message() -> None:
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("mpickpt demo: --spares 0 leaves no spare rank"), proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_config_parses_kill_and_mtbf() -> None:
+    c = Config.from_env({"MPICKPT_KILL": "1@5, 2@7:commit,3@recovery", "MPICKPT_MTBF": "6h"})
+    assert c.kill == ((1, 5, "compute"), (2, 7, "commit"), (3, -1, "recovery"))
+    assert c.mtbf == 6 * 3600
+    assert Config.from_env({}).kill == () and Config.from_env({}).mtbf is None
+    with pytest.raises(ConfigError, match="bad MPICKPT_KILL entry '1@@x'"):
+        Config.from_env({"MPICKPT_KILL": "1@@x"})
+    with pytest.raises(ConfigError, match="^MPICKPT_MTBF must be a positive duration"):
+        Config.from_env({"MPICKPT_MTBF": "soon"})
+
+
+def mpickpt_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mpickpt.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_demo_with_too_few_workers_is_a_json_error_that_says_the_minimum() -> None:
+    done = mpickpt_cli("demo", "--workers", "3", "--json")
+    assert done.returncode == 2, done.stderr
+    error = json.loads(done.stdout)
+    assert error["exit_code"] == 2 and "4 or more workers" in error["error"], error
+    assert "worker ranks (at least 4)" in mpickpt_cli("demo", "--help").stdout
+
+
+def test_help_has_no_rest_markup() -> None:
+    for args in [("--help",), *((c, "--help") for c in ("layout", "demo", "inspect", "verify"))]:
+        assert "``" not in mpickpt_cli(*args).stdout, args
+
+
+def test_a_closed_pipe_ends_inspect_without_a_traceback(tmp_path: Path) -> None:
+    spill(tmp_path / "ckpt")  # something to list
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mpickpt.cli", "inspect", "--json", str(tmp_path / "ckpt")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # as `| head` does once it has read enough
+    assert proc.wait(timeout=60) == 1
+    err = proc.stderr.read()
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+WRITE_BIG = """
+import sys, numpy as np
+from mpickpt.segment import State
+from mpickpt.spill.format import write_rank_file
+state = State()
+state["u"] = np.ones(8 << 20)  # 64 MB: long enough to be killed while writing
+seg = np.frombuffer(state.snapshot(1).tobytes(), dtype=np.uint8)
+while True:
+    write_rank_file(sys.argv[1], seg, version=0, rank=0, nworkers=1, scheme_config={"id": "mirror"})
+"""
+
+
+def test_a_file_killed_mid_write_is_private_from_its_creation(tmp_path: Path) -> None:
+    final = tmp_path / "rank00000.h5"
+    tmp = tmp_path / "rank00000.h5.tmp"
+    os.umask(umask := os.umask(0o022))  # the usual umask: files 0644 unless made private
+    proc = subprocess.Popen([sys.executable, "-c", WRITE_BIG, str(final)])
+    try:
+        seen = set()
+        deadline = time.monotonic() + 60
+        while len(seen) < 3 and time.monotonic() < deadline:  # the .tmp of several writes
+            with contextlib.suppress(FileNotFoundError):
+                seen.add((tmp.stat().st_ino, stat.S_IMODE(tmp.stat().st_mode)))
+            assert proc.poll() is None, "the writer failed"
+            time.sleep(0.001)
+    finally:
+        proc.kill()  # SIGKILL, mid-write or between writes
+        proc.wait(timeout=30)
+    assert seen and {mode for _, mode in seen} == {0o600}, (oct(umask), seen)
+    if tmp.exists():
+        assert stat.S_IMODE(tmp.stat().st_mode) == 0o600

@@ -90,27 +90,47 @@ def test_recycle_false_keeps_no_receive_buffers() -> None:
     assert printed_result(out) == printed_result(clean)
 
 
-def test_one_log_line_per_recovery_and_the_run_report(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("lost", "logger"),
+    [
+        (2, "0"),
+        # worker 0 lost: the spare (COMM_WORLD rank 3) takes its place, logs and writes the
+        # report; it was at no step, the survivors tell it where the failure hit
+        (0, "3"),
+    ],
+)
+def test_one_log_line_per_recovery_and_the_run_report(
+    tmp_path: Path, lost: int, logger: str
+) -> None:
     report = tmp_path / "run.json"
     rc, out, err = usability(
-        4, "--spares", "1", "--steps", "12", "--report", str(report), env={"MPICKPT_KILL": "2@6"}
+        4,
+        "--spares",
+        "1",
+        "--steps",
+        "12",
+        "--report",
+        str(report),
+        env={"MPICKPT_KILL": f"{lost}@6"},
     )
     assert rc == 0, f"rc={rc}\n{out}\n{err}"
     lines = re.findall(r"^mpickpt: \[rank (\d+)\] (.*)$", err, re.M)
     assert len(lines) == 1, err  # the default log: one line, from the lowest worker
     rank, line = lines[0]
-    assert rank == "0" and re.fullmatch(
-        r"worker\(s\) \[2\] lost at step 6; rebuilt [0-9.]+ KiB from \d rank\(s\) in [0-9.]+ s; "
-        r"resuming at step 4",
+    assert rank == logger and re.fullmatch(
+        rf"worker\(s\) \[{lost}\] lost at step 6; rebuilt [0-9.]+ KiB from \d rank\(s\) in "
+        r"[0-9.]+ s; resuming at step 4",
         line,
     ), line
     data = json.loads(report.read_text())
     assert data["exit_code"] == 0 and data["workers"] == 3 and data["step"] == 12
     ckpts = data["checkpoints"]
-    # steps 0, 4, 8, 12, and the re-protect at 4 after the recovery
-    assert ckpts["checkpoints"] == 5 and ckpts["bytes"] > 5 * 8000 and ckpts["gb_per_s"] > 0
+    # steps 0, 4, 8, 12, and the re-protect at 4 after the recovery (the spare in worker 0's
+    # place took part in the re-protect and the checkpoints at 8 and 12 only)
+    assert ckpts["checkpoints"] == (5 if lost else 3), ckpts
+    assert ckpts["bytes"] > ckpts["checkpoints"] * 8000 and ckpts["gb_per_s"] > 0
     [rec] = data["recoveries"]
-    assert rec["lost"] == [2] and rec["step"] == 6 and rec["resumed_at"] == 4
+    assert rec["lost"] == [lost] and rec["step"] == 6 and rec["resumed_at"] == 4
     assert rec["timeline"][0] == [0.0, "failure detected"] and rec["seconds"] > 0
     assert [e for _, e in rec["timeline"]][-1] == "re-protected; resuming at step 4"
 
@@ -210,3 +230,44 @@ def test_the_stop_signals_are_taken_for_the_run_only(tmp_path: Path) -> None:
     rc, out, err = usability(3, "--steps", "8")  # without a spill: never taken
     assert rc == 0, err
     assert out.count("sigterm during the run: default") == 3, out
+
+
+def test_pid_files_are_removed_at_a_normal_end(tmp_path: Path) -> None:
+    piddir = tmp_path / "pids"
+    env = {"MPICKPT_PIDDIR": str(piddir), "MPICKPT_KILL": "1@6"}
+    rc, out, err = usability(4, "--spares", "1", "--steps", "12", env=env)
+    assert rc == 0, f"rc={rc}\n{out}\n{err}"
+    # the killed rank left its pid and the time of its kill; the others removed theirs
+    assert sorted(p.name for p in piddir.iterdir()) == ["killed-rank1.time", "rank1.pid"]
+
+
+def test_a_single_worker_is_warned_once_that_nothing_is_redundant() -> None:
+    alone = "a single worker has no other rank to hold its checkpoint"
+    done = subprocess.run(  # a plain `python`: one process, one worker
+        [sys.executable, str(SCRIPTS / "usability.py"), "--steps", "6"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, **ENV},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(alone) == 1, done.stderr
+    rc, out, err = usability(2, "--steps", "6")
+    assert rc == 0 and alone not in err, err
+
+
+REPLACED = "the protected array 'u' is referenced by nothing but mpickpt"
+
+
+def test_a_replaced_protected_array_is_warned_about_once_per_process() -> None:
+    rc, out, err = usability(3, "--misuse", "rebind", "--steps", "12")
+    assert rc == 0, err
+    assert err.count(REPLACED) == 3, err  # each worker, at its first checkpoint in the loop
+    # what it warns about: killed and recovered, the result differs from the run without a kill
+    rc, clean, err = usability(3, "--spares", "1", "--steps", "12")
+    assert rc == 0 and REPLACED not in err, err
+    rc, stale, err = usability(
+        3, "--misuse", "rebind", "--spares", "1", "--steps", "12", env={"MPICKPT_KILL": "1@6"}
+    )
+    assert rc == 0 and REPLACED in err, err
+    assert printed_result(stale) != printed_result(clean)

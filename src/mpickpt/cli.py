@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from .errors import ConfigError, SpillError
 from .layout import choose_backups
 from .log import parse_timelines
 from .schemes import XorSet, get_scheme
+from .schemes.base import describe
 from .schemes.options import add_scheme_options, scheme_params
 from .schemes.xorset import form_sets
 
@@ -37,7 +39,9 @@ def cmd_layout(a: argparse.Namespace) -> int:
     if a.ranks:
         per = a.ranks_per_node or 1
         domains = [r // per for r in range(a.ranks)]
-        out["owners"] = {str(o): b for o, b in enumerate(choose_backups(domains, scheme.backups))}
+        used = scheme.layout_domains(domains)  # as the library places them
+        out["owners"] = {str(o): b for o, b in enumerate(choose_backups(used, scheme.backups))}
+        out["node_loss_covered"] = used == domains
     if a.json:
         print(json.dumps(out))
         return 0
@@ -49,6 +53,9 @@ def cmd_layout(a: argparse.Namespace) -> int:
         print(f"  backup {i}: {', '.join(names)}")
     for o, b in out.get("owners", {}).items():
         print(f"  rank {o} -> backups {b}")
+    if not out.get("node_loss_covered", True):
+        print("  (too few or too uneven nodes: placed as if each rank were a node, as a job")
+        print("   would be, so the loss of a whole node is not covered)")
     return 0
 
 
@@ -119,11 +126,9 @@ def cmd_verify(a: argparse.Namespace) -> int:
     return 0
 
 
+# the demo's scheme, passed to heat2d whatever its defaults
+DEMO_SCHEME = get_scheme("parity", group=2, backups=3)
 _CHECKSUM = re.compile(r"^checksum: ([0-9a-f]{64})$", re.M)
-
-
-# the demo's scheme: parity(2, 3), which fits its minimum of 4 workers
-DEMO_SCHEME = ["--scheme", "parity", "--group", "2", "--backups", "3"]
 
 # Open MPI can abort a surviving rank as its peer dies (README, "Open MPI faults"); the others
 # then wait for it until the recovery watchdog ends the run.
@@ -168,6 +173,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
             f"--spares {a.spares} leaves no spare rank to take the killed rank's place, so the "
             "second run could not recover; use --spares 1 or more"
         )
+    if a.workers < DEMO_SCHEME.min_workers:
+        raise ConfigError(
+            f"--workers {a.workers}: the demo's {describe(DEMO_SCHEME)} needs "
+            f"{DEMO_SCHEME.min_workers} or more workers; use --workers {DEMO_SCHEME.min_workers}"
+        )
     if not 0 <= a.kill_rank < a.workers or not 0 <= a.kill_step < a.steps:
         raise ConfigError(
             f"--kill-rank {a.kill_rank} --kill-step {a.kill_step}: kill a worker "
@@ -177,6 +187,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
         result = _demo(a)
     except HeatFailed as e:
         print(f"mpickpt demo: {e}", file=sys.stderr)
+        if a.json:
+            print(json.dumps({"error": str(e), "exit_code": 1}))
         return 1
     if a.json:
         print(json.dumps(result))
@@ -188,10 +200,11 @@ def _demo(a: argparse.Namespace) -> dict[str, Any]:
     say = (lambda *x: None) if a.json else print
     n = a.workers + a.spares
     args = f"--steps {a.steps} --size {a.size} --every {a.every} --spares {a.spares}".split()
-    args += DEMO_SCHEME
+    scheme = {k: v for k, v in DEMO_SCHEME.get_config().items() if k != "subsegments"}
+    args += [f"--{'scheme' if k == 'id' else k}={v}" for k, v in scheme.items()]
     say(
         f"mpickpt demo: heat2d {a.size}x{a.size}, {a.steps} steps, {a.workers} workers + "
-        f"{a.spares} spare, parity (group 2, 3 backups), checkpoint every {a.every} steps"
+        f"{a.spares} spare, {describe(DEMO_SCHEME)}, checkpoint every {a.every} steps"
     )
     t = time.perf_counter()
     clean, _ = _run_heat(n, args, {}, a.timeout)
@@ -275,7 +288,8 @@ def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(prog="mpickpt", description=__doc__, formatter_class=fmt)
+    about = (__doc__ or "").replace("``", "")  # the docstring's reST quotes, not for a terminal
+    p = argparse.ArgumentParser(prog="mpickpt", description=about, formatter_class=fmt)
     p.add_argument("--version", action="version", version=f"mpickpt {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -297,7 +311,8 @@ def _parser() -> argparse.ArgumentParser:
     lay.add_argument("--json", action="store_true", help=as_json)
     lay.set_defaults(fn=cmd_layout)
     demo = command("demo", "kill a rank of a running job and watch it recover")
-    demo.add_argument("--workers", type=int, default=8, help="worker ranks")
+    workers = f"worker ranks (at least {DEMO_SCHEME.min_workers})"
+    demo.add_argument("--workers", type=int, default=8, help=workers)
     demo.add_argument("--spares", type=int, default=1, help="spare ranks (at least 1)")
     demo.add_argument("--steps", type=int, default=300, help="time steps")
     demo.add_argument("--size", type=int, default=1024, help="grid points per side")
@@ -325,10 +340,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     try:
-        return int(a.fn(a))
+        code = int(a.fn(a))
+        sys.stdout.flush()  # here, where a closed pipe can be handled
+        return code
     except (ConfigError, SpillError) as e:
         print(f"mpickpt {a.command}: {e}", file=sys.stderr)
+        if getattr(a, "json", False):  # --json: a JSON document, also for an error
+            print(json.dumps({"error": f"{type(e).__name__}: {e}", "exit_code": 2}))
         return 2
+    except BrokenPipeError:  # `mpickpt inspect --json | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 1
 
 
 if __name__ == "__main__":

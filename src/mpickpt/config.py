@@ -1,31 +1,34 @@
 """Every ``MPICKPT_*`` environment variable, read once into one :class:`Config`.
 
-- ``MPICKPT_KILL`` (used by :mod:`.faults`): ``RANK@STEP[:PHASE],...``, SIGKILL ranks there
-  (tests, demos).
-- ``MPICKPT_PIDDIR`` (:mod:`.faults`): write ``rank<N>.pid`` there, to kill ranks from outside.
-- ``MPICKPT_VERBOSE`` (:mod:`.log`): recovery timelines and spill costs on standard error.
-- ``MPICKPT_RECOVERY_TIMEOUT`` (:mod:`.recovery.watchdog`): seconds before a stalled recovery
-  ends the job (default 120).
-- ``MPICKPT_RANKS_PER_NODE`` (:mod:`.domains`): virtual nodes of k consecutive ranks.
-- ``MPICKPT_SPILL_TIMEOUT`` (:mod:`.spill.tier`): seconds a checkpoint waits for the previous
-  spill before it goes on without it (default 300).
-- ``MPICKPT_SPILL_HELPER`` (:mod:`.spill.link`): ``rank`` (default), a helper process per
-  rank writes its spill; ``node``, one per node, shared by the node's ranks.
-- ``MPICKPT_MTBF`` (:mod:`.runner`, for :mod:`.schedule`): the job's mean time between
-  failures for ``every="auto"`` (seconds, or a string like ``6h``).
-- ``MPICKPT_MAX_ROLLBACKS`` (:mod:`.recovery.transaction`): how many recoveries may roll back
-  to one version before the job stops (default 10).
-- ``MPICKPT_LOG_LEVEL`` (:mod:`.log`): the level of the ``mpickpt`` logger (``DEBUG``,
-  ``INFO``, ``WARNING``, ``ERROR``); default ``INFO`` unless the application configured
-  logging.
-- ``MPICKPT_FRESH`` (:mod:`.runner`): ``1`` starts over in the spill directory, moving the old
-  versions aside (as ``fresh=True``).
-- ``MPICKPT_REPORT`` (:mod:`.report`): write the run report (JSON) to this path (as
-  ``report=``).
-- ``MPICKPT_INIT_TIMEOUT`` (:mod:`.startup`): seconds a process may wait in ``MPI_Init``
-  before it ends the job with 74 (default 40; 0: wait forever).
-- ``MPICKPT_RUN_DIR`` (:mod:`.heartbeat`): worker 0 keeps its heartbeat there (set by
-  ``mpickpt run``, which watches it).
+A malformed value is a :class:`ConfigError` that names the variable, raised where the settings
+are first read (before the job does anything). docs/architecture.md's table of the variables
+is generated from the bullets below and from the modules that read each field.
+
+- ``MPICKPT_KILL``: ``RANK@STEP[:PHASE],...``: SIGKILL those ``COMM_WORLD`` ranks there (tests,
+  demos; the phases are in docs/usage.md).
+- ``MPICKPT_PIDDIR``: every rank writes ``rank<N>.pid`` there (and the time of its own kill),
+  to kill ranks from outside; the files are removed at a normal end.
+- ``MPICKPT_VERBOSE``: ``1`` prints recovery timelines and spill costs on standard error.
+- ``MPICKPT_RECOVERY_TIMEOUT``: seconds before a stalled recovery ends the job.
+- ``MPICKPT_RANKS_PER_NODE``: declares virtual nodes of k consecutive ranks as failure
+  domains (0: the real nodes).
+- ``MPICKPT_MAX_ROLLBACKS``: recoveries that may roll back to one version before the job
+  stops.
+- ``MPICKPT_SPILL_TIMEOUT``: seconds a checkpoint waits for the previous spill before it goes
+  on without it.
+- ``MPICKPT_SPILL_HELPER``: ``rank`` (default): each rank starts its own spill helper
+  process; ``node``: the ranks of a node share one.
+- ``MPICKPT_MTBF``: the job's mean time between failures for ``every="auto"`` (seconds, or a
+  string like ``6h``); ``mtbf=`` wins over it.
+- ``MPICKPT_LOG_LEVEL``: the level of the ``mpickpt`` logger (``DEBUG``, ``INFO``,
+  ``WARNING``, ``ERROR``); ``INFO`` unless the application configured logging.
+- ``MPICKPT_FRESH``: ``1`` starts over in the spill directory, moving the old versions to
+  ``DIR/old-<time>/`` (as ``fresh=True``).
+- ``MPICKPT_REPORT``: worker 0 writes the run report (JSON) to this path (as ``report=``).
+- ``MPICKPT_INIT_TIMEOUT``: seconds a process may wait in ``MPI_Init`` before it ends the job
+  with 74 (0: no bound).
+- ``MPICKPT_RUN_DIR``: worker 0 keeps its heartbeat there (set by ``mpickpt run``, which
+  watches it).
 """
 
 from __future__ import annotations
@@ -36,16 +39,43 @@ from dataclasses import dataclass
 from functools import cache
 
 from .errors import ConfigError
+from .policies import ENV_MTBF, parse_duration
 
 PREFIX = "MPICKPT_"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ENV_KILL = PREFIX + "KILL"
+PHASES = ("compute", "halo", "checkpoint", "commit", "recovery", "start", "idle", "done", "stall")
+ANYTIME = ("recovery", "start", "idle", "done", "stall")  # phases without a step
+Kill = tuple[int, int, str]  # (COMM_WORLD rank, step or -1, phase)
+
+
+def parse_kills(spec: str) -> tuple[Kill, ...]:
+    """``"1@5,2@7:commit,3@recovery"`` -> ``((1, 5, "compute"), (2, 7, "commit"),
+    (3, -1, "recovery"))``; :class:`ConfigError` naming ``MPICKPT_KILL`` if malformed."""
+    kills = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        try:
+            rank, rest = item.split("@")
+            step, _, phase = rest.partition(":")
+            if step in ANYTIME:
+                step, phase = "-1", step
+            phase = phase or "compute"
+            if phase not in PHASES:
+                raise ValueError(phase)
+            kills.append((int(rank), int(step), phase))
+        except ValueError:
+            raise ConfigError(
+                f"bad {ENV_KILL} entry {item!r}: use RANK@STEP[:PHASE] with PHASE one of "
+                f"{', '.join(PHASES)}, or RANK@PHASE for {', '.join(ANYTIME)}"
+            ) from None
+    return tuple(kills)
 
 
 @dataclass(frozen=True)
 class Config:
     """The library's settings from the environment (see the module docstring)."""
 
-    kill: str = ""
+    kill: tuple[Kill, ...] = ()
     piddir: str = ""
     verbose: bool = False
     recovery_timeout: float = 120.0
@@ -53,7 +83,7 @@ class Config:
     max_rollbacks: int = 10
     spill_timeout: float = 300.0
     spill_helper: str = "rank"  # or "node"
-    mtbf: str = ""  # parsed by the schedule, which names the variable if it is malformed
+    mtbf: float | None = None  # seconds
     log_level: str = ""  # "": INFO, or the application's logging configuration
     fresh: bool = False
     report: str = ""
@@ -86,7 +116,7 @@ class Config:
         if helper not in ("rank", "node"):
             raise ConfigError(f"{PREFIX}SPILL_HELPER must be rank or node, got {helper!r}")
         return cls(
-            kill=env.get(PREFIX + "KILL", ""),
+            kill=parse_kills(env.get(ENV_KILL, "")),
             piddir=env.get(PREFIX + "PIDDIR", ""),
             verbose=env.get(PREFIX + "VERBOSE", "0") not in ("", "0"),
             recovery_timeout=number("RECOVERY_TIMEOUT", float, 120.0),
@@ -94,7 +124,9 @@ class Config:
             max_rollbacks=int(number("MAX_ROLLBACKS", int, 10)),
             spill_timeout=number("SPILL_TIMEOUT", float, 300.0),
             spill_helper=helper,
-            mtbf=env.get(PREFIX + "MTBF", "").strip(),
+            mtbf=parse_duration(mtbf, ENV_MTBF)
+            if (mtbf := env.get(ENV_MTBF, "").strip())
+            else None,
             log_level=level,
             fresh=env.get(PREFIX + "FRESH", "0") not in ("", "0"),
             report=env.get(PREFIX + "REPORT", ""),

@@ -3,6 +3,7 @@ it protects and the steps it runs."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -11,7 +12,7 @@ from mpi4py import MPI
 
 from . import faults, heartbeat
 from .errors import ConfigError, Preempted, ProcessFailure
-from .log import say, verbose
+from .log import MpickptWarning, say, verbose
 from .schedule import Schedule
 from .segment import fingerprint_diff
 from .transport import run_and_agree
@@ -138,6 +139,7 @@ class Context:
             self.job.at_step = step
             yield step
             if self.schedule.due(step) or step + 1 == n:
+                _warn_replaced(ckpt.state.unreferenced())
                 stop = self._checkpoint(step + 1)
             elif (  # between checkpoints, stop requests are agreed on only every ~2 s
                 ckpt.disk is not None and self.schedule.stop_check_due(step) and self._stop_agreed()
@@ -214,3 +216,22 @@ class Context:
             alive = 0
         if not alive:
             raise ProcessFailure("a worker failed")
+
+
+_replaced: set[str] = set()  # the names warned about, once per process
+
+
+def _warn_replaced(names: list[str]) -> None:
+    """Warn once per name that a protected array is referenced by nothing but mpickpt: the
+    sign of ``u = new`` without ``ctx["u"] = u``, after which checkpoints save the old array
+    and a recovery silently restores stale values."""
+    for name in sorted(set(names) - _replaced):
+        _replaced.add(name)
+        warnings.warn(
+            f"the protected array {name!r} is referenced by nothing but mpickpt: if your code "
+            f"replaced it ({name} = a new array), checkpoints save the old one and a recovery "
+            f"gives a wrong result. Update it in place ({name}[...] = new) or rebind it with "
+            f"ctx[{name!r}] = {name}. (Reaching it only through ctx[{name!r}] is fine.)",
+            MpickptWarning,
+            stacklevel=4,
+        )

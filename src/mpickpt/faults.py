@@ -16,42 +16,16 @@ it from outside at any time.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import signal
 import time
 from functools import cache
 
 from .config import config
-from .errors import ConfigError
 from .files import write_text
 from .recovery.watchdog import sigkill_self
-
-ENV_KILL = "MPICKPT_KILL"
-PHASES = ("compute", "halo", "checkpoint", "commit", "recovery", "start", "idle", "done", "stall")
-ANYTIME = ("recovery", "start", "idle", "done", "stall")  # phases without a step
-
-
-def parse_kills(spec: str) -> list[tuple[int, int, str]]:
-    """``"1@5,2@7:commit,3@recovery"`` -> ``[(1, 5, "compute"), (2, 7, "commit"),
-    (3, -1, "recovery")]``."""
-    kills = []
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        try:
-            rank, rest = item.split("@")
-            step, _, phase = rest.partition(":")
-            if step in ANYTIME:
-                step, phase = "-1", step
-            phase = phase or "compute"
-            if phase not in PHASES:
-                raise ValueError(phase)
-            kills.append((int(rank), int(step), phase))
-        except ValueError:
-            raise ConfigError(
-                f"bad {ENV_KILL} entry {item!r}: use RANK@STEP[:PHASE] with PHASE one of "
-                f"{', '.join(PHASES)}, or RANK@PHASE for "
-                f"{', '.join(ANYTIME)}"
-            ) from None
-    return kills
 
 
 @cache
@@ -64,7 +38,7 @@ def _world_rank() -> int:
 @cache
 def _my_kills() -> list[tuple[int, str]]:
     me = _world_rank()
-    return [(s, p) for r, s, p in parse_kills(config().kill) if r == me]
+    return [(s, p) for r, s, p in config().kill if r == me]
 
 
 def arm() -> None:
@@ -92,9 +66,16 @@ def maybe_kill(phase: str, step: int = -1) -> None:
 
 
 def write_pidfile() -> None:
-    """Write ``$MPICKPT_PIDDIR/rank<N>.pid`` if asked to."""
+    """Write ``$MPICKPT_PIDDIR/rank<N>.pid`` if asked to; a normal exit removes it (a process
+    killed or ended by an error leaves it, with the record of its kill)."""
     d = config().piddir
     if d:
         os.makedirs(d, exist_ok=True)
         path = os.path.join(d, f"rank{_world_rank()}.pid")
         write_text(path, f"{os.getpid()}\n")  # readers never see it empty
+        atexit.register(_remove, path)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -32,6 +32,17 @@ def fsync_file(path: str) -> None:
         os.close(fd)
 
 
+def private_file(path: str) -> str:
+    """Create ``path`` empty and private (0600) before anything is written to it, so that a
+    process killed mid-write leaves no readable ``.tmp`` either; returns ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    finally:
+        os.close(fd)
+    return path
+
+
 def publish(tmp: str, final: str, *, private: bool = False, durable: bool = False) -> None:
     """Rename the complete file ``tmp`` to ``final``. ``private``: readable by this user only
     (0600) first; ``durable``: fsync the file before and its directory after."""
@@ -48,7 +59,7 @@ def write_text(final: str, text: str, *, private: bool = False, durable: bool = 
     """Write ``text`` to ``final`` through ``final.tmp`` (see :func:`publish`); return
     ``final``."""
     tmp = final + ".tmp"
-    with open(tmp, "w") as f:
+    with open(private_file(tmp) if private else tmp, "w") as f:
         f.write(text)
     publish(tmp, final, private=private, durable=durable)
     return final

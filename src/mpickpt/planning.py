@@ -32,6 +32,7 @@ class ProcessState:
     error_kind: str = "bug"
     # what went wrong on this process in the previous attempt of this recovery, if anything
     attempt_error: str | None = None
+    step: int | None = None  # the step its protected function was at (None: an idle spare)
 
 
 @dataclass

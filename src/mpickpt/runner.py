@@ -30,7 +30,7 @@ from .errors import (
 )
 from .integrations import petsc
 from .log import logger, warn
-from .policies import ENV_MTBF, Policy
+from .policies import Policy
 from .recovery.ending import current as ending_of_job
 from .recovery.fallback import Redistribute
 from .recovery.transaction import Job
@@ -88,7 +88,8 @@ class Runner:
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"{name} must be a whole number >= {least}, got {value!r}")
         get_scheme(scheme, **params)  # a bad scheme or parameter fails here, where it is written
-        self.schedule = make_schedule(every, every_seconds, mtbf, {ENV_MTBF: config().mtbf})
+        mtbf = config().mtbf if mtbf is None else mtbf  # the argument wins over MPICKPT_MTBF
+        self.schedule = make_schedule(every, every_seconds, mtbf)
         self.scheme, self.params = scheme, params
         self.spares, self.redistribute = spares, redistribute
         self.spill, self.spill_every, self.keep = spill, spill_every, keep
@@ -130,7 +131,8 @@ class Runner:
     def _join(self) -> Job:
         """Every process joins the job; a configuration that cannot work ends it (exit 2)."""
         try:
-            job = Job(self._checkpointer, self.spares, self.redistribute)
+            workers = get_scheme(self.scheme, **self.params).min_workers
+            job = Job(self._checkpointer, self.spares, self.redistribute, workers)
         except (ConfigError, SpillError) as e:  # the same on every process
             self._raise_unless_exit(e)
             joined = ending_of_job()

@@ -49,7 +49,7 @@ shorter and also holds when ``C`` is not small against ``M``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -291,19 +291,12 @@ def make_schedule(
     every: int | str | Policy | None = None,
     every_seconds: float | str | None = None,
     mtbf: float | str | None = None,
-    env: Mapping[str, str] | None = None,
     **options: Any,
 ) -> Schedule:
     """The :class:`Schedule` for ``resilient``'s ``every`` (steps, ``"auto"`` or a
-    :class:`Policy`), ``every_seconds`` and ``mtbf`` (else ``MPICKPT_MTBF`` from ``env``).
-    Raises :class:`ConfigError` naming the parameter that is wrong."""
-    env = {} if env is None else env
-    if mtbf is not None:
-        m: float | None = parse_duration(mtbf, "mtbf")
-    elif env.get(ENV_MTBF, "").strip():
-        m = parse_duration(env[ENV_MTBF].strip(), ENV_MTBF)
-    else:
-        m = None
+    :class:`Policy``), ``every_seconds`` and ``mtbf`` (the runner passes ``MPICKPT_MTBF`` when
+    it is not given). Raises :class:`ConfigError` naming the parameter that is wrong."""
+    m = None if mtbf is None else parse_duration(mtbf, "mtbf")
     policy: Policy
     if every is not None and every_seconds is not None:
         raise ConfigError(

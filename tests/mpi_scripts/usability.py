@@ -1,7 +1,7 @@
 """A small protected loop for the usability tests: misuse of ``protect``, ``ctx.restored``,
 reuse of a spill directory (tag, fingerprint, DONE, fresh) and the run report.
 
-    python usability.py [--misuse twice|lambda|file|in-loop] [--spill DIR] [--tag T]
+    python usability.py [--misuse twice|lambda|file|in-loop|rebind] [--spill DIR] [--tag T]
                         [--size N] [--steps N] [--spares K] [--report PATH] [--no-recycle]
 
 Every incarnation of a worker prints ``incarnation <worker> <role> <restored>``; worker 0
@@ -36,7 +36,10 @@ def loop(ctx: mpickpt.Context, steps: int, size: int, misuse: str) -> tuple[int,
             ctx.protect("late", np.zeros(1))
         total = np.zeros(1)
         ctx.comm.Allreduce(np.array([u.sum()]), total)
-        u += 1e-3 * total[0] / size
+        if misuse == "rebind":  # a new array, the protected one left behind
+            u = u + 1e-3 * total[0] / size
+        else:
+            u += 1e-3 * total[0] / size
         count += 1
         ctx["count"] = count
     total = np.zeros(1)

@@ -78,8 +78,13 @@ class Attempt:
             error=job.error,
             error_kind=job.error_kind,
             attempt_error=self.why,
+            step=job.at_step if m.is_worker else None,
         )
         reports = world.allgather(own)
+        # the step the failure hit, the same everywhere: the lowest surviving worker's, as
+        # before a loss of worker 0 (the spare promoted in its place was at none)
+        at_steps = sorted((r.logical, r.step) for r in reports if r.step is not None)
+        job.timeline.step = at_steps[0][1] if at_steps else None
         stop = failed_attempt(reports, lost)
         if stop is not None:
             return Outcome(reports, failure=stop)

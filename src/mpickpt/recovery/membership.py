@@ -23,6 +23,25 @@ from .ending import install
 SPARE_POLL = 0.005  # seconds between tests of an idle spare's receive (~0 CPU while idle)
 
 
+def _check_size(size: int, spares: int, min_workers: int) -> None:
+    """:class:`ConfigError` unless ``size`` processes leave enough workers beside ``spares``:
+    one without spares, else the scheme's ``min_workers`` (a spare rebuilds a worker from the
+    others' pieces). The advice, followed, works."""
+    needed = max(min_workers, 2) if spares else 1
+    if size - spares >= needed:
+        return
+    fewer = ""
+    if size == 1:
+        fewer = " or run without spares (spares=0: one worker, its local copy only)"
+    elif size - min_workers >= 0:
+        fewer = f" or ask for at most {size - min_workers} spare(s)"
+    raise ConfigError(
+        f"{spares} spare(s) need {needed} or more workers beside them (a spare is rebuilt from "
+        f"the pieces on the other workers), but the job has {size} process(es); launch "
+        f"mpiexec -n {needed + spares} or more{fewer}"
+    )
+
+
 class Membership:
     """The processes of one job: the first ``size - spares`` are workers, the rest idle spares.
 
@@ -30,20 +49,10 @@ class Membership:
     with every recovery.
     """
 
-    def __init__(self, spares: int) -> None:
+    def __init__(self, spares: int, min_workers: int = 2) -> None:
         size = MPI.COMM_WORLD.Get_size()
         self.nworkers = size - spares
-        if self.nworkers < 1:
-            raise ConfigError(
-                f"{spares} spare(s) leave no worker among {size} processes; launch more "
-                f"processes (mpiexec -n {spares + 1} or more) or ask for fewer spares"
-            )
-        if self.nworkers == 1 and spares:
-            raise ConfigError(
-                f"a single worker has no other rank to hold its checkpoint, so a spare could "
-                f"not rebuild it; launch 2 or more workers (mpiexec -n {spares + 2} or more) "
-                "or use no spare"
-            )
+        _check_size(size, spares, min_workers)
         self.exit_code = 0  # for idle spares: how the workers ended the job
         self.lost_at_start = False
         self.world, final, self.domains, ranks, where = self._join()

@@ -49,9 +49,10 @@ class Job:
         make_checkpointer: Callable[[], Checkpointer],
         spares: int = 0,
         redistribute: Redistribute | None = None,
+        min_workers: int = 2,
     ) -> None:
         self.redistribute = redistribute
-        self.members = m = Membership(spares)
+        self.members = m = Membership(spares, min_workers)
         if not ulfm_available() and m.world.Get_rank() == 0:
             _warn_without_ulfm()
         self.ckpt = make_checkpointer()
@@ -75,6 +76,8 @@ class Job:
         used = self.ckpt.scheme.layout_domains(m.domains[: m.nworkers])
         if m.world.Get_rank() == 0:
             warn_if_spread(m.domains[: m.nworkers], used)
+            if m.nworkers == 1:
+                _warn_alone(self.ckpt.disk is not None)
         comm = m.workers_comm()
         if m.logical is not None:
             self.ckpt.attach(comm, m.domains[: m.nworkers])
@@ -205,5 +208,15 @@ def _warn_without_ulfm() -> None:
         "ULFM fault tolerance is not enabled (Open MPI: mpiexec --with-ft ulfm); "
         "checkpoints are taken, but a failed rank ends the job as MPI decides",
         UlfmWarning,
+        stacklevel=3,
+    )
+
+
+def _warn_alone(spill: bool) -> None:
+    """One worker: nobody holds its pieces, so no failure can be recovered in memory."""
+    after = "a relaunch resumes from the spill" if spill else "the job's state is lost with it"
+    warn(
+        "a single worker has no other rank to hold its checkpoint: a lost process cannot be "
+        f"rebuilt ({after}); launch 2 or more workers for in-memory redundancy",
         stacklevel=3,
     )

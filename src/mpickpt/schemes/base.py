@@ -22,6 +22,25 @@ def xor_into(out: np.ndarray, *srcs: Buffer) -> np.ndarray:
     return out
 
 
+def describe(scheme: Scheme) -> str:
+    """``parity(group=2, backups=3)``: the scheme's id and parameters as a user passes them
+    (``subsegments`` only when it is not the default)."""
+    config = scheme.get_config()
+    default = type(scheme)(**{k: v for k, v in config.items() if k not in ("id", "subsegments")})
+    params = {
+        k: v
+        for k, v in config.items()
+        if k != "id" and (k != "subsegments" or v != default.get_config()[k])
+    }
+    return f"{scheme.scheme_id}({', '.join(f'{k}={v}' for k, v in params.items())})"
+
+
+def _mirror(copies: int) -> Scheme:
+    from .mirror import Mirror  # mirror.py imports this module
+
+    return Mirror(copies=copies)
+
+
 class Scheme(ABC):
     """A redundancy scheme: a codec from one segment to pieces placed on ``backups`` backups.
 
@@ -72,10 +91,34 @@ class Scheme(ABC):
         """Bytes stored on backups per byte of segment (ignoring padding)."""
         return len(self.pieces()) / self.subsegments
 
+    @property
+    def min_workers(self) -> int:
+        """The fewest workers it can protect: an owner and its backups are distinct ranks (a
+        single worker keeps its local copy only)."""
+        return self.backups + 1
+
+    def within(self, backups: int) -> Scheme | None:
+        """The closest scheme of this kind with at most ``backups`` backups, ``None`` if there
+        is none: the advice of :meth:`check_workers`."""
+        return None
+
+    def check_workers(self, n: int) -> None:
+        """:class:`ConfigError` if ``n`` workers (2 or more) are too few for this scheme; its
+        advice (more workers, or a scheme that fits ``n``) works when followed."""
+        if not 1 < n < self.min_workers:
+            return
+        fits = self.within(n - 1) or _mirror(n - 1)
+        raise ConfigError(
+            f"{describe(self)} needs {self.min_workers} or more workers (an owner and its "
+            f"{self.backups} backups on distinct ranks), but the job has {n}; launch "
+            f"{self.min_workers} or more workers, or use {describe(fits)}"
+        )
+
     def layout_domains(self, domains: Sequence[int]) -> list[int]:
         """The failure domains this scheme places pieces over for ranks in ``domains``: those,
         or one per rank when they are too few or too uneven to keep its promise (see
         :func:`~mpickpt.layout.placement_domains`). :class:`ConfigError` if even that fails."""
+        self.check_workers(len(domains))
         return placement_domains(domains, self.backups)
 
     def held(self) -> list[list[Piece]]:

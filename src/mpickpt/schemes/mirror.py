@@ -28,5 +28,8 @@ class Mirror(Scheme):
     def tolerance(self) -> int:
         return self.copies - 1
 
+    def within(self, backups: int) -> Scheme | None:
+        return Mirror(copies=min(self.copies, backups)) if backups >= 1 else None
+
     def get_config(self) -> dict[str, Any]:
         return {"id": self.scheme_id, "copies": self.copies}

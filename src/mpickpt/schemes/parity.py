@@ -23,7 +23,8 @@ class Parity(Scheme):
                 f"parity with group={group} needs backups >= group+1 = {group + 1} so that no "
                 f"backup holds two pieces of one stripe; with backups={backups} a lost backup "
                 f"could take two pieces of a stripe and only the owner alone would be covered "
-                f"(tolerance 0). Use backups={group + 1} or group={backups - 1}"
+                f"(tolerance 0). Use backups={group + 1}"
+                + (f" or group={backups - 1}" if backups >= 2 else "")
             )
         self.group = group
         self.backups = backups
@@ -41,6 +42,11 @@ class Parity(Scheme):
     @property
     def tolerance(self) -> int:
         return 1
+
+    def within(self, backups: int) -> Scheme | None:
+        if backups < 2:
+            return None
+        return Parity(group=min(self.group, backups - 1), backups=backups)
 
     def get_config(self) -> dict[str, Any]:
         return {

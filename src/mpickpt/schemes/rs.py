@@ -61,7 +61,8 @@ class ReedSolomon(Scheme):
                 f"rs with group={group}, parity={parity} needs backups >= group+parity = "
                 f"{group + parity} so that no backup holds two pieces of one stripe; with "
                 f"backups={backups} losing {parity} backup(s) could take more than {parity} "
-                f"pieces of a stripe. Use backups={group + parity} or group={backups - parity}"
+                f"pieces of a stripe. Use backups={group + parity}"
+                + (f" or group={backups - parity}" if backups > parity else "")
             )
         self.group = group
         self.parity = parity
@@ -85,6 +86,12 @@ class ReedSolomon(Scheme):
 
     def pieces(self) -> list[Piece]:
         return rs_pieces(self.subsegments, self.group, self.parity, self.backups)
+
+    def within(self, backups: int) -> Scheme | None:
+        if backups < 2:
+            return None
+        parity = min(self.parity, backups - 1)
+        return ReedSolomon(group=min(self.group, backups - parity), parity=parity)
 
     @property
     def tolerance(self) -> int:

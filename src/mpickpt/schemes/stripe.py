@@ -32,5 +32,8 @@ class Stripe(Scheme):
     def tolerance(self) -> int:
         return 0
 
+    def within(self, backups: int) -> Scheme | None:
+        return Stripe(backups=min(self.backups, backups)) if backups >= 1 else None
+
     def get_config(self) -> dict[str, Any]:
         return {"id": self.scheme_id, "backups": self.backups, "subsegments": self.subsegments}

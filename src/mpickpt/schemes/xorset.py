@@ -125,6 +125,10 @@ class XorSet(Scheme):
         return "one lost rank per set"
 
     @property
+    def min_workers(self) -> int:
+        return 2  # sets shrink to the workers there are
+
+    @property
     def overhead(self) -> float:
         return 1 / (self.group - 1)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..checksum import checksum
 from ..errors import SpillError
-from ..files import publish
+from ..files import private_file, publish
 from ..segment import read_manifest
 
 FORMAT = "mpickpt-spill"
@@ -113,7 +113,7 @@ def write_rank_file(
     digest = checksum(seg)
     tmp = path + ".tmp"
     try:
-        with h5py.File(tmp, "w", libver=("v108", "latest")) as f:
+        with h5py.File(private_file(tmp), "w", libver=("v108", "latest")) as f:
             about = {"version": version, "rank": rank, "nworkers": nworkers}
             _write_attrs(f.attrs, manifest, seg.size, digest, about, scheme_config)
             _write_header(f, seg[: min((e["offset"] for e in entries), default=seg.size)])
