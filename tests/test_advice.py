@@ -9,11 +9,15 @@ import sys
 
 import pytest
 
-from conftest import command, run_command
+from conftest import HEAT_SCHEME, command, run_command
 from mpickpt.errors import ConfigError
 from mpickpt.schemes import get_scheme, registry
 
-HEAT2D = ["-m", "mpickpt.examples.heat2d", "--steps", "12", "--size", "32", "--every", "4"]
+# parity(2, 3), the tests' scheme: it fits 4 workers
+HEAT2D = [
+    *("-m", "mpickpt.examples.heat2d", "--steps", "12", "--size", "32", "--every", "4"),
+    *HEAT_SCHEME,
+]
 
 
 def heat2d(n: int, *args: str) -> tuple[int, str, str]:

@@ -350,7 +350,8 @@ from mpickpt.segment import State
 from mpickpt.spill.format import write_rank_file
 state = State()
 state["u"] = np.ones(8 << 20)  # 64 MB: long enough to be killed while writing
-seg = np.frombuffer(state.snapshot(1).tobytes(), dtype=np.uint8)
+view = state.snapshot(1)
+seg = view.read_into(0, np.empty(view.nbytes, dtype=np.uint8))
 while True:
     write_rank_file(sys.argv[1], seg, version=0, rank=0, nworkers=1, scheme_config={"id": "mirror"})
 """

@@ -284,8 +284,12 @@ def _tell_recovery(
     return True
 
 
+AS_JSON = "print one JSON document instead of text"
+
+
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__
+    """Every subcommand with its options, each subcommand's function as ``fn``."""
+    from . import __version__, runopts, supervisor
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     about = (__doc__ or "").replace("``", "")  # the docstring's reST quotes, not for a terminal
@@ -296,21 +300,30 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=fmt)
 
-    as_json = "print one JSON document instead of text"
-    from . import runopts, supervisor
-
     run = command("run", "launch a protected job, watch it, relaunch it when it dies")
     runopts.add_arguments(run)
     run.set_defaults(fn=supervisor.main)
-    lay = command("layout", "show how a scheme places pieces on backups")
+    _layout_options(command("layout", "show how a scheme places pieces on backups"))
+    _demo_options(command("demo", "kill a rank of a running job and watch it recover"))
+    _spill_options(command("inspect", "list the versions in a spill directory"), cmd_inspect)
+    _spill_options(command("verify", "recompute the checksums of a spill directory"), cmd_verify)
+    plan = command("plan", "which scheme, interval and spares for a job (a failure model)")
+    advice.add_arguments(plan)
+    plan.set_defaults(fn=advice.run)
+    return p
+
+
+def _layout_options(lay: argparse.ArgumentParser) -> None:
     add_scheme_options(lay)
     lay.add_argument("--ranks", type=int, default=0, help="also place N ranks' backups")
     lay.add_argument(
         "--ranks-per-node", type=int, default=0, help="ranks per failure domain (0: one each)"
     )
-    lay.add_argument("--json", action="store_true", help=as_json)
+    lay.add_argument("--json", action="store_true", help=AS_JSON)
     lay.set_defaults(fn=cmd_layout)
-    demo = command("demo", "kill a rank of a running job and watch it recover")
+
+
+def _demo_options(demo: argparse.ArgumentParser) -> None:
     workers = f"worker ranks (at least {DEMO_SCHEME.min_workers})"
     demo.add_argument("--workers", type=int, default=8, help=workers)
     demo.add_argument("--spares", type=int, default=1, help="spare ranks (at least 1)")
@@ -320,21 +333,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--kill-rank", type=int, default=3, help="the worker killed")
     demo.add_argument("--kill-step", type=int, default=150, help="the step it is killed at")
     demo.add_argument("--timeout", type=float, default=300, help="seconds allowed per run")
-    demo.add_argument("--json", action="store_true", help=as_json)
+    demo.add_argument("--json", action="store_true", help=AS_JSON)
     demo.set_defaults(fn=cmd_demo)
-    ins = command("inspect", "list the versions in a spill directory")
-    ins.add_argument("directory", help="the spill directory")
-    ins.add_argument("-v", "--verbose", action="store_true", help="one line per rank file")
-    ins.add_argument("--json", action="store_true", help=as_json)
-    ins.set_defaults(fn=cmd_inspect)
-    ver = command("verify", "recompute the checksums of a spill directory")
-    ver.add_argument("directory", help="the spill directory")
-    ver.add_argument("--json", action="store_true", help=as_json)
-    ver.set_defaults(fn=cmd_verify)
-    plan = command("plan", "which scheme, interval and spares for a job (a failure model)")
-    advice.add_arguments(plan)
-    plan.set_defaults(fn=advice.run)
-    return p
+
+
+def _spill_options(cmd: argparse.ArgumentParser, fn: Any) -> None:
+    cmd.add_argument("directory", help="the spill directory")
+    if fn is cmd_inspect:
+        cmd.add_argument("-v", "--verbose", action="store_true", help="one line per rank file")
+    cmd.add_argument("--json", action="store_true", help=AS_JSON)
+    cmd.set_defaults(fn=fn)
 
 
 def main(argv: list[str] | None = None) -> int:
