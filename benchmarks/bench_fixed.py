@@ -68,16 +68,16 @@ def timed_method(cls: Any, meth: str, key: str) -> None:
 
 
 def wrap_all() -> None:
-    """Time the calls ``checkpoint()`` makes; the agreement is what ``uniformly`` spends
+    """Time the calls ``checkpoint()`` makes; the agreement is what ``run_and_agree`` spends
     beyond its step."""
     timed_method(State, "snapshot", "snapshot")
     timed_method(Stream, "run", "stream")
     timed_method(SetStream, "run", "stream")
     timed_method(MemStore, "commit", "commit + local copy")
     timed_method(MemStore, "keep_local", "commit + local copy")
-    orig = checkpointer.uniformly
+    orig = checkpointer.run_and_agree
 
-    def uniformly(comm: MPI.Comm, step: Callable[[], Any], what: str) -> Any:
+    def run_and_agree(comm: MPI.Comm, step: Callable[[], Any], what: str) -> Any:
         inner = 0.0
 
         def timed_step() -> Any:
@@ -94,7 +94,7 @@ def wrap_all() -> None:
         finally:
             PARTS["agreement"] = time.perf_counter() - t0 - inner
 
-    checkpointer.uniformly = uniformly
+    checkpointer.run_and_agree = run_and_agree
 
 
 def exchange(comm: MPI.Comm) -> np.ndarray:
