@@ -253,8 +253,7 @@ class Matrix:
 
         def killer(proc: subprocess.Popen[str], piddir: Path) -> list[str]:
             deadline = time.monotonic() + 60
-            n = max(victims) + 1
-            while len(pids := chaos._pids(piddir)) < n:
+            while not all(v in (pids := chaos._pids(piddir)) for v in victims):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     return []
                 time.sleep(0.005)
@@ -263,7 +262,7 @@ class Matrix:
             for v in victims:
                 if proc.poll() is not None:
                     break
-                chaos._kill(pids[v])
+                chaos._kill(pids[v])  # a process that has ended is gone already
                 done.append(f"rank{v}@{delay:.2f}s")
             return done
 
