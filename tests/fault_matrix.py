@@ -116,9 +116,10 @@ def allowed_codes(c: Combination) -> set[int]:
     """The exit codes the exit-code table allows for ``c`` (0: with the failure-free result).
 
     0 always (a kill may come too late to matter, or be recovered). 1: a worker lost after
-    the function returned (``done``, or an outside kill that came that late). 75: more losses than spares. 3: more losses at once
-    than the redundancy holds (every scheme holds one), or a stalled recovery's watchdog
-    (``stall``). A single worker lost with a spare left, anywhere in the run, is recovered.
+    the function returned (``done``, or an outside kill that came that late). 75: more
+    losses than spares. 3: more losses at once than the redundancy holds (every scheme holds
+    one), or a stalled recovery's watchdog (``stall``). A single worker lost with a spare
+    left, anywhere in the run, is recovered.
     """
     codes = {0}
     if c.phase in ("done", "outside"):  # an outside kill may land after the function returned
