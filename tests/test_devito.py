@@ -3,18 +3,13 @@ checksum of the plain-Devito run on one rank, no watchdog."""
 
 from __future__ import annotations
 
-import os
-import random
-import signal
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 import reruns
-from conftest import EXAMPLES, _kill_group, checksum, run_mpi
-from test_faults import launch
+from conftest import EXAMPLES, checksum, run_mpi
+from test_faults import kill_a_worker_at_random
 
 pytest.importorskip("devito", reason="Devito is not installed (pip install mpickpt[devito])")
 
@@ -73,30 +68,9 @@ def test_killed_from_outside_at_a_random_time(tmp_path):
     rc, out, err = resilient(*LONG, "--spares", "1")
     total = time.monotonic() - t0
     assert rc == 0 and checksum(out) == reference, err
-    rank = random.randrange(4)
-    for attempt in range(3):  # a run may go faster than the timed one: kill earlier then
-        delay = random.uniform(0.35, 0.7) * total * 0.7**attempt
-        piddir = Path(tmp_path) / str(attempt)
-        t0 = time.monotonic()
-        proc = launch(
-            RESILIENT, 5, *LONG, "--spares", "1", env={**ENV, "MPICKPT_PIDDIR": str(piddir)}
-        )
-        pidfile = piddir / f"rank{rank}.pid"
-        while not pidfile.exists() and time.monotonic() - t0 < TIMEOUT:
-            time.sleep(0.01)
-        pid = int(pidfile.read_text())  # now: a rank that ends normally removes its pid file
-        time.sleep(max(0.0, t0 + delay - time.monotonic()))
-        if proc.poll() is None:
-            os.kill(pid, signal.SIGKILL)
-            break
-        proc.communicate()
-    else:
-        pytest.fail("every run ended before the kill")
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        out, err = _kill_group(proc)
-        pytest.fail(f"hung after killing rank {rank} at {delay:.1f} s\n{out}\n{err}")
-    assert proc.returncode == 0, f"rank {rank} at {delay:.1f} s: {out}\n{err}"
+    rc, rank, when, out, err = kill_a_worker_at_random(
+        tmp_path, RESILIENT, [*LONG, "--spares", "1"], ENV, total, TIMEOUT, low=0.35
+    )
+    assert rc == 0, f"rank {rank} at {when}: {out}\n{err}"
     assert "stalled" not in err
     assert checksum(out) == reference

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import signal
 import subprocess
@@ -188,6 +189,43 @@ def launch(script: Path, n: int, *args: str, env: dict[str, str]) -> subprocess.
         text=True,
         start_new_session=True,
     )
+
+
+def kill_a_worker_at_random(
+    tmp_path: Path,
+    script: Path,
+    args: list[str],
+    env: dict[str, str],
+    total: float,
+    timeout: float,
+    low: float,
+) -> tuple[int, int, str, str, str]:
+    """Run ``script`` on 4 workers + 1 spare and SIGKILL a random worker at a random time in
+    ``[low, 0.7] x total`` (the failure-free run's seconds), earlier again if the run ended
+    before the kill. Returns ``(returncode, rank, when, stdout, stderr)``; a hang fails."""
+    rank = random.randrange(4)
+    for attempt in range(3):  # a run may go faster than the timed one: kill earlier then
+        delay = random.uniform(low, 0.7) * total * 0.7**attempt
+        piddir = Path(tmp_path) / str(attempt)
+        t0 = time.monotonic()
+        proc = launch(script, 5, *args, env={**env, "MPICKPT_PIDDIR": str(piddir)})
+        pidfile = piddir / f"rank{rank}.pid"
+        while not pidfile.exists() and time.monotonic() - t0 < timeout:
+            time.sleep(0.01)
+        pid = int(pidfile.read_text())  # now: a rank that ends normally removes its pid file
+        time.sleep(max(0.0, t0 + delay - time.monotonic()))
+        if proc.poll() is None:
+            os.kill(pid, signal.SIGKILL)
+            break
+        proc.communicate()
+    else:
+        pytest.fail("every run ended before the kill")
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out, err = _kill_group(proc)
+        pytest.fail(f"hung after killing rank {rank} at {delay:.1f} s\n{out}\n{err}")
+    return proc.returncode, rank, f"{delay:.1f} s", out, err
 
 
 def kill_from_outside(
