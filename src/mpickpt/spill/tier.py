@@ -67,9 +67,17 @@ class DiskTier(Background):
     def attach(self, logical: int, nworkers: int, scheme_config: dict[str, Any]) -> None:
         """Write as worker ``logical`` from now on. A version in flight is given up: after a
         recovery its files may be incomplete, so it never gets an index."""
-        if self.writer is None or self.writer.rank != logical:
-            if self.writer is not None:
-                self.writer.close()
+        w = self.writer
+        # a new layout (another worker, fewer workers after a shrink, another scheme) is a
+        # new writer: the index of every version it writes records the layout it was given
+        layout = (logical, nworkers, scheme_config)
+        if w is not None and (w.rank, w.nworkers, w.scheme_config) == layout:
+            if self.flight:  # the writes given up must not hold this rank's queue, which
+                # would make it skip a version the new workers spill (a collective mismatch)
+                w.drain(config().spill_timeout)
+        else:
+            if w is not None:
+                w.close(config().spill_timeout)
             self.writer = SpillWriter(
                 self.directory,
                 logical,
@@ -80,9 +88,6 @@ class DiskTier(Background):
                 helper=config().spill_helper,
             )
             self.writer.tag = self.tag
-        elif self.flight:  # the writes given up must not hold this rank's queue, which
-            # would make it skip a version the new workers spill (a collective mismatch)
-            self.writer.drain(config().spill_timeout)
         self.flight = []
 
     def complete(self) -> bool:
