@@ -205,6 +205,28 @@ def test_no_spare_left_continues_on_fewer_workers_with_a_hook():
     assert walker_count(out) == 6 * 500  # every walker of the dead worker was taken over
 
 
+def test_the_spill_goes_on_with_the_fewer_workers(tmp_path):
+    """After the job went on with fewer workers, the spilled versions are indexed for that
+    many (the writers kept the old count: every later index failed, and the final one made
+    the job exit 2 although it had computed its result)."""
+    rc, out, err = walkers(
+        6, "--spares", "0", "--spill", str(tmp_path), env={"MPICKPT_KILL": "4@12"}
+    )
+    assert rc == 0, f"{out}\n{err}"
+    assert "continuing on 5 workers" in err and "could not be indexed" not in err, err
+    assert walker_count(out) == 6 * 500
+    newest = spill.read_index(tmp_path, max(spill.complete_versions(tmp_path)))
+    assert newest["nworkers"] == 5 and spill.verify(tmp_path) == []
+
+
+def test_a_loss_before_the_first_commit_with_a_hook_and_no_spare():
+    """Nothing committed, so no state of the dead worker to hand over: a relaunch starts
+    again (75), as without a hook (it ended with 3, "beyond the tolerance", at version -1)."""
+    rc, out, err = walkers(6, "--spares", "0", env={"MPICKPT_KILL": "0@start"})
+    assert rc == 75, f"{out}\n{err}"
+    assert walker_count(out) is None and "NoSparesError" in err, err
+
+
 def test_fewer_nodes_than_the_scheme_needs_after_a_node_loss():
     """No spare, a whole virtual node lost: the 6 workers left on 3 nodes cannot hold
     parity(2, 3)'s backups on other nodes, so they go on with one failure domain per rank

@@ -153,8 +153,12 @@ def _survey(
     some survivor committed (every survivor holds it, committed or staged)."""
     where = {r.logical: i for i, r in enumerate(states) if r.logical is not None}
     dead = tuple(w for w in range(nworkers) if w not in where)
-    version = max((r.committed for r in states if r.logical is not None), default=-1)
-    return where, dead, version
+    return where, dead, newest_committed(states)
+
+
+def newest_committed(states: Sequence[ProcessState]) -> int:
+    """The newest version some surviving worker committed; -1 if none was."""
+    return max((r.committed for r in states if r.logical is not None), default=-1)
 
 
 def _need(

@@ -15,7 +15,7 @@ from ..checkpointer import Checkpointer
 from ..config import config
 from ..domains import warn_if_spread
 from ..errors import ConfigError, MpickptError, NoSparesError, SpillError, UnrecoverableError
-from ..planning import ProcessState, RecoveryPlan, save_plan
+from ..planning import ProcessState, RecoveryPlan, newest_committed, save_plan
 from ..segment import unpack
 from ..spill.restart import Restart
 from ..spill.tier import DiskTier
@@ -83,7 +83,7 @@ def save_all(
     that a relaunch resumes from it. Returns the error to raise on every process."""
     if disk is None:  # idle spares take part too: they are in every collective step below
         return error
-    if max((s.committed for s in states if s.logical is not None), default=-1) < 0:
+    if newest_committed(states) < 0:
         return error  # nothing was committed yet: nothing to save, a relaunch starts again
     try:
         version, sources, dest = save_plan(states, nworkers, ckpt.scheme)
@@ -113,9 +113,15 @@ def shrink(
 ) -> Shrunk | None:
     """No spare left but a redistribution hook: continue on the surviving workers, each
     adopting the rebuilt segments of some dead ones. ``None`` if the scheme cannot work on
-    that few ranks (then the job saves and stops instead); too few nodes make each rank its
-    own failure domain, as at start-up."""
-    version, sources, dest = save_plan(states, n, ckpt.scheme)
+    that few ranks, when nothing was committed yet, or when the lost segments cannot be
+    rebuilt from RAM (then :func:`save_all` decides); too few nodes make each rank its own
+    failure domain, as at start-up."""
+    if newest_committed(states) < 0:
+        return None  # the dead workers' initial states are unknown: a relaunch starts again
+    try:
+        version, sources, dest = save_plan(states, n, ckpt.scheme)
+    except UnrecoverableError:
+        return None
     alive = sorted(r.logical for r in states if r.logical is not None)
     domains = [states[i].domain for w in alive for i, r in enumerate(states) if r.logical == w]
     try:
