@@ -4,6 +4,8 @@ watcher, Slurm's counts, and the help text (the real launches: test_run_mpi.py).
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -193,3 +195,18 @@ def test_run_help_explains_every_option() -> None:
         for flag in action.option_strings:
             assert flag in text, flag
     assert "exit code" in text and "--relaunches" in text
+
+
+def test_the_launcher_imports_neither_numpy_nor_mpi() -> None:
+    """`mpickpt run` starts every job: its own start-up is the interpreter and little more
+    (bench_supervisor.py measures it). The other commands' modules stay out of it."""
+    code = (
+        "import sys\n"
+        "from mpickpt import cli\n"
+        "cli.main(['run', '--dry-run', '-n', '2', 'job.py'])\n"
+        "heavy = ('numpy', 'mpi4py.MPI', 'importlib.metadata', 'mpickpt.schemes')\n"
+        "print('loaded:', [m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "loaded: []", out.stdout

@@ -8,7 +8,6 @@ the loop resumes from the last committed step.
 from __future__ import annotations
 
 import sys
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 # What this import changes in the process, and why, is listed in one place: docs/usage.md,
@@ -39,7 +38,6 @@ from .errors import (  # noqa: E402 - after the rc setting above
     UnrecoverableError,
 )
 from .errors import excepthook as _excepthook  # noqa: E402
-from .schemes import Mirror, Parity, ReedSolomon, Scheme, Stripe, XorSet, get_scheme  # noqa: E402
 
 # - an mpickpt error raised before the job's processes have joined (a bad parameter) is
 #   printed once and gives the job its exit code (see errors.excepthook)
@@ -56,19 +54,17 @@ from .integrations.petsc import mpi_first as _mpi_first  # noqa: E402
 
 _mpi_first()
 
-try:  # one source for the version: pyproject.toml, through the installed package's metadata
-    __version__ = metadata.version("mpickpt")
-except metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout on PYTHONPATH
-    __version__ = "0+unknown"
-
-# The MPI-facing names are imported on first use, so that ``import mpickpt`` (the schemes, the
-# layout, the spill tools) does not start MPI.
+# Names are imported on first use: the MPI-facing ones so that ``import mpickpt`` (the schemes,
+# the layout, the spill tools) does not start MPI, the schemes (NumPy) and the version (package
+# metadata) so that ``mpickpt run``, which starts every job, starts quickly.
 _LAZY = {
     "Checkpointer": "checkpointer",
     "Context": "context",
     "Runner": "runner",
     "resilient": "api",
     "waitall": "transport",
+    **dict.fromkeys(("Mirror", "Parity", "ReedSolomon", "Scheme", "Stripe", "XorSet"), "schemes"),
+    "get_scheme": "schemes",
 }
 
 if TYPE_CHECKING:
@@ -76,10 +72,22 @@ if TYPE_CHECKING:
     from .checkpointer import Checkpointer
     from .context import Context
     from .runner import Runner
+    from .schemes import Mirror, Parity, ReedSolomon, Scheme, Stripe, XorSet, get_scheme
     from .transport import waitall
+
+    __version__: str
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # one source: pyproject.toml, through the package's metadata
+        from importlib import metadata
+
+        try:
+            version = metadata.version("mpickpt")
+        except metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout
+            version = "0+unknown"
+        globals()["__version__"] = version
+        return version
     if name in _LAZY:
         import importlib
 
@@ -88,7 +96,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"__version__"})
 
 
 __all__ = [

@@ -10,21 +10,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import advice
 from .errors import ConfigError, SpillError
-from .layout import choose_backups
 from .log import parse_timelines
-from .schemes import XorSet, get_scheme
-from .schemes.base import describe
-from .schemes.options import add_scheme_options, scheme_params
-from .schemes.xorset import form_sets
+
+if TYPE_CHECKING:
+    from .schemes import Scheme, XorSet
+
+# The schemes, NumPy and the failure model are imported by the commands that use them:
+# `mpickpt run` starts every job, and its start-up should cost the interpreter and little more.
 
 
 def cmd_layout(a: argparse.Namespace) -> int:
     """Which pieces each backup holds; with --ranks, which ranks back up each owner."""
+    from .layout import choose_backups
+    from .schemes import XorSet, get_scheme
+    from .schemes.options import scheme_params
+
     scheme = get_scheme(a.scheme, **scheme_params(a))
     if isinstance(scheme, XorSet):
         return _layout_sets(scheme, a)
@@ -61,6 +66,8 @@ def cmd_layout(a: argparse.Namespace) -> int:
 
 def _layout_sets(scheme: XorSet, a: argparse.Namespace) -> int:
     """``layout`` for xorset: the chunks of a segment and, with --ranks, the sets."""
+    from .schemes.xorset import form_sets
+
     k = scheme.group
     out: dict[str, Any] = {
         "scheme": scheme.scheme_id,
@@ -126,8 +133,14 @@ def cmd_verify(a: argparse.Namespace) -> int:
     return 0
 
 
-# the demo's scheme, passed to heat2d whatever its defaults
-DEMO_SCHEME = get_scheme("parity", group=2, backups=3)
+@cache
+def demo_scheme() -> Scheme:
+    """The demo's scheme, passed to heat2d whatever its defaults."""
+    from .schemes import get_scheme
+
+    return get_scheme("parity", group=2, backups=3)
+
+
 _CHECKSUM = re.compile(r"^checksum: ([0-9a-f]{64})$", re.M)
 
 # Open MPI can abort a surviving rank as its peer dies (README, "Open MPI faults"); the others
@@ -173,10 +186,13 @@ def cmd_demo(a: argparse.Namespace) -> int:
             f"--spares {a.spares} leaves no spare rank to take the killed rank's place, so the "
             "second run could not recover; use --spares 1 or more"
         )
-    if a.workers < DEMO_SCHEME.min_workers:
+    from .schemes.base import describe
+
+    scheme = demo_scheme()
+    if a.workers < scheme.min_workers:
         raise ConfigError(
-            f"--workers {a.workers}: the demo's {describe(DEMO_SCHEME)} needs "
-            f"{DEMO_SCHEME.min_workers} or more workers; use --workers {DEMO_SCHEME.min_workers}"
+            f"--workers {a.workers}: the demo's {describe(scheme)} needs "
+            f"{scheme.min_workers} or more workers; use --workers {scheme.min_workers}"
         )
     if not 0 <= a.kill_rank < a.workers or not 0 <= a.kill_step < a.steps:
         raise ConfigError(
@@ -200,11 +216,13 @@ def _demo(a: argparse.Namespace) -> dict[str, Any]:
     say = (lambda *x: None) if a.json else print
     n = a.workers + a.spares
     args = f"--steps {a.steps} --size {a.size} --every {a.every} --spares {a.spares}".split()
-    scheme = {k: v for k, v in DEMO_SCHEME.get_config().items() if k != "subsegments"}
+    from .schemes.base import describe
+
+    scheme = {k: v for k, v in demo_scheme().get_config().items() if k != "subsegments"}
     args += [f"--{'scheme' if k == 'id' else k}={v}" for k, v in scheme.items()]
     say(
         f"mpickpt demo: heat2d {a.size}x{a.size}, {a.steps} steps, {a.workers} workers + "
-        f"{a.spares} spare, {describe(DEMO_SCHEME)}, checkpoint every {a.every} steps"
+        f"{a.spares} spare, {describe(demo_scheme())}, checkpoint every {a.every} steps"
     )
     t = time.perf_counter()
     clean, _ = _run_heat(n, args, {}, a.timeout)
@@ -287,14 +305,28 @@ def _tell_recovery(
 AS_JSON = "print one JSON document instead of text"
 
 
-def _parser() -> argparse.ArgumentParser:
-    """Every subcommand with its options, each subcommand's function as ``fn``."""
-    from . import __version__, runopts, supervisor
+class _Version(argparse.Action):
+    """``--version``, which reads the package's metadata only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **_: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from . import __version__
+
+        print(f"mpickpt {__version__}")
+        parser.exit()
+
+
+def _parser(only_run: bool = False) -> argparse.ArgumentParser:
+    """Every subcommand with its options, each subcommand's function as ``fn``; with
+    ``only_run``, ``run`` alone (its start-up cost is every job's)."""
+    from . import runopts, supervisor
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     about = (__doc__ or "").replace("``", "")  # the docstring's reST quotes, not for a terminal
     p = argparse.ArgumentParser(prog="mpickpt", description=about, formatter_class=fmt)
-    p.add_argument("--version", action="version", version=f"mpickpt {__version__}")
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -303,6 +335,10 @@ def _parser() -> argparse.ArgumentParser:
     run = command("run", "launch a protected job, watch it, relaunch it when it dies")
     runopts.add_arguments(run)
     run.set_defaults(fn=supervisor.main)
+    if only_run:
+        return p
+    from . import advice
+
     _layout_options(command("layout", "show how a scheme places pieces on backups"))
     _demo_options(command("demo", "kill a rank of a running job and watch it recover"))
     _spill_options(command("inspect", "list the versions in a spill directory"), cmd_inspect)
@@ -314,6 +350,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _layout_options(lay: argparse.ArgumentParser) -> None:
+    from .schemes.options import add_scheme_options
+
     add_scheme_options(lay)
     lay.add_argument("--ranks", type=int, default=0, help="also place N ranks' backups")
     lay.add_argument(
@@ -324,7 +362,7 @@ def _layout_options(lay: argparse.ArgumentParser) -> None:
 
 
 def _demo_options(demo: argparse.ArgumentParser) -> None:
-    workers = f"worker ranks (at least {DEMO_SCHEME.min_workers})"
+    workers = f"worker ranks (at least {demo_scheme().min_workers})"
     demo.add_argument("--workers", type=int, default=8, help=workers)
     demo.add_argument("--spares", type=int, default=1, help="spare ranks (at least 1)")
     demo.add_argument("--steps", type=int, default=300, help="time steps")
@@ -346,7 +384,8 @@ def _spill_options(cmd: argparse.ArgumentParser, fn: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    a = _parser(only_run=argv[:1] == ["run"]).parse_args(argv)
     try:
         code = int(a.fn(a))
         sys.stdout.flush()  # here, where a closed pipe can be handled

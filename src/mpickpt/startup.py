@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
@@ -122,7 +121,11 @@ class Guard:
             self.watcher = 0
 
 
-class _GuardedLoader(importlib.abc.Loader):
+# The finder and the loader below are plain classes with the methods the import system calls:
+# importlib.abc's base classes would cost every job's launcher (`mpickpt run`) ~20 ms of imports.
+
+
+class _GuardedLoader:
     """The loader of ``mpi4py.MPI``, with :class:`Guard` armed while the module is created
     and executed (``MPI_Init`` runs in one of the two)."""
 
@@ -146,7 +149,7 @@ class _GuardedLoader(importlib.abc.Loader):
             self.guard.disarm()
 
 
-class _Finder(importlib.abc.MetaPathFinder):
+class _Finder:
     """Finds ``mpi4py.MPI`` as usual, once, and guards its loading."""
 
     def __init__(self, guard: Guard) -> None:
@@ -162,7 +165,8 @@ class _Finder(importlib.abc.MetaPathFinder):
         # the other finders (mpi4py has its own, which picks the build for the MPI in use)
         spec = importlib.util.find_spec(fullname)
         if spec is not None and spec.loader is not None:
-            spec.loader = _GuardedLoader(spec.loader, self.guard)
+            # a duck-typed loader (see above)
+            spec.loader = _GuardedLoader(spec.loader, self.guard)  # type: ignore[assignment]
         return spec
 
 

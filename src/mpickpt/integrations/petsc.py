@@ -27,7 +27,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import importlib
-import importlib.abc
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -40,8 +39,9 @@ class PetscWarning(MpickptWarning):
     """PETSc was set up in a way mpickpt cannot make safe."""
 
 
-class _MPIFirst(importlib.abc.MetaPathFinder):
-    """Imports ``mpi4py.MPI`` when ``petsc4py.PETSc`` is about to be imported; finds nothing."""
+class _MPIFirst:
+    """Imports ``mpi4py.MPI`` when ``petsc4py.PETSc`` is about to be imported; finds nothing
+    (a meta path finder, without importlib.abc's base class: see startup._GuardedLoader)."""
 
     def find_spec(self, fullname: str, path: Sequence[str] | None, target: Any = None) -> None:
         if fullname == "petsc4py.PETSc" and "mpi4py.MPI" not in sys.modules:
