@@ -20,7 +20,7 @@ def simulate(ctx, steps, size):
 
 if __name__ == "__main__":
     args = arguments(__doc__)
-    run = mpickpt.resilient("parity", group=2, backups=2, spares=args.spares, every=args.every)
+    run = mpickpt.resilient("parity", group=2, backups=3, spares=args.spares, every=args.every)
     checksum = run(simulate)(args.steps, args.size)
     if checksum is not None:
         print(f"checksum: {checksum}", flush=True)

@@ -32,7 +32,7 @@ class HeatSolver:
         self.u.getArray()[:] = np.where(hot, 1.0, 0.0).ravel(order="F")
 
     def _matrix(self, size: int, dt: float) -> PETSc.Mat:
-        matrix = self.da.createMatrix()
+        matrix = self.da.createMat()
         row, col = PETSc.Mat.Stencil(), PETSc.Mat.Stencil()
         (x0, x1), (y0, y1) = self.da.getRanges()
         scale = dt * size * size
