@@ -118,3 +118,17 @@ def test_no_leak_per_recovery():
     print(f"failure-free {clean}, after 5 recoveries {recovered}")
     assert recovered["family"] == clean["family"]
     assert recovered["petsc_objects"] == clean["petsc_objects"]
+
+
+PETSC_FIRST = SCRIPTS / "petsc_first.py"
+
+
+@pytest.mark.parametrize("kill", [None, "1@12"])
+def test_petsc_imported_first_warns_once_and_ends_right(reference, kill):
+    """PETSc initialised MPI (read from libpetsc's PetscBeganMPI): one warning; PETSc still
+    finalises before MPI, at a clean end and after a recovery."""
+    env = {"MPICKPT_KILL": kill} if kill else {}
+    rc, out, err = resilient(PETSC_FIRST, *ARGS, "--spares", "1", env=env)
+    assert rc == 0, f"rc={rc}\n{out}\n{err}"
+    assert checksum(out) == reference
+    assert err.count("petsc4py.PETSc was imported before mpickpt and initialised MPI") == 1, err
