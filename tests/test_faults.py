@@ -116,9 +116,12 @@ def survivor_errors(err: str) -> list[str]:
 def test_killed_at_start_up(heat_reference, kill):
     """A worker (rank 0 too) or the spare lost before the job's processes have joined: the
     others leave it out and the first recovery promotes the spare; nothing was committed, so
-    every worker starts from its initial state."""
+    every worker starts from its initial state, and says so in one line (as every recovery)."""
     rc, out, err = heat(5, "--spares", "1", env={"MPICKPT_KILL": kill})
     assert_recovered(rc, out, err, heat_reference)
+    if kill != "4@start":  # a worker
+        line = f"worker(s) [{kill[0]}] lost; nothing was committed yet: starting again"
+        assert err.count(line) == 1, err
 
 
 def test_more_lost_at_start_up_than_spares():

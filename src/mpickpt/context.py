@@ -126,7 +126,7 @@ class Context:
             self.schedule.interval = None
         else:
             stop = self._checkpoint(start)
-        if self.role in ("survivor", "recovered", "shrunk"):
+        if self.job.resuming:  # whatever the role: "initial" too, when nothing was committed
             self.job.timeline.mark(f"re-protected; resuming at step {start}")
             self.job.recovered(self.rank, start)
         for step in range(start, n):

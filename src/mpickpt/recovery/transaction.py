@@ -58,6 +58,7 @@ class Job:
         self.ckpt = make_checkpointer()
         self.timeline = Timeline()
         self.recoveries = 0
+        self.resuming = False  # a recovery is over but the loop has not resumed: log it then
         self.rollbacks: dict[int, int] = {}  # version -> recoveries that rolled back to it
         self.dog = self._watchdog()  # the running recovery's
         self.comms = Family()  # ctx.comm and what the application derived from it
@@ -174,6 +175,7 @@ class Job:
         that process states in the next attempt: if no process was lost meanwhile, that
         attempt ends the recovery with the same ``UnrecoverableError`` everywhere."""
         self.members.ending.failures_seen = True
+        self.resuming = True
         self.timeline = Timeline(step=self.at_step if self.members.is_worker else None)
         self.timeline.mark("failure detected")
         (heartbeat.current() if self.members.logical == 0 else heartbeat.OFF).phase("recovering")
@@ -200,6 +202,7 @@ class Job:
 
     def recovered(self, rank: int, resume: int) -> None:
         """The function runs again from ``resume`` after a recovery: record and log it."""
+        self.resuming = False
         self.history.append(self.timeline.close(rank, resume))
 
 
