@@ -5,7 +5,8 @@ when it reaches STEP in PHASE: ``compute`` (default: at the start of the step, o
 ``halo`` (inside the application's exchange, where it calls :func:`maybe_kill`),
 ``checkpoint`` (pieces sent, before the commit) or ``commit`` (just after it). ``RANK@recovery``
 kills RANK as it enters its first recovery, ``RANK@start`` as it starts (before the
-job's processes have joined), ``RANK@idle`` as it starts waiting as an idle spare,
+job's processes have joined), ``RANK@joined`` once they have (before the workers'
+communicator is made), ``RANK@idle`` as it starts waiting as an idle spare,
 ``RANK@done`` once every worker agreed that the protected function returned (before it
 returns to the application),
 ``RANK@stall`` stops it (SIGSTOP) as it enters its first

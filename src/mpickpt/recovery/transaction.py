@@ -79,7 +79,12 @@ class Job:
             warn_if_spread(m.domains[: m.nworkers], used)
             if m.nworkers == 1:
                 _warn_alone(self.ckpt.disk is not None)
-        comm = m.workers_comm()
+        faults.maybe_kill("joined")
+        try:
+            comm = m.workers_comm()
+        except MPI.Exception:  # a process lost since joining: as one lost while joining
+            m.lost_at_start = True
+            return
         if m.logical is not None:
             self.ckpt.attach(comm, m.domains[: m.nworkers])
 
