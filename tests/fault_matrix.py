@@ -44,7 +44,7 @@ SCHEMES: dict[str, tuple[str, ...]] = {
 INTERVALS = ("every=1", "every=3", "every=7", "every_seconds=0.05", "auto")
 # phases of MPICKPT_KILL that take a step, those that do not, and a kill from outside
 STEP_PHASES = ("compute", "halo", "checkpoint", "commit")
-PHASES = (*STEP_PHASES, "recovery", "start", "idle", "done", "stall", "outside")
+PHASES = (*STEP_PHASES, "recovery", "start", "joined", "idle", "done", "stall", "outside")
 RECOVERY_TIMEOUT = 10  # s: the watchdog of a stalled recovery (the stall phase)
 WALK = ("--steps", "40", "--size", "400")
 CHECKSUM = re.compile(r"^checksum: ([0-9a-f]{64})$", re.M)
@@ -224,7 +224,7 @@ class Matrix:
             # ... and is killed from outside once the others' watchdog has fired, as a batch
             # system ends a job's leftovers (mpiexec would wait for it forever)
             return {"MPICKPT_KILL": f"{victims[0]}@{at},{other}@stall"}, self._unstall(other)
-        else:  # start, idle, done
+        else:  # start, joined, idle, done
             spec = ",".join(f"{v}@{c.phase}" for v in victims)
         return {"MPICKPT_KILL": spec}, None
 
