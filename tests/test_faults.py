@@ -24,8 +24,10 @@ from conftest import (
     checksum,
     finish,
     mpiexec_command,
+    run_command,
     run_mpi,
 )
+from mpickpt.launch import mpiexec_command as launch_command
 
 pytestmark = [pytest.mark.mpi, pytest.mark.fault]
 
@@ -336,6 +338,30 @@ def test_worker_lost_after_the_function_returned_fails_the_job(rank):
     said = re.findall(late, err, re.M)
     assert said == [f"[{rank}]"], err  # once, by the lowest process left
     assert (checksum(out) is None) == (rank == 0), out
+
+
+def test_a_worker_lost_after_the_end_with_idle_spares_over_shared_memory():
+    """Over shared memory the two idle spares learned of the death only after the final
+    agreement, took the job for failure-free and waited in MPI_Finalize forever (11 hangs in
+    12 runs, found by the fault matrix). Whether a process was lost is agreed too."""
+    args = [
+        *HEAT,
+        "--spares",
+        "2",
+        "--scheme",
+        "rs",
+        "--group",
+        "2",
+        "--parity",
+        "2",
+        "--backups",
+        "4",
+    ]
+    script = str(EXAMPLES / "heat2d.py")
+    cmd = launch_command(8, sys.executable, script, *args, btl="self,sm")
+    rc, out, err = run_command(cmd, env={"MPICKPT_KILL": "1@done"}, timeout=60)
+    assert rc == 1, f"{out}\n{err}"
+    assert "died after the protected function had returned" in err, err
 
 
 def run_mpi4py_first(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:

@@ -62,7 +62,11 @@ class Ending:
             self.failures_seen = True
             return code, True
         agreed, dead = agreed_dead
-        if dead:
+        # Whether a process was lost decides how every process ends (MPI_Finalize can hang
+        # after a failure), and one may learn of a death only after the others (over shared
+        # memory, idle spares did): a second agreement makes it one decision
+        seen = agree_over_failures(self.final, 0 if dead else 1)
+        if dead or seen is None or not seen[0] or seen[1]:
             self.failures_seen = True
         job = next((c for i, c in enumerate(PRECEDENCE) if not agreed & (1 << i)), 0)
         self.late = sorted(dead & self.workers)
