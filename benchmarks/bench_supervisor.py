@@ -34,6 +34,7 @@ from mpickpt import spill
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAT = ROOT / "examples" / "heat2d.py"
+SCHEME = ["--scheme", "parity", "--group", "2", "--backups", "3"]  # 4 workers (n 5, 1 spare)
 
 
 def supervisor(n: int, args: list[str], run_dir: Path, *opts: str) -> list[str]:
@@ -49,7 +50,17 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
 
 
 def overhead(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    args = ["--steps", str(a.steps), "--size", str(a.size), "--every", "20", "--spares", "1"]
+    args = [
+        "--steps",
+        str(a.steps),
+        "--size",
+        str(a.size),
+        "--every",
+        "20",
+        "--spares",
+        "1",
+        *SCHEME,
+    ]
     dry = supervisor(a.n, args, tmp / "dry", "--dry-run")
     t = time.perf_counter()
     plain = subprocess.run(dry, capture_output=True, text=True, check=True).stdout.split()
@@ -77,7 +88,7 @@ def overhead(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 def relaunch(a: argparse.Namespace, tmp: Path, i: int) -> dict[str, Any] | None:
     ckpt, piddir, run_dir = tmp / f"ckpt{i}", tmp / f"pids{i}", tmp / f"relaunch{i}"
     args = ["--steps", str(a.steps), "--size", str(a.size), "--every", "20", "--spares", "1",
-            "--spill", str(ckpt)]  # fmt: skip
+            *SCHEME, "--spill", str(ckpt)]  # fmt: skip
     env = {**os.environ, "MPICKPT_PIDDIR": str(piddir)}
     proc = subprocess.Popen(supervisor(a.n, args, run_dir), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -95,7 +106,17 @@ def relaunch(a: argparse.Namespace, tmp: Path, i: int) -> dict[str, Any] | None:
 
 def hang(a: argparse.Namespace, tmp: Path, i: int) -> float | None:
     piddir, run_dir = tmp / f"hpids{i}", tmp / f"hang{i}"
-    args = ["--steps", str(a.steps * 4), "--size", str(a.size), "--every", "20", "--spares", "1"]
+    args = [
+        "--steps",
+        str(a.steps * 4),
+        "--size",
+        str(a.size),
+        "--every",
+        "20",
+        "--spares",
+        "1",
+        *SCHEME,
+    ]
     env = {**os.environ, "MPICKPT_PIDDIR": str(piddir)}
     cmd = supervisor(a.n, args, run_dir, "--relaunches", "0")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -145,7 +145,10 @@ def test_the_heartbeat_says_progress_and_the_watch_sees_it(tmp_path: Path) -> No
     for step in range(10, 13):
         beat.step(step)
     beat.committed(3)
-    beat.step(13)  # a new version is written at once
+    watch.look()  # written after the first step, then at most every INTERVAL
+    assert watch.beat is not None and watch.beat["step"] == 11 and watch.beat["version"] is None
+    beat.written -= heartbeat.INTERVAL  # as if half a second had passed
+    beat.step(13)
     watch.look()
     assert watch.beat is not None and watch.beat["step"] == 14 and watch.beat["version"] == 3
     assert watch.resumed == {"tier": "spill", "version": 2, "step": 10}
