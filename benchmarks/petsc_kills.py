@@ -2,7 +2,10 @@
 on 4 ranks, a random worker SIGKILLed at a random time of each run (the helper of the test
 suite's kill tests), the recovery line and the checksum of every trial.
 
-    python benchmarks/petsc_kills.py --trials 10 [--steps 2000] [--size 48]
+    python benchmarks/petsc_kills.py --trials 10 [--steps 2000] [--size 48] [--supervised]
+
+``--supervised`` launches every run through ``mpickpt run``, which relaunches the job after a
+truthful non-zero exit (75 when more processes were lost than spares, e.g. to an Open MPI crash).
 
 Needs petsc4py (docs/frameworks.md says how to build it). Exits 1 unless every trial gave the
 failure-free checksum with exit 0.
@@ -32,6 +35,7 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--size", type=int, default=48)
+    p.add_argument("--supervised", action="store_true", help="launch through mpickpt run")
     a = p.parse_args()
     args = ["--steps", str(a.steps), "--size", str(a.size), "--every", "10"]
     print(f"load {os.getloadavg()}", flush=True)
@@ -48,7 +52,14 @@ def main() -> int:
     for i in range(a.trials):
         with tempfile.TemporaryDirectory() as d:
             rc, rank, when, out, err = kill_a_worker_at_random(
-                Path(d), EXAMPLES / "petsc_heat.py", [*args, "--spares", "1"], ENV, total, 300, 0.2
+                Path(d),
+                EXAMPLES / "petsc_heat.py",
+                [*args, "--spares", "1"],
+                ENV,
+                total,
+                300,
+                0.2,
+                supervised=a.supervised,
             )
         same = rc == 0 and checksum(out) == reference
         good += same

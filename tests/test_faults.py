@@ -189,9 +189,16 @@ def test_failed_job_ends_without_hanging_mpiexec():
             p.wait()
 
 
-def launch(script: Path, n: int, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+def launch(
+    script: Path, n: int, *args: str, env: dict[str, str], run_dir: Path | None = None
+) -> subprocess.Popen[str]:
+    """``script`` on ``n`` ranks under mpiexec, or under ``mpickpt run`` with ``run_dir``."""
+    cmd = mpiexec_command(script, n, *args)
+    if run_dir is not None:
+        cmd = [sys.executable, "-m", "mpickpt", "run", "-n", str(n), "--run-dir", str(run_dir)]
+        cmd += ["--", sys.executable, str(script), *args]
     return subprocess.Popen(
-        mpiexec_command(script, n, *args),
+        cmd,
         env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -208,16 +215,19 @@ def kill_a_worker_at_random(
     total: float,
     timeout: float,
     low: float,
+    supervised: bool = False,
 ) -> tuple[int, int, str, str, str]:
-    """Run ``script`` on 4 workers + 1 spare and SIGKILL a random worker at a random time in
-    ``[low, 0.7] x total`` (the failure-free run's seconds), earlier again if the run ended
-    before the kill. Returns ``(returncode, rank, when, stdout, stderr)``; a hang fails."""
+    """Run ``script`` on 4 workers + 1 spare (under ``mpickpt run`` if ``supervised``) and
+    SIGKILL a random worker at a random time in ``[low, 0.7] x total`` (the failure-free run's
+    seconds), earlier again if the run ended before the kill. Returns ``(returncode, rank,
+    when, stdout, stderr)``; a hang fails."""
     rank = random.randrange(4)
     for attempt in range(3):  # a run may go faster than the timed one: kill earlier then
         delay = random.uniform(low, 0.7) * total * 0.7**attempt
         piddir = Path(tmp_path) / str(attempt)
         t0 = time.monotonic()
-        proc = launch(script, 5, *args, env={**env, "MPICKPT_PIDDIR": str(piddir)})
+        run_dir = Path(tmp_path) / f"run{attempt}" if supervised else None
+        proc = launch(script, 5, *args, env={**env, "MPICKPT_PIDDIR": str(piddir)}, run_dir=run_dir)
         pidfile = piddir / f"rank{rank}.pid"
         while not pidfile.exists() and time.monotonic() - t0 < timeout:
             time.sleep(0.01)
