@@ -49,18 +49,13 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - t
 
 
+def heat_args(a: argparse.Namespace, steps: int) -> list[str]:
+    """heat2d's arguments: ``steps`` steps, a checkpoint every 20, one spare."""
+    return ["--steps", str(steps), "--size", str(a.size), "--every", "20", "--spares", "1", *SCHEME]
+
+
 def overhead(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    args = [
-        "--steps",
-        str(a.steps),
-        "--size",
-        str(a.size),
-        "--every",
-        "20",
-        "--spares",
-        "1",
-        *SCHEME,
-    ]
+    args = heat_args(a, a.steps)
     dry = supervisor(a.n, args, tmp / "dry", "--dry-run")
     t = time.perf_counter()
     plain = subprocess.run(dry, capture_output=True, text=True, check=True).stdout.split()
@@ -87,8 +82,7 @@ def overhead(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 def relaunch(a: argparse.Namespace, tmp: Path, i: int) -> dict[str, Any] | None:
     ckpt, piddir, run_dir = tmp / f"ckpt{i}", tmp / f"pids{i}", tmp / f"relaunch{i}"
-    args = ["--steps", str(a.steps), "--size", str(a.size), "--every", "20", "--spares", "1",
-            *SCHEME, "--spill", str(ckpt)]  # fmt: skip
+    args = [*heat_args(a, a.steps), "--spill", str(ckpt)]
     env = {**os.environ, "MPICKPT_PIDDIR": str(piddir)}
     proc = subprocess.Popen(supervisor(a.n, args, run_dir), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -106,17 +100,7 @@ def relaunch(a: argparse.Namespace, tmp: Path, i: int) -> dict[str, Any] | None:
 
 def hang(a: argparse.Namespace, tmp: Path, i: int) -> float | None:
     piddir, run_dir = tmp / f"hpids{i}", tmp / f"hang{i}"
-    args = [
-        "--steps",
-        str(a.steps * 4),
-        "--size",
-        str(a.size),
-        "--every",
-        "20",
-        "--spares",
-        "1",
-        *SCHEME,
-    ]
+    args = heat_args(a, a.steps * 4)
     env = {**os.environ, "MPICKPT_PIDDIR": str(piddir)}
     cmd = supervisor(a.n, args, run_dir, "--relaunches", "0")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
