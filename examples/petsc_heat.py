@@ -1,6 +1,6 @@
 """2-D heat equation with PETSc that survives rank failures (compare with petsc_heat_plain.py).
 
-    mpiexec --with-ft ulfm -n 5 python examples/petsc_heat.py --steps 100 --size 64 --spares 1
+    mpickpt run -n 5 -- python examples/petsc_heat.py --steps 100 --size 64 --spares 1
 
 Kill any worker at any time (or set MPICKPT_KILL=RANK@STEP): a spare takes its place and the
 printed checksum is the same as plain PETSc's on as many ranks as there are workers.
