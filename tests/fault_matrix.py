@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import chaos_campaign as chaos
+from mpickpt import config
 
 WORKERS = 6  # every scheme's parameters below fit 6 workers on one failure domain each
 STEPS, SIZE = 60, 32
@@ -42,9 +43,9 @@ SCHEMES: dict[str, tuple[str, ...]] = {
     "xorset": ("--group", "3"),
 }
 INTERVALS = ("every=1", "every=3", "every=7", "every_seconds=0.05", "auto")
-# phases of MPICKPT_KILL that take a step, those that do not, and a kill from outside
-STEP_PHASES = ("compute", "halo", "checkpoint", "commit")
-PHASES = (*STEP_PHASES, "recovery", "start", "joined", "idle", "done", "stall", "outside")
+# every phase of MPICKPT_KILL (those that take a step apart), and a kill from outside
+STEP_PHASES = config.STEP_PHASES
+PHASES = (*config.PHASES, "outside")
 RECOVERY_TIMEOUT = 10  # s: the watchdog of a stalled recovery (the stall phase)
 WALK = ("--steps", "40", "--size", "400")
 CHECKSUM = re.compile(r"^checksum: ([0-9a-f]{64})$", re.M)

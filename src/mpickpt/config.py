@@ -44,11 +44,9 @@ from .policies import ENV_MTBF, parse_duration
 PREFIX = "MPICKPT_"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_KILL = PREFIX + "KILL"
-PHASES = (
-    *("compute", "halo", "checkpoint", "commit"),
-    *("recovery", "start", "joined", "idle", "done", "stall"),
-)
-ANYTIME = PHASES[4:]  # phases without a step
+STEP_PHASES = ("compute", "halo", "checkpoint", "commit")  # phases at a step
+ANYTIME = ("recovery", "start", "joined", "idle", "done", "stall")  # phases without a step
+PHASES = STEP_PHASES + ANYTIME
 Kill = tuple[int, int, str]  # (COMM_WORLD rank, step or -1, phase)
 
 
