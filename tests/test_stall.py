@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from mpickpt.stall import diagnose, process_state
+from mpickpt.stall import diagnose, place_on_host, process_state
 
 
 def test_process_state_of_real_processes():
@@ -52,3 +52,8 @@ def test_without_an_answer_from_mpi_every_process_is_described():
     lines = diagnose(4, PEERS, failed=None, state_of=STATES.__getitem__)
     assert not any(line.startswith("reported failed") for line in lines)
     assert lines == ["on other hosts (state unknown here): world rank(s) 0, 1, 2, 3"]
+
+
+def test_a_process_place_counts_the_lower_ranks_of_its_own_host():
+    peers = [("a", 10), ("b", 11), ("a", 12), ("b", 13), ("a", 14)]
+    assert [place_on_host(r, peers) for r in range(5)] == [0, 0, 1, 1, 2]

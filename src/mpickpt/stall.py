@@ -27,6 +27,12 @@ def process_state(pid: int) -> str:
     return _STATES.get(state, "alive")
 
 
+def place_on_host(me: int, peers: Sequence[tuple[str, int]]) -> int:
+    """How many processes of the job on world rank ``me``'s host have a lower world rank."""
+    here = peers[me][0]
+    return sum(1 for host, _ in peers[:me] if host == here)
+
+
 def _ranks(ranks: Iterable[int], peers: Sequence[tuple[str, int]]) -> str:
     return ", ".join(f"{r} (pid {peers[r][1]})" for r in sorted(ranks))
 

@@ -26,7 +26,7 @@ from ..errors import (
 )
 from ..log import MpickptWarning, Timeline, logger, warn
 from ..spill.tier import DiskTier
-from ..stall import diagnose, known_failed
+from ..stall import diagnose, known_failed, place_on_host
 from . import fallback
 from .attempt import Attempt, AttemptFailed
 from .fallback import Redistribute
@@ -152,7 +152,10 @@ class Job:
             failed = known_failed(m.world)
             return [f"last step done: {last}", *diagnose(m.world_rank, m.peers, failed)]
 
-        return Watchdog(lambda: 75 if disk is not None and disk.complete() else 3, about)
+        def code() -> int:
+            return 75 if disk is not None and disk.complete() else 3
+
+        return Watchdog(code, about, place_on_host(m.world_rank, m.peers))
 
     def leave(self) -> None:
         """A worker that saw a failure in its own code: revoke the workers' communicator (and

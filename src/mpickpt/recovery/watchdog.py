@@ -16,10 +16,21 @@ from ..log import say
 
 GRACE = 10.0  # seconds the watchdog's callbacks get before the process ends without them
 FALLBACK_CODE = 3  # the exit code when they fail (EXIT_UNRECOVERABLE: nothing is known)
+# The watchdogs of one stalled recovery fire together, and several processes exiting non-zero
+# within milliseconds can hang Open MPI's mpiexec (recovery/ending.py): the n-th process of a
+# host waits n times STAGGER more, up to SLOTS places (8 s at most; later ones share the last).
+STAGGER = 0.5
+SLOTS = 16
+
+
+def stagger(place: int) -> float:
+    """The seconds the watchdog of the ``place``-th process of a host waits beyond the timeout."""
+    return STAGGER * min(place, SLOTS)
 
 
 class Watchdog:
-    """Ends this process with ``code()`` if a recovery stalls for ``MPICKPT_RECOVERY_TIMEOUT``.
+    """Ends this process with ``code()`` if a recovery stalls for ``MPICKPT_RECOVERY_TIMEOUT``
+    (plus :func:`stagger` of ``place``, this process's place among those of its host).
 
     A process that is not reported failed never joins it: Open MPI aborted it from inside a
     call when a peer died ("Send error after request freed"), it is stopped, or it is blocked
@@ -33,13 +44,16 @@ class Watchdog:
     and the process ends all the same.
     """
 
-    def __init__(self, code: Callable[[], int], about: Callable[[], list[str]]) -> None:
+    def __init__(
+        self, code: Callable[[], int], about: Callable[[], list[str]], place: int = 0
+    ) -> None:
         self.seconds = config().recovery_timeout
         self.code, self.about = code, about
+        self.delay = self.seconds + stagger(place)
         self.timer = self._timer()
 
     def _timer(self) -> threading.Timer:
-        timer = threading.Timer(self.seconds, self._fire)
+        timer = threading.Timer(self.delay, self._fire)
         timer.daemon = True
         return timer
 
