@@ -242,7 +242,8 @@ class Matrix:
             while proc.poll() is None and time.monotonic() < deadline:
                 pid = chaos._pids(piddir).get(rank)
                 if pid is not None and _stopped(pid):
-                    time.sleep(RECOVERY_TIMEOUT + 5)
+                    # after every watchdog: 0.5 s more per process of the host (12 at most)
+                    time.sleep(RECOVERY_TIMEOUT + 10)
                     chaos._kill(pid)
                     return [f"rank{rank}@stall"]
                 time.sleep(0.01)
