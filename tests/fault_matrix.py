@@ -9,7 +9,8 @@ A combination draws (seeded): the scheme (all five), the spill (off, or on with 
 spares (0-2), ``redistribute`` (the walkers example, which continues on fewer workers through
 its hook; its scheme is parity), the kill phase (every ``MPICKPT_KILL`` phase, or an outside
 SIGKILL at a random time), the number of kills (1-3: up to beyond every scheme's tolerance)
-and the transport (sm or tcp).
+and the transport (sm or tcp; ``vanish``, a model of Open MPI's abort over shared memory,
+always sm).
 
 The outcome rule (:func:`verdict`): exit 0 with the failure-free result (computed by the
 example's plain-MPI twin), or a non-zero code that the exit-code table allows for that
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import chaos_campaign as chaos
@@ -47,6 +48,7 @@ INTERVALS = ("every=1", "every=3", "every=7", "every_seconds=0.05", "auto")
 STEP_PHASES = config.STEP_PHASES
 PHASES = (*config.PHASES, "outside")
 RECOVERY_TIMEOUT = 10  # s: the watchdog of a stalled recovery (the stall phase)
+STALLS = ("stall", "vanish")  # a process never reported failed: stopped, or ended by an error
 WALK = ("--steps", "40", "--size", "400")
 CHECKSUM = re.compile(r"^checksum: ([0-9a-f]{64})$", re.M)
 WALKERS = re.compile(r"^walkers: (\d+)$", re.M)
@@ -88,7 +90,7 @@ class Combination:
 def draw(rng: random.Random) -> Combination:
     """One combination, drawn from ``rng``."""
     redistribute = rng.random() < 0.2
-    return Combination(
+    c = Combination(
         scheme="parity" if redistribute else rng.choice(sorted(SCHEMES)),
         spill=rng.random() < 0.5,
         spill_every=rng.randint(1, 3),
@@ -100,6 +102,9 @@ def draw(rng: random.Random) -> Combination:
         kills=rng.choice((1, 1, 2, 3)),
         transport=rng.choice(sorted(chaos.TRANSPORTS)),
     )
+    # vanish is what Open MPI does to a rank it aborts over shared memory; over TCP it reports
+    # such a process failed, and mpiexec returns its exit code even though the job recovered
+    return replace(c, transport="sm") if c.phase == "vanish" else c
 
 
 def sample(seed: int, count: int) -> list[Combination]:
@@ -110,7 +115,7 @@ def sample(seed: int, count: int) -> list[Combination]:
 def deaths(c: Combination) -> int:
     """How many processes ``c`` loses: the recovery and stall phases need a first death for
     the second to happen in (or stall) a recovery."""
-    return max(c.kills, 2) if c.phase in ("recovery", "stall") else c.kills
+    return max(c.kills, 2) if c.phase in ("recovery", *STALLS) else c.kills
 
 
 def allowed_codes(c: Combination) -> set[int]:
@@ -119,13 +124,13 @@ def allowed_codes(c: Combination) -> set[int]:
     0 always (a kill may come too late to matter, or be recovered). 1: a worker lost after
     the function returned (``done``, or an outside kill that came that late). 75: more
     losses than spares. 3: more losses at once than the redundancy holds (every scheme holds
-    one), or a stalled recovery's watchdog (``stall``). A single worker lost with a spare
-    left, anywhere in the run, is recovered.
+    one), or a stalled recovery's watchdog (``stall``, ``vanish``). A single worker lost with a
+    spare left, anywhere in the run, is recovered.
     """
     codes = {0}
     if c.phase in ("done", "outside"):  # an outside kill may land after the function returned
         codes.add(1)
-    if deaths(c) == 1 and c.phase != "stall":  # within every scheme's tolerance
+    if deaths(c) == 1 and c.phase not in STALLS:  # within every scheme's tolerance
         if c.spares == 0:
             codes.add(75)  # no spare to take its place
     else:
@@ -225,6 +230,10 @@ class Matrix:
             # ... and is killed from outside once the others' watchdog has fired, as a batch
             # system ends a job's leftovers (mpiexec would wait for it forever)
             return {"MPICKPT_KILL": f"{victims[0]}@{at},{other}@stall"}, self._unstall(other)
+        elif c.phase == "vanish":  # one dies mid-run, another ends itself in the recovery
+            at = r.randrange(1, steps - 1)
+            other = r.choice([w for w in workers if w != victims[0]])
+            spec = f"{victims[0]}@{at},{other}@vanish"
         else:  # start, joined, idle, done
             spec = ",".join(f"{v}@{c.phase}" for v in victims)
         return {"MPICKPT_KILL": spec}, None

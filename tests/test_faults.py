@@ -338,6 +338,22 @@ def test_stalled_recovery_ends_instead_of_hanging(tmp_path):
     assert checksum(out) is None
 
 
+def test_a_survivor_that_ended_unreported_ends_the_job_in_seconds(tmp_path):
+    """Over shared memory a process that ends with an error (as Open MPI ends a rank it aborts)
+    is never reported failed: the others see it gone from the host and end the job with the
+    relaunch code within seconds, not after the watchdog's timeout (60 s here)."""
+    script = str(EXAMPLES / "heat2d.py")
+    args = [*HEAT, "--spares", "1", "--spill", str(tmp_path / "spill")]
+    cmd = launch_command(5, sys.executable, script, *args, btl="self,sm")
+    env = {"MPICKPT_KILL": "2@13,3@vanish", "MPICKPT_RECOVERY_TIMEOUT": "60"}
+    t = time.monotonic()
+    rc, out, err = run_command(cmd, env=env, timeout=55)
+    assert time.monotonic() - t < 40, f"{out}\n{err}"
+    assert rc == 75, f"{out}\n{err}"
+    assert "world rank(s) 3 ended, never reported failed" in err, err
+    assert checksum(out) is None
+
+
 @pytest.mark.parametrize("rank", [0, 2])
 def test_worker_lost_after_the_function_returned_fails_the_job(rank):
     """Worker 0 dies before it prints the result, or another worker before its own work after

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from mpickpt.stall import diagnose, place_on_host, process_state
+from mpickpt.stall import VANISHED_AFTER, Vanished, diagnose, place_on_host, process_state
 
 
 def test_process_state_of_real_processes():
@@ -57,3 +57,38 @@ def test_without_an_answer_from_mpi_every_process_is_described():
 def test_a_process_place_counts_the_lower_ranks_of_its_own_host():
     peers = [("a", 10), ("b", 11), ("a", 12), ("b", 13), ("a", 14)]
     assert [place_on_host(r, peers) for r in range(5)] == [0, 0, 1, 1, 2]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_process_gone_and_never_reported_failed_is_named_after_a_while():
+    clock, asked = Clock(), []
+    states = {11: "alive", 12: "alive", 13: "stopped"}
+
+    def failed() -> list[int]:
+        asked.append(clock.now)
+        return [1]  # rank 1 (pid 11) died and MPI said so
+
+    vanished = Vanished({1: 11, 2: 12, 3: 13}, failed, states.__getitem__, clock)
+    assert vanished() == []
+    states[11] = states[12] = "gone"  # both end; only rank 1 is reported failed
+    assert vanished() == []
+    clock.now += VANISHED_AFTER / 2
+    assert vanished() == [] and asked == []  # MPI is not asked before the time is up
+    clock.now += VANISHED_AFTER / 2
+    assert vanished() == [2]
+    assert asked == [clock.now]
+
+
+def test_nothing_is_named_when_mpi_cannot_say_who_failed():
+    clock = Clock()
+    vanished = Vanished({1: 11}, lambda: None, lambda pid: "gone", clock)
+    vanished()
+    clock.now += VANISHED_AFTER
+    assert vanished() == []

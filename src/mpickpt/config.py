@@ -45,7 +45,7 @@ PREFIX = "MPICKPT_"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENV_KILL = PREFIX + "KILL"
 STEP_PHASES = ("compute", "halo", "checkpoint", "commit")  # phases at a step
-ANYTIME = ("recovery", "start", "joined", "idle", "done", "stall")  # phases without a step
+ANYTIME = ("recovery", "start", "joined", "idle", "done", "stall", "vanish")  # without a step
 PHASES = STEP_PHASES + ANYTIME
 Kill = tuple[int, int, str]  # (COMM_WORLD rank, step or -1, phase)
 

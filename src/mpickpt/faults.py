@@ -10,7 +10,9 @@ communicator is made), ``RANK@idle`` as it starts waiting as an idle spare,
 ``RANK@done`` once every worker agreed that the protected function returned (before it
 returns to the application),
 ``RANK@stall`` stops it (SIGSTOP) as it enters its first
-recovery: it is never reported failed, like a rank Open MPI aborted.
+recovery: it is never reported failed. ``RANK@vanish`` ends it there with an error of its own
+(exit 1, without ``MPI_Finalize``), as Open MPI ends a rank it aborts: over shared memory that
+is never reported failed either.
 ``MPICKPT_PIDDIR=DIR`` makes every process write ``DIR/rank<N>.pid`` so that a test can kill
 it from outside at any time.
 """
@@ -21,6 +23,7 @@ import atexit
 import contextlib
 import os
 import signal
+import sys
 import time
 from functools import cache
 
@@ -50,11 +53,15 @@ def arm() -> None:
 
 def die() -> None:
     """End this process the way a node failure would: ``SIGKILL``, no clean-up."""
+    _record_death()
+    sigkill_self()
+
+
+def _record_death() -> None:
     d = config().piddir
     if d:  # when it died, for the demo's and the benchmark's timelines
         with open(os.path.join(d, f"killed-rank{_world_rank()}.time"), "w") as f:
             f.write(f"{time.time():.6f}\n")
-    sigkill_self()
 
 
 def maybe_kill(phase: str, step: int = -1) -> None:
@@ -64,6 +71,11 @@ def maybe_kill(phase: str, step: int = -1) -> None:
             die()
         if p == "stall" and phase == "recovery":  # stopped, never reported failed
             os.kill(os.getpid(), signal.SIGSTOP)
+        if p == "vanish" and phase == "recovery":  # gone, never reported failed (over sm)
+            _record_death()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
 
 
 def write_pidfile() -> None:

@@ -4,11 +4,20 @@ A recovery waits (in ``MPI_Comm_shrink`` or an agreement) until every process th
 reported failed joins it. MPI does not say who is missing; but every process knows the host and
 pid of every other one (gathered at start), and can look at the processes on its own host:
 gone without being reported failed, stopped, or alive. Pure but for :func:`process_state`.
+
+Over shared memory Open MPI can end a rank it aborted without reporting it failed; the others
+would wait for it until the watchdog's timeout. :class:`Vanished` sees such a process sooner:
+gone from its host for :data:`VANISHED_AFTER` seconds, and still not reported failed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+# a process MPI reports failed is reported within milliseconds of its death (its daemon sees
+# it end); one gone this long and not reported never will be
+VANISHED_AFTER = 3.0
 
 # /proc/<pid>/stat state letters
 _STATES = {"T": "stopped", "t": "stopped", "Z": "gone", "X": "gone"}
@@ -31,6 +40,34 @@ def place_on_host(me: int, peers: Sequence[tuple[str, int]]) -> int:
     """How many processes of the job on world rank ``me``'s host have a lower world rank."""
     here = peers[me][0]
     return sum(1 for host, _ in peers[:me] if host == here)
+
+
+class Vanished:
+    """The world ranks, among ``local`` (world rank -> pid: the processes of this host that a
+    recovery waits for), whose process has been gone for :data:`VANISHED_AFTER` seconds without
+    ``failed()`` (the world ranks MPI reported failed, None if it cannot say) listing them.
+    ``failed`` is asked only then: never during a recovery that goes as usual."""
+
+    def __init__(
+        self,
+        local: Mapping[int, int],
+        failed: Callable[[], Iterable[int] | None],
+        state_of: Callable[[int], str] = process_state,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.local, self.failed, self.state_of, self.clock = local, failed, state_of, clock
+        self.since: dict[int, float] = {}  # world rank -> when it was first seen gone
+
+    def __call__(self) -> list[int]:
+        now = self.clock()
+        for rank, pid in self.local.items():
+            if self.state_of(pid) == "gone":
+                self.since.setdefault(rank, now)
+        overdue = {r for r, t in self.since.items() if now - t >= VANISHED_AFTER}
+        if not overdue:
+            return []
+        failed = self.failed()
+        return [] if failed is None else sorted(overdue - set(failed))
 
 
 def _ranks(ranks: Iterable[int], peers: Sequence[tuple[str, int]]) -> str:

@@ -149,6 +149,12 @@ class Membership:
         spares = set(self.spare_procs)
         return any(r not in dead and r not in spares for r in range(self.world.Get_size()))
 
+    def world_ranks(self) -> list[int]:
+        """The ``COMM_WORLD`` ranks of the processes of ``world`` (local: no communication)."""
+        group = self.world.Get_group()
+        ranks = range(group.Get_size())
+        return MPI.Group.Translate_ranks(group, list(ranks), MPI.COMM_WORLD.Get_group())
+
     def worker_processes(self) -> set[int]:
         """The workers' ranks in the communicator of the final agreement (``COMM_WORLD``'s)."""
         workers = [i for i in range(self.world.Get_size()) if i not in self.spare_procs]

@@ -26,7 +26,7 @@ from ..errors import (
 )
 from ..log import MpickptWarning, Timeline, logger, warn
 from ..spill.tier import DiskTier
-from ..stall import diagnose, known_failed, place_on_host
+from ..stall import Vanished, diagnose, known_failed, place_on_host
 from . import fallback
 from .attempt import Attempt, AttemptFailed
 from .fallback import Redistribute
@@ -155,7 +155,11 @@ class Job:
         def code() -> int:
             return 75 if disk is not None and disk.complete() else 3
 
-        return Watchdog(code, about, place_on_host(m.world_rank, m.peers))
+        here = m.peers[m.world_rank][0]
+        local = {r: m.peers[r][1] for r in m.world_ranks() if r != m.world_rank}
+        local = {r: pid for r, pid in local.items() if m.peers[r][0] == here}
+        vanished = Vanished(local, lambda: known_failed(m.world))
+        return Watchdog(code, about, place_on_host(m.world_rank, m.peers), vanished)
 
     def leave(self) -> None:
         """A worker that saw a failure in its own code: revoke the workers' communicator (and

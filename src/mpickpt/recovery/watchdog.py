@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from mpi4py import MPI
@@ -21,6 +23,7 @@ FALLBACK_CODE = 3  # the exit code when they fail (EXIT_UNRECOVERABLE: nothing i
 # host waits n times STAGGER more, up to SLOTS places (8 s at most; later ones share the last).
 STAGGER = 0.5
 SLOTS = 16
+POLL = 0.5  # seconds between the watchdog's looks at the processes it waits for
 
 
 def stagger(place: int) -> float:
@@ -30,34 +33,51 @@ def stagger(place: int) -> float:
 
 class Watchdog:
     """Ends this process with ``code()`` if a recovery stalls for ``MPICKPT_RECOVERY_TIMEOUT``
-    (plus :func:`stagger` of ``place``, this process's place among those of its host).
+    (plus :func:`stagger` of ``place``, this process's place among those of its host), or
+    sooner once ``vanished()`` names processes it waits for that are gone but will never be
+    reported failed (:class:`mpickpt.stall.Vanished`).
 
     A process that is not reported failed never joins it: Open MPI aborted it from inside a
     call when a peer died ("Send error after request freed"), it is stopped, or it is blocked
     where mpickpt cannot wake it. ``about()`` says what this process can tell about the others
     (:mod:`mpickpt.stall`). Use as a context manager around the recovery.
 
-    Nothing stops it from ending the process: ``code()`` and ``about()`` read files and print,
-    and a file system can fail (``ESTALE``, ``EIO``) or block, and standard error can be
-    gone. An error there is printed if it can be, and ends the process with
-    :data:`FALLBACK_CODE`; a callback still running after :data:`GRACE` seconds is left behind
-    and the process ends all the same.
+    Nothing stops it from ending the process: ``code()``, ``about()`` and ``vanished()`` read
+    files and print, and a file system can fail (``ESTALE``, ``EIO``) or block, and standard
+    error can be gone. An error in ``vanished()`` counts as nothing seen; one in the others is
+    printed if it can be, and ends the process with :data:`FALLBACK_CODE`; a callback still
+    running after :data:`GRACE` seconds is left behind and the process ends all the same.
     """
 
     def __init__(
-        self, code: Callable[[], int], about: Callable[[], list[str]], place: int = 0
+        self,
+        code: Callable[[], int],
+        about: Callable[[], list[str]],
+        place: int = 0,
+        vanished: Callable[[], list[int]] | None = None,
     ) -> None:
         self.seconds = config().recovery_timeout
-        self.code, self.about = code, about
-        self.delay = self.seconds + stagger(place)
-        self.timer = self._timer()
+        self.code, self.about, self.vanished = code, about, vanished
+        self.stagger = stagger(place)
+        self.deadline = math.inf
+        self.done = threading.Event()
 
-    def _timer(self) -> threading.Timer:
-        timer = threading.Timer(self.delay, self._fire)
-        timer.daemon = True
-        return timer
+    def _watch(self) -> None:
+        while not self.done.wait(max(0.0, min(POLL, self.deadline - time.monotonic()))):
+            if time.monotonic() >= self.deadline:
+                self._fire(f"recovery stalled for {self.seconds:g} s")
+            gone = self._vanished()
+            if gone and not self.done.wait(self.stagger):
+                ranks = ", ".join(map(str, gone))
+                self._fire(f"recovery stalled: world rank(s) {ranks} ended, never reported failed")
 
-    def _fire(self) -> None:
+    def _vanished(self) -> list[int]:
+        try:
+            return self.vanished() if self.vanished is not None else []
+        except Exception:  # noqa: BLE001 - the timeout still ends the process
+            return []
+
+    def _fire(self, why: str) -> None:
         """End this process, whatever the callbacks do."""
         backstop = threading.Timer(GRACE, os._exit, (FALLBACK_CODE,))
         backstop.daemon = True
@@ -65,7 +85,7 @@ class Watchdog:
         code = FALLBACK_CODE
         try:
             rank = MPI.COMM_WORLD.Get_rank()
-            say(f"world rank {rank}: recovery stalled for {self.seconds:g} s; ending this process")
+            say(f"world rank {rank}: {why}; ending this process")
             code = self.code()
             say(
                 f"world rank {rank}: exiting with {code}. Every process not reported failed must "
@@ -77,23 +97,26 @@ class Watchdog:
         finally:
             os._exit(code)
 
+    def _arm(self) -> None:
+        self.deadline = time.monotonic() + self.seconds + self.stagger
+
     def __enter__(self) -> Watchdog:
-        self.timer.start()
+        self._arm()
+        threading.Thread(target=self._watch, name="mpickpt-watchdog", daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.timer.cancel()
+        self.done.set()
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
-        """Not while inside: synchronous disk I/O may be slow and healthy (a large job's
-        files on a parallel file system); the timeout starts again after it."""
-        self.timer.cancel()
+        """The timeout not while inside: synchronous disk I/O may be slow and healthy (a large
+        job's files on a parallel file system); it starts again after it."""
+        self.deadline = math.inf
         try:
             yield
         finally:
-            self.timer = self._timer()
-            self.timer.start()
+            self._arm()
 
 
 def sigkill_self() -> None:
