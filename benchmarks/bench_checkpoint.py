@@ -628,11 +628,12 @@ def main() -> None:
         tmpdir = comm.bcast(
             tempfile.mkdtemp(prefix="mpickpt-bench-", dir=args.tmpdir) if rank == 0 else None
         )
+    load = os.getloadavg()[0]  # before the run's own ranks load the machine
     if rank == 0:
         print(
             f"# mpickpt checkpoint benchmark: {nranks} ranks, {os.cpu_count()} cores, "
             f"sizes {sizes} MB/rank, repeats {args.repeats} (+{args.warmup} warm-up), "
-            f"load average {os.getloadavg()[0]:.2f}",
+            f"load average {load:.2f}",
             flush=True,
         )
         print(
@@ -703,14 +704,17 @@ def main() -> None:
         report(results, nranks, args.repeats)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"ranks": nranks, "schemes": SCHEMES, "results": results}, f, indent=1)
+                record = {"ranks": nranks, "load": load, "schemes": SCHEMES, "results": results}
+                json.dump(record, f, indent=1)
         if args.png:
-            plot(results, nranks, args.png)
+            plot(results, nranks, args.png, load)
+    comm.Barrier()  # the others wait: a rank that leaves first makes mpiexec end this one
 
 
-def plot(results: list[dict[str, Any]], nranks: int, path: str) -> None:
+def plot(results: list[dict[str, Any]], nranks: int, path: str, load: float) -> None:
     """Seconds of one checkpoint against MB per rank, one line per scheme, with the memcpy
-    and h5py+fsync baselines of the same run (medians; bars from min to max)."""
+    and h5py+fsync baselines of the same run (medians; bars from min to max); ``load``: the
+    load average when the run started."""
     try:
         import matplotlib
 
@@ -739,7 +743,8 @@ def plot(results: list[dict[str, Any]], nranks: int, path: str) -> None:
     ax.set_xlabel("MB per rank")
     ax.set_ylabel("seconds (max over ranks, median)")
     ax.set_title(
-        f"One checkpoint, {nranks} ranks on {os.cpu_count()} cores (load {os.getloadavg()[0]:.0f})"
+        f"One checkpoint, {nranks} ranks on {os.cpu_count()} cores (load average {load:.1f} "
+        "at the start)"
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
