@@ -9,8 +9,9 @@ runs ``examples/heat2d.py`` on a grid sized so that each worker's ``u`` (float64
 halo) is that many MB (``8 * size**2 / workers`` bytes), for ``--steps 4``, checkpointing
 every ``--every 2`` steps:
 
-1. **failure-free** (once): the run with ``--spill DIR`` (only its last checkpoint is
-   spilled). It gives the reference checksum and the HDF5 version the relaunch starts from.
+1. **failure-free** (once): the run with ``--spill DIR`` (only its first and its last
+   checkpoint are spilled). It gives the reference checksum and the HDF5 version the
+   relaunch starts from.
 2. **kill**: the same run without the spill, with ``MPICKPT_KILL=3@3`` (a real SIGKILL of
    rank 3 at the start of step 3), ``MPICKPT_VERBOSE=1`` (rank 0 prints the recovery timeline
    on stderr) and ``MPICKPT_PIDDIR`` (the killed rank writes ``killed-rank3.time``, its
@@ -415,9 +416,9 @@ def heat_cmd(args: argparse.Namespace, workers: int, size: int, spill: str | Non
         args.scheme,
         *shlex.split(args.heat_args),
     ]
-    if spill:  # spill only the last checkpoint (the one the relaunch restarts from)
-        checkpoints = 1 + -(-args.steps // args.every)
-        argv += ["--spill", spill, "--spill-every", str(checkpoints)]
+    if spill:  # spill the first and the last checkpoint (versions 0 and n: n % n == 0)
+        last = -(-args.steps // args.every)  # the version number of the last checkpoint
+        argv += ["--spill", spill, "--spill-every", str(max(1, last))]
     return mpiexec(
         workers + args.spares, sys.executable, str(Path(__file__).resolve()), "--child", *argv
     )
