@@ -10,6 +10,7 @@ import pytest
 
 import reruns
 from conftest import HEAT, HEAT_SCHEME, SCRIPTS, _kill_group, checksum, run_mpi
+from mpickpt.stall import process_state
 from test_faults import launch
 
 pytestmark = [pytest.mark.mpi]
@@ -51,20 +52,24 @@ def test_blocking_exchange_on_a_derived_cart_survives_a_kill(heat_reference, kil
 
 @pytest.mark.fault
 def test_killed_from_outside(tmp_path):
-    args = ["--steps", "6000", "--size", "48", "--every", "37", *HEAT_SCHEME]
-    rc, out, err = run_mpi(CART, 1, *args, "--spares", "0", timeout=90)
-    assert rc == 0, err
-    reference = checksum(out)
-    proc = launch(
-        CART, 5, *args, "--spares", "1", env={**NO_WATCHDOG, "MPICKPT_PIDDIR": str(tmp_path)}
-    )
-    pidfile = tmp_path / "rank2.pid"
-    deadline = time.monotonic() + 30
-    while not pidfile.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    pid = int(pidfile.read_text())  # now: a rank that ends normally removes its pid file
-    time.sleep(1.0)
-    assert proc.poll() is None, "the run ended before the kill: make it longer"
+    # a run long enough for the kill, 1 s after the start, to land mid-run (6000 steps took
+    # under a second on a quiet machine), and longer if it was not
+    for steps in (30000, 120000):
+        args = ["--steps", str(steps), "--size", "48", "--every", "37", *HEAT_SCHEME]
+        piddir = tmp_path / str(steps)
+        env = {**NO_WATCHDOG, "MPICKPT_PIDDIR": str(piddir)}
+        proc = launch(CART, 5, *args, "--spares", "1", env=env)
+        pidfile = piddir / "rank2.pid"
+        deadline = time.monotonic() + 30
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pid = int(pidfile.read_text())  # now: a rank that ends normally removes its pid file
+        time.sleep(1.0)
+        if proc.poll() is None and process_state(pid) == "alive":
+            break
+        proc.communicate(timeout=90)
+    else:
+        pytest.fail("every run ended before the kill")
     os.kill(pid, signal.SIGKILL)
     try:
         out, err = proc.communicate(timeout=90)
@@ -73,7 +78,9 @@ def test_killed_from_outside(tmp_path):
         pytest.fail(f"hung after an outside kill\n{out}\n{err}")
     assert proc.returncode == 0, f"{out}\n{err}"
     assert "stalled" not in err
-    assert checksum(out) == reference
+    rc, ref_out, ref_err = run_mpi(CART, 1, *args, "--spares", "0", timeout=90)
+    assert rc == 0, ref_err
+    assert checksum(out) == checksum(ref_out)
 
 
 SUB_FREE = SCRIPTS / "sub_free.py"
