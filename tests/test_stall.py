@@ -75,7 +75,7 @@ def test_a_process_gone_and_never_reported_failed_is_named_after_a_while():
         asked.append(clock.now)
         return [1]  # rank 1 (pid 11) died and MPI said so
 
-    vanished = Vanished({1: 11, 2: 12, 3: 13}, failed, states.__getitem__, clock)
+    vanished = Vanished({1: 11, 2: 12, 3: 13}, lambda: [0, 1, 2, 3], failed, states.get, clock)
     assert vanished() == []
     states[11] = states[12] = "gone"  # both end; only rank 1 is reported failed
     assert vanished() == []
@@ -86,9 +86,20 @@ def test_a_process_gone_and_never_reported_failed_is_named_after_a_while():
     assert asked == [clock.now]
 
 
+def test_a_process_the_recovery_no_longer_waits_for_is_not_named():
+    """After a shrink the dead are no longer members, and no longer listed failed."""
+    clock, members = Clock(), [0, 1, 2]
+    vanished = Vanished({1: 11, 2: 12}, lambda: members, lambda: [], {11: "gone"}.get, clock)
+    vanished()
+    clock.now += VANISHED_AFTER
+    assert vanished() == [1]
+    members.remove(1)  # shrunk without it
+    assert vanished() == []
+
+
 def test_nothing_is_named_when_mpi_cannot_say_who_failed():
     clock = Clock()
-    vanished = Vanished({1: 11}, lambda: None, lambda pid: "gone", clock)
+    vanished = Vanished({1: 11}, lambda: [1], lambda: None, lambda pid: "gone", clock)
     vanished()
     clock.now += VANISHED_AFTER
     assert vanished() == []

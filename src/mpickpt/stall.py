@@ -43,19 +43,23 @@ def place_on_host(me: int, peers: Sequence[tuple[str, int]]) -> int:
 
 
 class Vanished:
-    """The world ranks, among ``local`` (world rank -> pid: the processes of this host that a
-    recovery waits for), whose process has been gone for :data:`VANISHED_AFTER` seconds without
-    ``failed()`` (the world ranks MPI reported failed, None if it cannot say) listing them.
-    ``failed`` is asked only then: never during a recovery that goes as usual."""
+    """The world ranks, among ``local`` (world rank -> pid: the processes of this host in the
+    job when the recovery started), whose process has been gone for :data:`VANISHED_AFTER`
+    seconds while the recovery still waits for it: in ``members()`` (the world ranks of the
+    job's communicator now; a shrink leaves the dead out) and not in ``failed()`` (those MPI
+    reported failed; None if it cannot say). Both are asked only then: never during a
+    recovery that goes as usual."""
 
     def __init__(
         self,
         local: Mapping[int, int],
+        members: Callable[[], Iterable[int]],
         failed: Callable[[], Iterable[int] | None],
         state_of: Callable[[int], str] = process_state,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.local, self.failed, self.state_of, self.clock = local, failed, state_of, clock
+        self.local, self.members, self.failed = local, members, failed
+        self.state_of, self.clock = state_of, clock
         self.since: dict[int, float] = {}  # world rank -> when it was first seen gone
 
     def __call__(self) -> list[int]:
@@ -66,7 +70,8 @@ class Vanished:
         overdue = {r for r, t in self.since.items() if now - t >= VANISHED_AFTER}
         if not overdue:
             return []
-        failed = self.failed()
+        overdue &= set(self.members())
+        failed = self.failed() if overdue else []
         return [] if failed is None else sorted(overdue - set(failed))
 
 

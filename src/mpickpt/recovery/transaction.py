@@ -158,7 +158,7 @@ class Job:
         here = m.peers[m.world_rank][0]
         local = {r: m.peers[r][1] for r in m.world_ranks() if r != m.world_rank}
         local = {r: pid for r, pid in local.items() if m.peers[r][0] == here}
-        vanished = Vanished(local, lambda: known_failed(m.world))
+        vanished = Vanished(local, m.world_ranks, lambda: known_failed(m.world))
         return Watchdog(code, about, place_on_host(m.world_rank, m.peers), vanished)
 
     def leave(self) -> None:
