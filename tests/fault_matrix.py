@@ -224,16 +224,13 @@ class Matrix:
             if len(victims) == 1:  # a recovery must happen for the phase to mean anything
                 victims.append(r.choice([w for w in workers if w != victims[0]]))
             spec = ",".join([f"{victims[0]}@{at}", *(f"{v}@recovery" for v in victims[1:])])
-        elif c.phase == "stall":  # one dies mid-run, another stops in the recovery
+        elif c.phase in STALLS:  # one dies mid-run, another stops or ends in the recovery
             at = r.randrange(1, steps - 1)
             other = r.choice([w for w in workers if w != victims[0]])
-            # ... and is killed from outside once the others' watchdog has fired, as a batch
-            # system ends a job's leftovers (mpiexec would wait for it forever)
-            return {"MPICKPT_KILL": f"{victims[0]}@{at},{other}@stall"}, self._unstall(other)
-        elif c.phase == "vanish":  # one dies mid-run, another ends itself in the recovery
-            at = r.randrange(1, steps - 1)
-            other = r.choice([w for w in workers if w != victims[0]])
-            spec = f"{victims[0]}@{at},{other}@vanish"
+            spec = f"{victims[0]}@{at},{other}@{c.phase}"
+            if c.phase == "stall":  # killed from outside once the others' watchdog has fired,
+                # as a batch system ends a job's leftovers (mpiexec would wait for it forever)
+                return {"MPICKPT_KILL": spec}, self._unstall(other)
         else:  # start, joined, idle, done
             spec = ",".join(f"{v}@{c.phase}" for v in victims)
         return {"MPICKPT_KILL": spec}, None
