@@ -156,8 +156,9 @@ class Job:
             return 75 if disk is not None and disk.complete() else 3
 
         here = m.peers[m.world_rank][0]
-        local = {r: m.peers[r][1] for r in m.world_ranks() if r != m.world_rank}
-        local = {r: pid for r, pid in local.items() if m.peers[r][0] == here}
+        local = {
+            r: m.peers[r][1] for r in m.world_ranks() if r != m.world_rank and m.peers[r][0] == here
+        }
         vanished = Vanished(local, m.world_ranks, lambda: known_failed(m.world))
         return Watchdog(code, about, place_on_host(m.world_rank, m.peers), vanished)
 
